@@ -1,0 +1,10 @@
+// Command genmodels writes the bundled model repository: the ONNX models
+// built by internal/onnxgen and the config.yaml beside each of them.
+//
+//	go run ./cmd/genmodels -out models
+//
+// Its output is byte-for-byte reproducible, and a test holds the committed
+// models/ folder to it, so the repository is changed by changing this
+// command and running it again, never by hand. It knows nothing of ONNX
+// Runtime or of how the server reads the files.
+package main
