@@ -1,0 +1,506 @@
+package repository
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrInvalidConfig is wrapped by every error that says a config.yaml (or a
+// traffic block given through the API) is malformed or holds an impossible
+// value.
+var ErrInvalidConfig = errors.New("invalid model config")
+
+// Defaults and limits of config.yaml. A field left out of the file takes the
+// default; a value beyond a limit is rejected.
+const (
+	// DefaultMaxQueueDelay is how long a request waits for companions when
+	// dynamic_batching is present without max_queue_delay.
+	DefaultMaxQueueDelay = 500 * time.Microsecond
+	// MaxQueueDelayLimit bounds max_queue_delay: a longer wait is a typo, not
+	// a batching policy.
+	MaxQueueDelayLimit = 10 * time.Second
+	// DefaultMaxQueueSize is the queue bound when dynamic_batching is present
+	// without max_queue_size.
+	DefaultMaxQueueSize = 1024
+	// DefaultQueueTimeout is the queue deadline for a request that carries
+	// none, when dynamic_batching is present without default_timeout.
+	DefaultQueueTimeout = 5 * time.Second
+	// MaxBatchSizeLimit bounds max_batch_size: callers size buffers by it.
+	MaxBatchSizeLimit = 1 << 20
+	// MaxQueueSizeLimit bounds max_queue_size: callers size queues by it.
+	MaxQueueSizeLimit = 1 << 20
+	// MaxInstanceCount bounds instances.count.
+	MaxInstanceCount = 64
+	// DefaultStickyKey is the header, gRPC metadata key or request parameter
+	// that pins a caller to one traffic arm when traffic.sticky_key is absent.
+	DefaultStickyKey = "x-routing-key"
+	// MaxTrafficWeight bounds one traffic.split weight, so that any sum of
+	// weights fits comfortably in an int.
+	MaxTrafficWeight = 1_000_000
+)
+
+// Execution providers accepted in instances.provider.
+const (
+	ProviderCPU  = "cpu"
+	ProviderCUDA = "cuda"
+)
+
+// Graph optimization levels accepted in instances.graph_optimization, in
+// ONNX Runtime's order from none to every optimization.
+const (
+	GraphOptDisable  = "disable"
+	GraphOptBasic    = "basic"
+	GraphOptExtended = "extended"
+	GraphOptAll      = "all"
+)
+
+// Config is one model's config.yaml after defaults are applied. Every field
+// of the file is optional. The zero Config is not valid (instances.count is
+// 0); start from DefaultConfig or ParseConfig. A Config is a plain value:
+// safe for concurrent reads, and Clone gives a copy that shares nothing.
+type Config struct {
+	// MaxBatchSize is the largest batch the model accepts along its first
+	// dimension. 0 (the default) means the model has no batch dimension and
+	// is never batched.
+	// At most MaxBatchSizeLimit.
+	MaxBatchSize int `yaml:"max_batch_size"`
+	// DynamicBatching groups concurrent requests into batches; nil (the
+	// block is absent) means every request runs alone.
+	DynamicBatching *DynamicBatching `yaml:"dynamic_batching"`
+	// Instances says how and where batches execute.
+	Instances Instances `yaml:"instances"`
+	// VersionPolicy picks which version folders are served.
+	VersionPolicy VersionPolicy `yaml:"version_policy"`
+	// Traffic splits requests that name no version among the ready
+	// versions; nil means the newest ready version takes all of them.
+	Traffic *Traffic `yaml:"traffic"`
+	// Warmup lists inference runs done before a version turns READY.
+	Warmup Warmup `yaml:"warmup"`
+}
+
+// DynamicBatching is the dynamic_batching block. Fields absent from a present
+// block take the Default* constants of this package. Like Config, it is a
+// plain value, safe for concurrent reads.
+type DynamicBatching struct {
+	// MaxQueueDelay is the longest a request waits for companions before
+	// its batch runs anyway; 0 runs with whatever is queued.
+	// [DefaultMaxQueueDelay], at most MaxQueueDelayLimit.
+	MaxQueueDelay time.Duration `yaml:"max_queue_delay"`
+	// PreferredBatchSizes are batch sizes the batcher aims for, each in
+	// 1..MaxBatchSize, ascending without duplicates after ParseConfig.
+	// Empty means "as large as max_batch_size allows".
+	PreferredBatchSizes []int `yaml:"preferred_batch_sizes,omitempty"`
+	// MaxQueueSize bounds the requests waiting; one more is refused with
+	// 429 / RESOURCE_EXHAUSTED. [DefaultMaxQueueSize], 1..MaxQueueSizeLimit.
+	MaxQueueSize int `yaml:"max_queue_size"`
+	// DefaultTimeout is the queue deadline of a request whose client set
+	// none. [DefaultQueueTimeout], > 0: every wait has a deadline.
+	DefaultTimeout time.Duration `yaml:"default_timeout"`
+}
+
+// Instances is the instances block: how many sessions run batches in
+// parallel and with which ONNX Runtime settings. A plain value, safe for
+// concurrent reads.
+type Instances struct {
+	// Count is the number of batches executed in parallel. [1], 1..MaxInstanceCount.
+	Count int `yaml:"count"`
+	// Provider is ProviderCPU (the default) or ProviderCUDA.
+	Provider string `yaml:"provider"`
+	// DeviceID is the GPU ordinal for ProviderCUDA. [0], >= 0.
+	DeviceID int `yaml:"device_id"`
+	// IntraOpThreads is ONNX Runtime's thread count inside one operator;
+	// 0 (the default) lets ONNX Runtime choose.
+	IntraOpThreads int `yaml:"intra_op_threads"`
+	// InterOpThreads is ONNX Runtime's thread count across operators;
+	// 0 (the default) lets ONNX Runtime choose.
+	InterOpThreads int `yaml:"inter_op_threads"`
+	// GraphOptimization is one of the GraphOpt* levels. [GraphOptAll]
+	GraphOptimization string `yaml:"graph_optimization"`
+}
+
+// VersionPolicy is the version_policy block: exactly one of its fields is
+// set. When the block is absent or empty, Latest is 1. The zero
+// VersionPolicy selects nothing and does not validate. A plain value, safe
+// for concurrent reads.
+type VersionPolicy struct {
+	// Latest serves the N highest version numbers found; >= 1 when set.
+	Latest int `yaml:"latest,omitempty"`
+	// All serves every version found.
+	All bool `yaml:"all,omitempty"`
+	// Specific serves these versions when they exist; positive and, after
+	// ParseConfig, ascending without duplicates.
+	Specific []int64 `yaml:"specific,omitempty"`
+}
+
+// Traffic is the traffic block, also the body of the traffic API: which
+// ready version answers a request that names none. A plain value, safe for
+// concurrent reads; Clone before changing a shared one.
+type Traffic struct {
+	// Split maps version numbers (canonical decimal strings, as YAML and
+	// JSON keys are strings) to relative weights. Nil means the newest ready
+	// version takes all traffic; when set it is not empty and not all zero.
+	Split map[string]int `yaml:"split,omitempty" json:"split,omitempty"`
+	// StickyKey names the header, gRPC metadata key or request parameter
+	// whose value pins a caller to one arm. Lowercase. [DefaultStickyKey]
+	StickyKey string `yaml:"sticky_key" json:"sticky_key"`
+	// Shadow mirrors a share of requests to another version; nil for none.
+	Shadow *Shadow `yaml:"shadow,omitempty" json:"shadow,omitempty"`
+}
+
+// Shadow mirrors a percentage of requests to Version; the mirrored answers
+// are discarded. A plain value, safe for concurrent reads.
+type Shadow struct {
+	// Version receives the mirrored copies; > 0.
+	Version int64 `yaml:"version" json:"version"`
+	// Percent of requests mirrored, 0..100.
+	Percent int `yaml:"percent" json:"percent"`
+}
+
+// Warmup is the warmup block. A plain value, safe for concurrent reads.
+type Warmup struct {
+	// BatchSizes are the batch sizes run once each, in order, before a
+	// version turns READY; each in 1..max(MaxBatchSize, 1). Empty: no warmup.
+	BatchSizes []int `yaml:"batch_sizes,omitempty"`
+}
+
+// DefaultConfig returns the Config of an empty config.yaml.
+func DefaultConfig() Config {
+	return Config{
+		Instances: Instances{
+			Count:             1,
+			Provider:          ProviderCPU,
+			GraphOptimization: GraphOptAll,
+		},
+		VersionPolicy: VersionPolicy{Latest: 1},
+	}
+}
+
+func defaultDynamicBatching() DynamicBatching {
+	return DynamicBatching{
+		MaxQueueDelay:  DefaultMaxQueueDelay,
+		MaxQueueSize:   DefaultMaxQueueSize,
+		DefaultTimeout: DefaultQueueTimeout,
+	}
+}
+
+// Clone returns a deep copy of c, so a caller may change it (for example
+// to apply an override) without touching a Config another goroutine reads.
+func (c Config) Clone() Config {
+	out := c
+	if c.DynamicBatching != nil {
+		db := *c.DynamicBatching
+		db.PreferredBatchSizes = slices.Clone(db.PreferredBatchSizes)
+		out.DynamicBatching = &db
+	}
+	out.VersionPolicy.Specific = slices.Clone(c.VersionPolicy.Specific)
+	if c.Traffic != nil {
+		t := c.Traffic.Clone()
+		out.Traffic = &t
+	}
+	out.Warmup.BatchSizes = slices.Clone(c.Warmup.BatchSizes)
+	return out
+}
+
+// Clone returns a deep copy of t.
+func (t Traffic) Clone() Traffic {
+	out := t
+	out.Split = maps.Clone(t.Split)
+	if t.Shadow != nil {
+		s := *t.Shadow
+		out.Shadow = &s
+	}
+	return out
+}
+
+// Select returns the versions of available that p serves, ascending and
+// without duplicates: the Latest highest, All of them, or those of Specific
+// that are available. available need not be sorted.
+func (p VersionPolicy) Select(available []int64) []int64 {
+	have := slices.Clone(available)
+	slices.Sort(have)
+	have = slices.Compact(have)
+	switch {
+	case p.All:
+		return have
+	case len(p.Specific) > 0:
+		var out []int64
+		for _, v := range have {
+			if slices.Contains(p.Specific, v) {
+				out = append(out, v)
+			}
+		}
+		return out
+	case p.Latest > 0:
+		if len(have) > p.Latest {
+			have = have[len(have)-p.Latest:]
+		}
+		return have
+	default:
+		return nil
+	}
+}
+
+// FieldError is one problem in a config, naming the field it is about.
+// It wraps ErrInvalidConfig. It is not modified after it is returned, so it
+// is safe for concurrent reads.
+type FieldError struct {
+	// Field is the dotted path of the field, such as
+	// "dynamic_batching.max_queue_size"; empty for the document as a whole.
+	Field string
+	// Line is the 1-based line in the YAML text, 0 when not known (a Config
+	// built in code).
+	Line int
+	// Msg says what is wrong, such as "must be > 0, got -1".
+	Msg string
+}
+
+// Error returns "field: message (line N)".
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, " (line %d)", e.Line)
+	}
+	return b.String()
+}
+
+// Unwrap returns ErrInvalidConfig.
+func (e *FieldError) Unwrap() error { return ErrInvalidConfig }
+
+// fieldErrors reports every problem found at once, so an operator fixes a
+// config in one round instead of one field per restart.
+type fieldErrors []*FieldError
+
+func (es fieldErrors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (es fieldErrors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
+// checker collects FieldErrors; lines, when set, adds the YAML line of a
+// field to the errors about it.
+type checker struct {
+	errs  fieldErrors
+	lines map[string]int
+}
+
+func (c *checker) addf(field, format string, args ...any) {
+	c.errs = append(c.errs, &FieldError{Field: field, Line: c.lines[field], Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) err() error {
+	switch len(c.errs) {
+	case 0:
+		return nil
+	case 1:
+		return c.errs[0]
+	default:
+		return c.errs
+	}
+}
+
+// Validate reports every impossible value in c, each as a FieldError
+// wrapping ErrInvalidConfig; nil when c can be served. ParseConfig calls it;
+// callers that change a Config (such as API overrides) call it again.
+func (c *Config) Validate() error {
+	var ch checker
+	c.validate(&ch)
+	return ch.err()
+}
+
+func (c *Config) validate(ch *checker) {
+	if c.MaxBatchSize < 0 || c.MaxBatchSize > MaxBatchSizeLimit {
+		ch.addf("max_batch_size", "must be in 0..%d, got %d", MaxBatchSizeLimit, c.MaxBatchSize)
+	}
+	if db := c.DynamicBatching; db != nil {
+		if c.MaxBatchSize <= 0 {
+			ch.addf("dynamic_batching", "needs max_batch_size > 0: a model without a batch dimension cannot be batched")
+		}
+		if db.MaxQueueDelay < 0 || db.MaxQueueDelay > MaxQueueDelayLimit {
+			ch.addf("dynamic_batching.max_queue_delay", "must be in 0s..%s, got %s", MaxQueueDelayLimit, db.MaxQueueDelay)
+		}
+		for i, n := range db.PreferredBatchSizes {
+			field := fmt.Sprintf("dynamic_batching.preferred_batch_sizes[%d]", i)
+			switch {
+			case n < 1 || n > c.MaxBatchSize:
+				ch.addf(field, "must be in 1..max_batch_size (%d), got %d", c.MaxBatchSize, n)
+			case slices.Contains(db.PreferredBatchSizes[:i], n):
+				ch.addf(field, "duplicate batch size %d", n)
+			}
+		}
+		switch {
+		case db.MaxQueueSize <= 0:
+			ch.addf("dynamic_batching.max_queue_size", "must be > 0, got %d", db.MaxQueueSize)
+		case db.MaxQueueSize > MaxQueueSizeLimit:
+			ch.addf("dynamic_batching.max_queue_size", "must be at most %d, got %d", MaxQueueSizeLimit, db.MaxQueueSize)
+		}
+		if db.DefaultTimeout <= 0 {
+			ch.addf("dynamic_batching.default_timeout", "must be > 0, got %s", db.DefaultTimeout)
+		}
+	}
+
+	in := c.Instances
+	if in.Count < 1 || in.Count > MaxInstanceCount {
+		ch.addf("instances.count", "must be in 1..%d, got %d", MaxInstanceCount, in.Count)
+	}
+	if in.Provider != ProviderCPU && in.Provider != ProviderCUDA {
+		ch.addf("instances.provider", "must be %q or %q, got %q", ProviderCPU, ProviderCUDA, in.Provider)
+	}
+	if in.DeviceID < 0 {
+		ch.addf("instances.device_id", "must be >= 0, got %d", in.DeviceID)
+	}
+	if in.IntraOpThreads < 0 {
+		ch.addf("instances.intra_op_threads", "must be >= 0, got %d", in.IntraOpThreads)
+	}
+	if in.InterOpThreads < 0 {
+		ch.addf("instances.inter_op_threads", "must be >= 0, got %d", in.InterOpThreads)
+	}
+	switch in.GraphOptimization {
+	case GraphOptDisable, GraphOptBasic, GraphOptExtended, GraphOptAll:
+	default:
+		ch.addf("instances.graph_optimization", "must be one of %s, %s, %s, %s, got %q",
+			GraphOptDisable, GraphOptBasic, GraphOptExtended, GraphOptAll, in.GraphOptimization)
+	}
+
+	c.VersionPolicy.validate(ch)
+	if c.Traffic != nil {
+		c.Traffic.validate(ch, "traffic.")
+	}
+
+	maxWarm := max(c.MaxBatchSize, 1)
+	for i, n := range c.Warmup.BatchSizes {
+		if n < 1 || n > maxWarm {
+			ch.addf(fmt.Sprintf("warmup.batch_sizes[%d]", i), "must be in 1..%d (max_batch_size, or 1 without batching), got %d", maxWarm, n)
+		}
+	}
+}
+
+func (p *VersionPolicy) validate(ch *checker) {
+	var set []string
+	if p.Latest != 0 {
+		set = append(set, "latest")
+	}
+	if p.All {
+		set = append(set, "all")
+	}
+	if p.Specific != nil {
+		set = append(set, "specific")
+	}
+	switch len(set) {
+	case 0:
+		ch.addf("version_policy", "set one of latest, all, specific")
+	case 1:
+	default:
+		ch.addf("version_policy", "set only one of latest, all, specific, got %s", strings.Join(set, ", "))
+	}
+	if p.Latest < 0 {
+		ch.addf("version_policy.latest", "must be >= 1, got %d", p.Latest)
+	}
+	if p.Specific != nil && len(p.Specific) == 0 {
+		ch.addf("version_policy.specific", "must list at least one version")
+	}
+	for i, v := range p.Specific {
+		field := fmt.Sprintf("version_policy.specific[%d]", i)
+		switch {
+		case v < 1:
+			ch.addf(field, "must be a version number >= 1, got %d", v)
+		case slices.Contains(p.Specific[:i], v):
+			ch.addf(field, "duplicate version %d", v)
+		}
+	}
+}
+
+// ValidateTraffic reports every impossible value in t the way Validate does,
+// with field paths relative to the traffic block ("split", "shadow.percent"),
+// so the traffic API and config.yaml accept exactly the same blocks.
+func ValidateTraffic(t Traffic) error {
+	var ch checker
+	t.validate(&ch, "")
+	return ch.err()
+}
+
+func (t *Traffic) validate(ch *checker, prefix string) {
+	if t.Split != nil {
+		if len(t.Split) == 0 {
+			ch.addf(prefix+"split", "must name at least one version (leave split out to send all traffic to the newest ready version)")
+		}
+		total, bad := 0, false
+		for _, key := range slices.Sorted(maps.Keys(t.Split)) {
+			w := t.Split[key]
+			field := fmt.Sprintf("%ssplit[%q]", prefix, key)
+			if _, ok := ParseVersion(key); !ok {
+				ch.addf(field, "key must be a version number (a positive integer without sign or leading zeros)")
+			}
+			if w < 0 || w > MaxTrafficWeight {
+				ch.addf(field, "weight must be in 0..%d, got %d", MaxTrafficWeight, w)
+				bad = true
+				continue
+			}
+			total += w
+		}
+		if len(t.Split) > 0 && total == 0 && !bad {
+			ch.addf(prefix+"split", "weights must not all be 0")
+		}
+	}
+	if !validStickyKey(t.StickyKey) {
+		ch.addf(prefix+"sticky_key", "must be 1..128 of a-z, 0-9, '-', '_', '.' (it is also a gRPC metadata key), got %q", t.StickyKey)
+	}
+	if s := t.Shadow; s != nil {
+		if s.Version < 1 {
+			ch.addf(prefix+"shadow.version", "must be a version number >= 1, got %d", s.Version)
+		}
+		if s.Percent < 0 || s.Percent > 100 {
+			ch.addf(prefix+"shadow.percent", "must be in 0..100, got %d", s.Percent)
+		}
+	}
+}
+
+func validStickyKey(k string) bool {
+	if k == "" || len(k) > 128 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseVersion parses a version number as it appears in a folder name or a
+// traffic.split key: a positive decimal int64 without sign or leading zeros.
+func ParseVersion(s string) (int64, bool) {
+	if s == "" || s[0] < '1' || s[0] > '9' {
+		return 0, false
+	}
+	for i := 1; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return v, true
+}
