@@ -1,0 +1,49 @@
+package serving
+
+import (
+	"encoding/hex"
+	"fmt"
+	"slices"
+
+	"github.com/onnxserve/onnxserve/internal/repository"
+)
+
+// DesiredFromRepository turns one scanned model folder into the state Apply
+// should reach: the versions its policy selects, plus any version the policy
+// would select that cannot be loaded (reported UNAVAILABLE with its reason).
+func DesiredFromRepository(m repository.Model) Desired {
+	d := Desired{Name: m.Name, Config: m.Config, ConfigErr: m.Err, ConfigHash: hex.EncodeToString(m.ConfigHash[:])}
+	all := make([]int64, 0, len(m.Versions))
+	for _, v := range m.Versions {
+		all = append(all, v.Number)
+	}
+	wanted := m.Selected
+	if m.Err == nil {
+		// Broken versions the policy would pick are listed, not hidden.
+		wanted = m.Config.VersionPolicy.Select(all)
+	}
+	for _, v := range m.Versions {
+		if !slices.Contains(wanted, v.Number) && !slices.Contains(m.Selected, v.Number) {
+			continue
+		}
+		if v.Err == nil && !slices.Contains(m.Selected, v.Number) {
+			continue
+		}
+		d.Versions = append(d.Versions, DesiredVersion{
+			Number:      v.Number,
+			Path:        v.Path,
+			Fingerprint: fmt.Sprintf("%d:%d", v.Fingerprint.Size, v.Fingerprint.ModTime.UnixNano()),
+			Err:         v.Err,
+		})
+	}
+	return d
+}
+
+// DesiredFromSnapshot converts a whole repository scan.
+func DesiredFromSnapshot(s repository.Snapshot) []Desired {
+	out := make([]Desired, 0, len(s.Models))
+	for _, m := range s.Models {
+		out = append(out, DesiredFromRepository(m))
+	}
+	return out
+}
