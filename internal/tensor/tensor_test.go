@@ -216,7 +216,10 @@ func TestConcatSplit(t *testing.T) {
 		}},
 		{"rows sum", func() error { _, err := Split(c, []int64{1, 1}); return err }},
 		{"negative rows", func() error { _, err := Split(c, []int64{4, -1}); return err }},
-		{"scalar", func() error { _, err := Split(Tensor{Name: "x", DataType: Int32, Data: int32Data(1)}, []int64{1}); return err }},
+		{"scalar", func() error {
+			_, err := Split(Tensor{Name: "x", DataType: Int32, Data: int32Data(1)}, []int64{1})
+			return err
+		}},
 		{"nothing", func() error { _, err := Concat(nil, nil); return err }},
 	}
 	for _, tc := range errs {

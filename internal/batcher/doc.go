@@ -1,0 +1,14 @@
+// Package batcher groups concurrent requests for one model version into
+// micro-batches and runs them through a Runner.
+//
+// It owns the per-version request queue and everything that happens in it:
+// admission and backpressure (a bounded queue that fails fast), per-request
+// queue deadlines, the batching policy (maximum batch size, maximum queue
+// delay, preferred batch sizes, one batch per input layout), stacking inputs
+// along the batch dimension and cutting outputs back into per-request views,
+// the parallel execution instances, draining on Close, and the queue metrics.
+//
+// It knows nothing about wire formats, model files, ONNX Runtime or routing:
+// requests arrive as tensor values and a batch leaves through the one-method
+// Runner interface.
+package batcher

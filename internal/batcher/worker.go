@@ -1,0 +1,405 @@
+package batcher
+
+import (
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/onnxserve/onnxserve/internal/tensor"
+)
+
+// worker is one execution instance: it takes the token, forms a batch,
+// gives the token back and runs the batch. Its scratch slices are reused
+// from batch to batch.
+type worker struct {
+	timer   *time.Timer
+	batch   []*request // collected, not yet started
+	members []*request // started
+	rows    []int64
+	ins     []tensor.Tensor
+	parts   []tensor.Tensor
+	split   []tensor.Tensor
+	bufs    []*[]byte
+	nrows   int64 // rows in batch
+}
+
+func (b *Batcher) work() {
+	defer func() {
+		if b.live.Add(-1) == 0 {
+			close(b.exited)
+		}
+	}()
+	w := &worker{timer: time.NewTimer(time.Hour)}
+	w.timer.Stop()
+	for b.collect(w) {
+		b.run(w)
+	}
+}
+
+// full reports whether a batch of rows rows is dispatched without waiting
+// further.
+func (b *Batcher) full(rows int64) bool {
+	if rows >= int64(b.cfg.MaxBatchSize) {
+		return true
+	}
+	for _, p := range b.preferred {
+		if rows == p {
+			return true
+		}
+	}
+	return false
+}
+
+// sameLayout reports whether two requests' inputs can be stacked: same
+// names (both are sorted), data types and non-batch dimensions.
+func sameLayout(a, b *request) bool {
+	if len(a.in) != len(b.in) {
+		return false
+	}
+	for i := range a.in {
+		if !tensor.SameLayout(a.in[i], b.in[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// alive reports whether a queued request may still join a batch; one whose
+// deadline has passed is answered here.
+func (b *Batcher) alive(r *request) bool {
+	if r.state.Load() != stQueued {
+		return false
+	}
+	if r.deadline.IsZero() {
+		return true
+	}
+	if err := r.expired(time.Now(), b.cfg.DefaultTimeout); err != nil {
+		if b.leaveQueue(r, stAnswered) {
+			b.answer(r, result{err: err})
+		}
+		return false
+	}
+	return true
+}
+
+func (w *worker) add(r *request) {
+	w.batch = append(w.batch, r)
+	w.nrows += r.rows
+}
+
+// collect forms the next batch into w.batch. It blocks for the first
+// request, then gathers companions of the same layout until the batch is
+// full, a preferred size is reached, a request does not fit, or
+// MaxQueueDelay has passed since the first request was queued. It reports
+// false when the worker should exit.
+func (b *Batcher) collect(w *worker) bool {
+	b.token <- struct{}{}
+	defer func() { <-b.token }()
+	w.batch, w.nrows = w.batch[:0], 0
+	if b.aborted() {
+		b.failQueued()
+		return false
+	}
+
+	// Requests carried over from earlier rounds are older than anything
+	// in the channel: the oldest seeds the batch, and those of its layout
+	// that fit join it in order.
+	var seed *request
+	done := false
+	kept := b.carry[:0]
+	for i, r := range b.carry {
+		b.carry[i] = nil
+		if !b.alive(r) {
+			continue
+		}
+		switch {
+		case seed == nil:
+			seed = r
+			w.add(r)
+			done = !b.batching || b.full(w.nrows)
+			continue
+		case !done && sameLayout(seed, r):
+			if w.nrows+r.rows <= int64(b.cfg.MaxBatchSize) {
+				w.add(r)
+				done = b.full(w.nrows)
+				continue
+			}
+			done = true // it starts the next batch
+		}
+		kept = append(kept, r)
+	}
+	b.carry = kept
+
+	for seed == nil {
+		if b.drained {
+			return false
+		}
+		select {
+		case r, ok := <-b.in:
+			if !ok {
+				b.drained = true
+				return false
+			}
+			if b.alive(r) {
+				seed = r
+				w.add(r)
+				done = !b.batching || b.full(w.nrows)
+			}
+		case <-b.abort:
+			b.failQueued()
+			return false
+		}
+	}
+	if done || b.drained {
+		return true
+	}
+
+	// One timer, armed for the seed's remaining delay; once it has passed,
+	// take only what is already queued.
+	var timeout <-chan time.Time
+	if wait := time.Until(seed.enqueued.Add(b.cfg.MaxQueueDelay)); wait > 0 {
+		w.timer.Reset(wait)
+		defer w.timer.Stop()
+		timeout = w.timer.C
+	}
+	for {
+		var r *request
+		var ok bool
+		if timeout == nil {
+			select {
+			case r, ok = <-b.in:
+			default:
+				return true
+			}
+		} else {
+			select {
+			case r, ok = <-b.in:
+			case <-timeout:
+				return true
+			case <-b.abort:
+				return true // run answers the batch with ErrClosed
+			}
+		}
+		if !ok {
+			b.drained = true
+			return true
+		}
+		if !b.alive(r) {
+			continue
+		}
+		if !sameLayout(seed, r) {
+			b.carry = append(b.carry, r)
+			if len(b.carry) >= b.cfg.MaxQueueSize {
+				return true
+			}
+			continue
+		}
+		if w.nrows+r.rows > int64(b.cfg.MaxBatchSize) {
+			b.carry = append(b.carry, r)
+			return true
+		}
+		w.add(r)
+		if b.full(w.nrows) {
+			return true
+		}
+	}
+}
+
+// failQueued answers every request still queued with ErrClosed. It runs
+// with the token held, after in has been closed.
+func (b *Batcher) failQueued() {
+	for i, r := range b.carry {
+		b.carry[i] = nil
+		if b.leaveQueue(r, stAnswered) {
+			b.answer(r, result{err: ErrClosed})
+		}
+	}
+	b.carry = b.carry[:0]
+	for r := range b.in {
+		if b.leaveQueue(r, stAnswered) {
+			b.answer(r, result{err: ErrClosed})
+		}
+	}
+	b.drained = true
+}
+
+// run starts the collected batch's live requests, runs them as one batch
+// and answers each.
+func (b *Batcher) run(w *worker) {
+	aborted := b.aborted()
+	now := time.Now()
+	var rows int64
+	for i, r := range w.batch {
+		w.batch[i] = nil
+		if aborted {
+			if b.leaveQueue(r, stAnswered) {
+				b.answer(r, result{err: ErrClosed})
+			}
+			continue
+		}
+		if err := r.expired(now, b.cfg.DefaultTimeout); err != nil {
+			if b.leaveQueue(r, stAnswered) {
+				b.answer(r, result{err: err})
+			}
+			continue
+		}
+		if !b.leaveQueue(r, stStarted) {
+			continue // given up by its caller
+		}
+		b.obs.queue.Observe(now.Sub(r.enqueued).Seconds())
+		w.members = append(w.members, r)
+		rows += r.rows
+	}
+	w.batch = w.batch[:0]
+	if len(w.members) == 0 {
+		return
+	}
+	defer func() {
+		clear(w.members)
+		w.members = w.members[:0]
+	}()
+
+	var in []tensor.Tensor
+	if len(w.members) == 1 {
+		in = w.members[0].in // nothing to stack: no copy
+	} else {
+		var err error
+		if in, err = b.stack(w); err != nil {
+			b.releaseBuffers(w)
+			b.log.Error("stacking a batch failed", zap.Error(err))
+			b.failAll(w, fmt.Errorf("batcher: stack inputs: %v", err))
+			return
+		}
+	}
+	start := time.Now()
+	out, err := b.call(in)
+	b.obs.compute.Observe(time.Since(start).Seconds())
+	b.obs.batch.Observe(float64(rows))
+	b.releaseBuffers(w)
+
+	if err != nil {
+		b.log.Debug("batch failed", zap.Int("requests", len(w.members)), zap.Int64("rows", rows), zap.Error(err))
+		b.failAll(w, fmt.Errorf("run batch of %d rows: %w", rows, err))
+		return
+	}
+	if b.cfg.MaxBatchSize > 0 {
+		if err := checkOutputs(out, rows); err != nil {
+			b.log.Error("runner broke its contract", zap.Error(err))
+			b.failAll(w, err)
+			return
+		}
+	}
+	if len(w.members) == 1 {
+		b.answer(w.members[0], result{out: out})
+		return
+	}
+	if err := b.splitOutputs(w, out); err != nil {
+		b.log.Error("splitting a batch failed", zap.Error(err))
+		b.failAll(w, err)
+	}
+}
+
+// call runs the batch, turning a panic into an error for its members.
+func (b *Batcher) call(in []tensor.Tensor) (out []tensor.Tensor, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			b.log.Error("runner panicked", zap.Any("panic", p), zap.Stack("stack"))
+			out, err = nil, fmt.Errorf("%w: %v", ErrPanic, p)
+		}
+	}()
+	return b.runner.Run(b.runCtx, in)
+}
+
+func (b *Batcher) failAll(w *worker, err error) {
+	for _, r := range w.members {
+		b.answer(r, result{err: err})
+	}
+}
+
+// checkOutputs enforces the Runner contract for a model with a batch
+// dimension. Its errors do not wrap tensor.ErrInvalid: a broken runner is
+// not the client's fault.
+func checkOutputs(out []tensor.Tensor, rows int64) error {
+	if len(out) == 0 {
+		return fmt.Errorf("batcher: runner returned no outputs for a batch of %d rows", rows)
+	}
+	for _, t := range out {
+		if len(t.Shape) == 0 || t.Shape[0] != rows {
+			return fmt.Errorf("batcher: runner returned output %q with shape %v for a batch of %d rows", t.Name, t.Shape, rows)
+		}
+	}
+	return nil
+}
+
+// stack concatenates the members' inputs, one pooled buffer per input.
+func (b *Batcher) stack(w *worker) ([]tensor.Tensor, error) {
+	first := w.members[0].in
+	w.ins = w.ins[:0]
+	for j := range first {
+		w.parts = w.parts[:0]
+		for _, r := range w.members {
+			w.parts = append(w.parts, r.in[j])
+		}
+		buf := b.getBuffer(tensor.ConcatSize(w.parts))
+		w.bufs = append(w.bufs, buf)
+		t, err := tensor.Concat(w.parts, *buf)
+		if err != nil {
+			return nil, err
+		}
+		w.ins = append(w.ins, t)
+	}
+	clear(w.parts)
+	return w.ins, nil
+}
+
+func (b *Batcher) getBuffer(n int) *[]byte {
+	buf, _ := b.buffers.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	if cap(*buf) < n {
+		*buf = make([]byte, 0, n)
+	}
+	*buf = (*buf)[:0]
+	return buf
+}
+
+// releaseBuffers returns the stacked inputs' buffers once Run has returned:
+// the Runner may not retain them.
+func (b *Batcher) releaseBuffers(w *worker) {
+	for i, buf := range w.bufs {
+		b.buffers.Put(buf)
+		w.bufs[i] = nil
+	}
+	w.bufs = w.bufs[:0]
+	clear(w.ins)
+	w.ins = w.ins[:0]
+}
+
+// splitOutputs answers each member with views of its own rows.
+func (b *Batcher) splitOutputs(w *worker, out []tensor.Tensor) error {
+	k, n := len(w.members), len(out)
+	w.rows = w.rows[:0]
+	for _, r := range w.members {
+		w.rows = append(w.rows, r.rows)
+	}
+	if cap(w.split) < k {
+		w.split = make([]tensor.Tensor, k)
+	}
+	split := w.split[:k]
+	defer clear(split)
+	all := make([]tensor.Tensor, k*n)
+	for j, t := range out {
+		if err := tensor.SplitInto(split, t, w.rows); err != nil {
+			return fmt.Errorf("batcher: split output %q of the runner: %v", t.Name, err)
+		}
+		for i := range split {
+			all[i*n+j] = split[i]
+		}
+	}
+	for i, r := range w.members {
+		b.answer(r, result{out: all[i*n : (i+1)*n : (i+1)*n]})
+	}
+	return nil
+}
