@@ -19,7 +19,7 @@ type model struct {
 	mu      sync.Mutex // guards the fields below; management path only
 	entries map[int64]IndexEntry
 	cfg     repository.Config
-	reason  string // a model-level problem, such as a broken config.yaml
+	reason  string           // a model-level problem, such as a broken config.yaml
 	failed  map[int64]string // fingerprints that failed to load, not retried
 }
 
