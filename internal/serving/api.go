@@ -58,6 +58,8 @@ type Response struct {
 	Version string // the version that actually served the request
 	ID      string
 	Outputs []tensor.Tensor
+
+	all []tensor.Tensor // every model output, for shadow comparison
 }
 
 // ModelMetadata describes a model version as the v2 metadata endpoints do.

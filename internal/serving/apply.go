@@ -95,7 +95,7 @@ func (s *Server) Unload(name string) error {
 	if err != nil {
 		return err
 	}
-	old := m.serving.Swap(&servingSet{byNumber: map[int64]*version{}})
+	old := m.serving.Swap(newServingSet(nil, m.trafficSpec()))
 	for _, v := range old.byNumber {
 		s.retire(m, v, retireUnloaded)
 	}
@@ -125,7 +125,7 @@ func (s *Server) removeModel(name string) {
 	if err != nil {
 		return
 	}
-	old := m.serving.Swap(&servingSet{byNumber: map[int64]*version{}})
+	old := m.serving.Swap(newServingSet(nil, m.trafficSpec()))
 	next := s.cloneModels()
 	delete(next, name)
 	s.models.Store(&next)
@@ -226,7 +226,7 @@ func (s *Server) applyModel(ctx context.Context, d Desired) {
 			retired = append(retired, v)
 		}
 	}
-	m.serving.Store(newServingSet(next))
+	m.serving.Store(newServingSet(next, d.Config.Traffic))
 	for _, v := range retired {
 		how := retireReplaced
 		if !wanted[v.number] {
@@ -271,6 +271,7 @@ func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	v := newVersion(dv.Number, fp, sess)
+	v.versionCounters = s.metrics.counters(name, v.label)
 	if err := checkBatchDims(v, cfg.MaxBatchSize); err != nil {
 		_ = sess.Close()
 		return nil, err
@@ -421,7 +422,7 @@ func (s *Server) Close(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
 	for _, m := range *s.models.Load() {
-		old := m.serving.Swap(&servingSet{byNumber: map[int64]*version{}})
+		old := m.serving.Swap(newServingSet(nil, m.trafficSpec()))
 		for _, v := range old.byNumber {
 			s.retire(m, v, retireReplaced)
 		}
@@ -431,6 +432,7 @@ func (s *Server) Close(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.shadow.close()
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("serving drain: %w", ctx.Err())

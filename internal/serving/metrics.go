@@ -5,9 +5,43 @@ import (
 )
 
 // Metrics holds the serving core's collectors: each version's lifecycle
-// state. Safe for concurrent use; a nil *Metrics records nothing.
+// state, routing decisions and shadow outcomes. Safe for concurrent use; a
+// nil *Metrics records nothing.
 type Metrics struct {
-	state *prometheus.GaugeVec
+	state  *prometheus.GaugeVec
+	routed *prometheus.CounterVec
+	shadow *prometheus.CounterVec
+}
+
+// versionCounters are one version's counters, resolved when it loads so the
+// request path does no label lookups.
+type versionCounters struct {
+	routed prometheus.Counter // requests the router sent here as primary
+	shadow shadowCounters
+}
+
+type shadowCounters struct {
+	mirrored, dropped, agreed, disagreed, failed prometheus.Counter
+}
+
+// counters resolves a version's children; with no Metrics they count into
+// unregistered counters nobody reads.
+func (m *Metrics) counters(model, version string) versionCounters {
+	if m == nil {
+		c := func() prometheus.Counter { return prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"}) }
+		return versionCounters{routed: c(), shadow: shadowCounters{c(), c(), c(), c(), c()}}
+	}
+	sh := func(result string) prometheus.Counter { return m.shadow.WithLabelValues(model, version, result) }
+	return versionCounters{
+		routed: m.routed.WithLabelValues(model, version, "primary"),
+		shadow: shadowCounters{
+			mirrored:  m.routed.WithLabelValues(model, version, "shadow"),
+			dropped:   sh("dropped"),
+			agreed:    sh("agree"),
+			disagreed: sh("disagree"),
+			failed:    sh("error"),
+		},
+	}
 }
 
 var allStates = []State{StateReady, StateLoading, StateUnavailable, StateUnloading}
@@ -20,8 +54,18 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "1 for the current lifecycle state of each model version (READY, LOADING, UNAVAILABLE, UNLOADING).",
 		}, []string{"model", "version", "state"}),
 	}
-	if err := reg.Register(m.state); err != nil {
-		return nil, err
+	m.routed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "onnxserve_traffic_routed_total",
+		Help: "Routing decisions for requests that named no version; arm is primary (answered) or shadow (mirrored copy).",
+	}, []string{"model", "version", "arm"})
+	m.shadow = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "onnxserve_shadow_requests_total",
+		Help: "Mirrored requests by outcome: agree or disagree with the primary's answer, error, or dropped because the shadow queue was full.",
+	}, []string{"model", "version", "result"})
+	for _, c := range []prometheus.Collector{m.state, m.routed, m.shadow} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
 	}
 	return m, nil
 }
@@ -45,5 +89,8 @@ func (m *Metrics) deleteVersion(model, version string) {
 	if m == nil {
 		return
 	}
-	m.state.DeletePartialMatch(prometheus.Labels{"model": model, "version": version})
+	l := prometheus.Labels{"model": model, "version": version}
+	m.state.DeletePartialMatch(l)
+	m.routed.DeletePartialMatch(l)
+	m.shadow.DeletePartialMatch(l)
 }

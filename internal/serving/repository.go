@@ -1,7 +1,9 @@
 package serving
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -12,7 +14,7 @@ import (
 // should reach: the versions its policy selects, plus any version the policy
 // would select that cannot be loaded (reported UNAVAILABLE with its reason).
 func DesiredFromRepository(m repository.Model) Desired {
-	d := Desired{Name: m.Name, Config: m.Config, ConfigErr: m.Err, ConfigHash: hex.EncodeToString(m.ConfigHash[:])}
+	d := Desired{Name: m.Name, Config: m.Config, ConfigErr: m.Err, ConfigHash: servingHash(m.Config)}
 	all := make([]int64, 0, len(m.Versions))
 	for _, v := range m.Versions {
 		all = append(all, v.Number)
@@ -37,6 +39,21 @@ func DesiredFromRepository(m repository.Model) Desired {
 		})
 	}
 	return d
+}
+
+// servingHash fingerprints the parts of a config that shape a loaded
+// version. The traffic block is left out: changing a split re-routes, it
+// never reloads a session.
+func servingHash(c repository.Config) string {
+	c.Traffic = nil
+	b, err := json.Marshal(c)
+	if err != nil {
+		// Config holds only plain data; this cannot fail, but a unique
+		// value keeps a reload safe if it ever does.
+		return fmt.Sprintf("unhashable-%p", &c)
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
 }
 
 // DesiredFromSnapshot converts a whole repository scan.

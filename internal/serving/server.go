@@ -56,6 +56,8 @@ type Server struct {
 	mu     sync.Mutex // serialises Apply, Load, Unload and Close
 	models atomic.Pointer[map[string]*model]
 
+	shadow *shadowQueue
+
 	shutting atomic.Bool    // readiness false
 	closing  atomic.Bool    // new work refused
 	wg       sync.WaitGroup // background retirements
@@ -72,7 +74,8 @@ func New(l Loader, cfg Config, log *zap.Logger, m *Metrics, bm *batcher.Metrics)
 	if cfg.DefaultTimeout <= 0 {
 		cfg.DefaultTimeout = 30 * time.Second
 	}
-	s := &Server{loader: l, cfg: cfg, log: log, metrics: m, bm: bm}
+	s := &Server{loader: l, cfg: cfg, log: log, metrics: m, bm: bm,
+		shadow: newShadowQueue(shadowQueueSize, 1, cfg.DefaultTimeout, log)}
 	empty := map[string]*model{}
 	s.models.Store(&empty)
 	return s
@@ -176,6 +179,10 @@ func parseVersion(v string) (int64, error) {
 	return n, nil
 }
 
+// shadowQueueSize bounds the mirrored copies waiting to run; beyond it they
+// are dropped.
+const shadowQueueSize = 256
+
 // maxRetire bounds how often Infer retries when the version it picked was
 // retired between the pick and the submit (a hot swap in progress).
 const maxRetire = 4
@@ -191,37 +198,41 @@ func (s *Server) Infer(ctx context.Context, req *Request) (*Response, error) {
 		return nil, err
 	}
 	for range maxRetire {
-		v, err := m.pick(req)
+		v, mirror, err := m.pick(req)
 		if err != nil {
 			return nil, err
 		}
 		if !v.acquire() {
 			continue // retired under us; the next snapshot has its successor
 		}
-		resp, err := s.run(ctx, m, v, req)
+		resp, in, err := s.run(ctx, m, v, req)
 		v.release()
 		if errors.Is(err, batcher.ErrClosed) && req.Version == "" {
 			continue
+		}
+		if err == nil && mirror != nil {
+			mirror.shadow.mirrored.Inc()
+			s.shadow.offer(m, mirror, in, resp.all)
 		}
 		return resp, err
 	}
 	return nil, fmt.Errorf("model %q: versions changing too fast: %w", req.Model, ErrNotReady)
 }
 
-func (s *Server) run(ctx context.Context, m *model, v *version, req *Request) (*Response, error) {
+func (s *Server) run(ctx context.Context, m *model, v *version, req *Request) (*Response, []tensor.Tensor, error) {
 	in, err := v.arrange(req.Inputs)
 	if err != nil {
-		return nil, fmt.Errorf("model %q version %s: %w", m.name, v.label, err)
+		return nil, nil, fmt.Errorf("model %q version %s: %w", m.name, v.label, err)
 	}
 	outIdx, err := v.outputIndexes(req.Outputs)
 	if err != nil {
-		return nil, fmt.Errorf("model %q version %s: %w", m.name, v.label, err)
+		return nil, nil, fmt.Errorf("model %q version %s: %w", m.name, v.label, err)
 	}
 	out, err := v.batch.Submit(ctx, in)
 	if err != nil {
-		return nil, fmt.Errorf("model %q version %s: %w", m.name, v.label, err)
+		return nil, nil, fmt.Errorf("model %q version %s: %w", m.name, v.label, err)
 	}
-	resp := &Response{Model: m.name, Version: v.label, ID: req.ID}
+	resp := &Response{Model: m.name, Version: v.label, ID: req.ID, all: out}
 	if outIdx == nil {
 		resp.Outputs = out
 	} else {
@@ -230,5 +241,5 @@ func (s *Server) run(ctx context.Context, m *model, v *version, req *Request) (*
 			resp.Outputs[i] = out[j]
 		}
 	}
-	return resp, nil
+	return resp, in, nil
 }

@@ -29,6 +29,7 @@ type addModel struct {
 	closed atomic.Bool
 	runs   atomic.Int64
 	fail   error
+	block  chan struct{} // when set, Run waits for it to close
 	loader *fakeLoader
 }
 
@@ -45,6 +46,9 @@ func (m *addModel) Run(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, 
 		return nil, errors.New("run on a closed session")
 	}
 	m.runs.Add(1)
+	if m.block != nil {
+		<-m.block
+	}
 	if m.fail != nil {
 		return nil, m.fail
 	}
@@ -67,15 +71,17 @@ func (m *addModel) Close() error {
 // fakeLoader hands out addModels; a path's delta is set by the test, and a
 // path listed in fail refuses to load.
 type fakeLoader struct {
-	mu    sync.Mutex
-	delta map[string]float32
-	fail  map[string]error
-	live  atomic.Int64
-	loads atomic.Int64
+	mu     sync.Mutex
+	delta  map[string]float32
+	fail   map[string]error
+	runErr map[string]error
+	block  map[string]chan struct{}
+	live   atomic.Int64
+	loads  atomic.Int64
 }
 
 func newFakeLoader() *fakeLoader {
-	return &fakeLoader{delta: map[string]float32{}, fail: map[string]error{}}
+	return &fakeLoader{delta: map[string]float32{}, fail: map[string]error{}, runErr: map[string]error{}, block: map[string]chan struct{}{}}
 }
 
 func (l *fakeLoader) set(path string, delta float32, fail error) {
@@ -93,7 +99,7 @@ func (l *fakeLoader) Load(_ context.Context, path string, _ repository.Instances
 	}
 	l.loads.Add(1)
 	l.live.Add(1)
-	return &addModel{delta: l.delta[path], loader: l}, nil
+	return &addModel{delta: l.delta[path], loader: l, fail: l.runErr[path], block: l.block[path]}, nil
 }
 
 func batchingConfig() repository.Config {

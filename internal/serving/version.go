@@ -24,6 +24,8 @@ type version struct {
 	inputIndex  map[string]int
 	outputIndex map[string]int
 
+	versionCounters
+
 	refs     atomic.Int64
 	retired  atomic.Bool
 	drained  chan struct{}
