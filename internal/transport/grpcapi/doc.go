@@ -1,0 +1,15 @@
+// Package grpcapi is the gRPC front end (port 8001): the Open Inference
+// Protocol service inference.GRPCInferenceService, the standard
+// grpc.health.v1.Health service and server reflection, behind interceptors
+// that turn a handler panic into INTERNAL instead of a crashed process.
+//
+// It owns the conversion between protocol messages and tensor values
+// (raw_input_contents and typed contents in, raw_output_contents out), the
+// ordering of ModelStreamInfer answers, and the graceful stop of the gRPC
+// server. Errors get their codes from the one table in package transport;
+// management calls are authorized by transport.AuthorizeAdmin.
+//
+// It must not know how models are loaded, batched, routed or run: it sees the
+// serving core only through the small Backend interface, which
+// *serving.Server satisfies.
+package grpcapi

@@ -1,0 +1,239 @@
+package grpcapi
+
+import (
+	"context"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/onnxserve/onnxserve/internal/serving"
+	inference "github.com/onnxserve/onnxserve/proto"
+)
+
+// Backend is the serving core as the gRPC front end uses it;
+// *serving.Server satisfies it. Every method must be safe for concurrent
+// use. Errors must wrap the serving and tensor sentinels so that
+// transport.Status can classify them. Infer must honour ctx and return once
+// it has answered; it must not keep the request's tensors afterwards.
+type Backend interface {
+	Live() bool
+	Ready() bool
+	ModelReady(name, version string) (bool, error)
+	ModelMetadata(name, version string) (serving.ModelMetadata, error)
+	Infer(ctx context.Context, req *serving.Request) (*serving.Response, error)
+	Index() []serving.IndexEntry
+	LoadModel(ctx context.Context, name string, override []byte) error
+	UnloadModel(name string) error
+}
+
+var _ Backend = (*serving.Server)(nil)
+
+// Defaults of Config.
+const (
+	// DefaultMaxMsgSize bounds a received or sent message, in bytes: room
+	// for large raw tensors, far from what would exhaust memory.
+	DefaultMaxMsgSize = 64 << 20
+	// DefaultMaxConcurrentStreams bounds the concurrent calls of one
+	// connection.
+	DefaultMaxConcurrentStreams = 1024
+	// DefaultStreamDepth is how many requests of one ModelStreamInfer stream
+	// run at once.
+	DefaultStreamDepth = 32
+	// DefaultHealthWatchInterval is how often a health Watch re-checks.
+	DefaultHealthWatchInterval = time.Second
+)
+
+// DefaultExtensions are the protocol extensions ServerMetadata reports when
+// Config.Extensions is nil.
+var DefaultExtensions = []string{"binary_tensor_data", "model_repository", "parameters"}
+
+// ObserveFunc records one finished inference request: the model, the version
+// that served it (the requested one when it failed before a version was
+// chosen), the HTTP-style status of its outcome (200 for success, else
+// transport.Status) and its duration from arrival to answer.
+type ObserveFunc func(model, version string, code int, d time.Duration)
+
+// Config holds the gRPC front end's settings. The zero value is valid: every
+// zero field takes its documented default.
+type Config struct {
+	// Version is the server version ServerMetadata reports ["dev"].
+	Version string
+	// Extensions are the protocol extensions ServerMetadata reports
+	// [DefaultExtensions].
+	Extensions []string
+	// MaxRecvMsgSize bounds one received message, in bytes
+	// [DefaultMaxMsgSize]; a larger one fails with RESOURCE_EXHAUSTED.
+	MaxRecvMsgSize int
+	// MaxSendMsgSize bounds one sent message, in bytes [DefaultMaxMsgSize].
+	MaxSendMsgSize int
+	// MaxConcurrentStreams bounds the concurrent calls of one connection
+	// [DefaultMaxConcurrentStreams].
+	MaxConcurrentStreams uint32
+	// Keepalive is how the server pings idle connections. The zero value
+	// pings after 1 minute without activity and drops a peer that does not
+	// answer within 20 seconds; connections are never aged out.
+	Keepalive keepalive.ServerParameters
+	// KeepalivePolicy is what the server demands of client pings. The zero
+	// value allows a ping every 10 seconds, also on a connection without
+	// calls; a client pinging faster is disconnected.
+	KeepalivePolicy keepalive.EnforcementPolicy
+	// StreamDepth bounds how many requests of one ModelStreamInfer stream
+	// are in flight at once [DefaultStreamDepth]; 1 runs them one after the
+	// other. Answers always come back in request order.
+	StreamDepth int
+	// HealthWatchInterval is how often a health Watch call re-checks the
+	// backend for a change [DefaultHealthWatchInterval].
+	HealthWatchInterval time.Duration
+	// AdminToken, when set, is the bearer token the repository RPCs require
+	// in the "authorization" metadata; when empty they are open to loopback
+	// peers only.
+	AdminToken string
+	// Observe is called exactly once for every finished ModelInfer call and
+	// every request of a ModelStreamInfer stream; nil records nothing. It
+	// must be safe for concurrent use and quick.
+	Observe ObserveFunc
+	// ServerOptions are appended to the server's own options (TLS
+	// credentials, stats handlers, more interceptors).
+	ServerOptions []grpc.ServerOption
+}
+
+func (c Config) withDefaults() Config {
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Extensions == nil {
+		c.Extensions = DefaultExtensions
+	}
+	if c.MaxRecvMsgSize <= 0 {
+		c.MaxRecvMsgSize = DefaultMaxMsgSize
+	}
+	if c.MaxSendMsgSize <= 0 {
+		c.MaxSendMsgSize = DefaultMaxMsgSize
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if c.Keepalive == (keepalive.ServerParameters{}) {
+		c.Keepalive = keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}
+	}
+	if c.KeepalivePolicy == (keepalive.EnforcementPolicy{}) {
+		c.KeepalivePolicy = keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}
+	}
+	if c.StreamDepth <= 0 {
+		c.StreamDepth = DefaultStreamDepth
+	}
+	if c.HealthWatchInterval <= 0 {
+		c.HealthWatchInterval = DefaultHealthWatchInterval
+	}
+	if c.Observe == nil {
+		c.Observe = func(string, string, int, time.Duration) {}
+	}
+	return c
+}
+
+// Server is the gRPC front end. It is safe for concurrent use; Serve runs
+// once, Stop may be called from any goroutine.
+type Server struct {
+	grpc   *grpc.Server
+	health *healthService
+	log    *zap.Logger
+
+	quit     chan struct{} // closed when Stop begins
+	stopOnce sync.Once
+}
+
+// New builds the server with the inference, health and reflection services
+// registered. log may be nil.
+func New(b Backend, cfg Config, log *zap.Logger) *Server {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{log: log, quit: make(chan struct{})}
+	s.health = newHealthService(b, cfg.HealthWatchInterval, s.quit)
+	svc := &service{b: b, cfg: cfg, log: log, quit: s.quit, health: s.health}
+
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.KeepaliveParams(cfg.Keepalive),
+		grpc.KeepaliveEnforcementPolicy(cfg.KeepalivePolicy),
+		grpc.ChainUnaryInterceptor(s.recoverUnary),
+		grpc.ChainStreamInterceptor(s.recoverStream),
+		// Stop returns only once every handler has: the caller may close
+		// the backend right after.
+		grpc.WaitForHandlers(true),
+	}
+	s.grpc = grpc.NewServer(append(opts, cfg.ServerOptions...)...)
+	inference.RegisterGRPCInferenceServiceServer(s.grpc, svc)
+	healthgrpc.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	return s
+}
+
+// Serve accepts connections on ln until Stop; it returns nil after Stop and
+// the listener's error otherwise.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.grpc.Serve(ln)
+}
+
+// Stop shuts the server down gracefully: health turns NOT_SERVING, no new
+// call is accepted, open ModelStreamInfer streams end after answering the
+// requests already read, and Stop waits for running calls. When ctx ends
+// first, the remaining calls are cancelled and connections closed at once.
+func (s *Server) Stop(ctx context.Context) {
+	s.SetNotServing()
+	s.stopOnce.Do(func() { close(s.quit) })
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("gRPC graceful stop timed out; closing the remaining connections", zap.Error(ctx.Err()))
+		s.grpc.Stop()
+		<-done
+	}
+}
+
+// SetNotServing turns the health status of the server and of every model to
+// NOT_SERVING for good, and ServerReady to false: the first step of
+// shutdown, taken while calls are still served so load balancers notice.
+func (s *Server) SetNotServing() { s.health.setNotServing() }
+
+func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			resp, err = nil, panicError(s.log, info.FullMethod, p)
+		}
+	}()
+	return h(ctx, req)
+}
+
+func (s *Server) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = panicError(s.log, info.FullMethod, p)
+		}
+	}()
+	return h(srv, ss)
+}
+
+// panicError logs a recovered panic with its stack and returns the INTERNAL
+// status the caller gets; the message does not leak the panic's details.
+func panicError(log *zap.Logger, where string, p any) error {
+	log.Error("panic in gRPC handler", zap.String("method", where), zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
+	return status.Error(codes.Internal, "internal error: the server failed while handling this request")
+}

@@ -1,0 +1,357 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/onnxserve/onnxserve/internal/serving"
+	"github.com/onnxserve/onnxserve/internal/tensor"
+	"github.com/onnxserve/onnxserve/internal/transport"
+	inference "github.com/onnxserve/onnxserve/proto"
+)
+
+// Metadata keys the service reads.
+const (
+	// RoutingKeyMetadata pins a caller to one traffic arm; it wins over the
+	// routing_key request parameter.
+	RoutingKeyMetadata = "x-routing-key"
+	// AuthorizationMetadata carries "Bearer <token>" for the repository RPCs.
+	AuthorizationMetadata = "authorization"
+)
+
+// Parameter names of the repository RPCs.
+const (
+	// ConfigParameter of RepositoryModelLoad carries a config override: the
+	// text of a config.yaml (JSON is YAML too).
+	ConfigParameter = "config"
+	// unloadDependentsParameter is accepted and ignored: onnxserve has no
+	// ensembles, so a model has no dependents.
+	unloadDependentsParameter = "unload_dependents"
+)
+
+// service implements inference.GRPCInferenceService. Safe for concurrent
+// use: it holds no per-call state.
+type service struct {
+	inference.UnimplementedGRPCInferenceServiceServer
+	b      Backend
+	cfg    Config
+	log    *zap.Logger
+	quit   <-chan struct{}
+	health *healthService
+}
+
+func (s *service) ServerLive(context.Context, *inference.ServerLiveRequest) (*inference.ServerLiveResponse, error) {
+	return &inference.ServerLiveResponse{Live: s.b.Live()}, nil
+}
+
+func (s *service) ServerReady(context.Context, *inference.ServerReadyRequest) (*inference.ServerReadyResponse, error) {
+	return &inference.ServerReadyResponse{Ready: s.b.Ready() && !s.health.isDown()}, nil
+}
+
+func (s *service) ModelReady(_ context.Context, req *inference.ModelReadyRequest) (*inference.ModelReadyResponse, error) {
+	if req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "name: a model name is required")
+	}
+	ready, err := s.b.ModelReady(req.GetName(), req.GetVersion())
+	if err != nil {
+		return nil, transport.GRPCError(err)
+	}
+	return &inference.ModelReadyResponse{Ready: ready}, nil
+}
+
+func (s *service) ServerMetadata(context.Context, *inference.ServerMetadataRequest) (*inference.ServerMetadataResponse, error) {
+	return &inference.ServerMetadataResponse{
+		Name:       "onnxserve",
+		Version:    s.cfg.Version,
+		Extensions: s.cfg.Extensions,
+	}, nil
+}
+
+func (s *service) ModelMetadata(_ context.Context, req *inference.ModelMetadataRequest) (*inference.ModelMetadataResponse, error) {
+	if req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "name: a model name is required")
+	}
+	md, err := s.b.ModelMetadata(req.GetName(), req.GetVersion())
+	if err != nil {
+		return nil, transport.GRPCError(err)
+	}
+	return &inference.ModelMetadataResponse{
+		Name:     md.Name,
+		Versions: md.Versions,
+		Platform: md.Platform,
+		Inputs:   encodeSpecs(md.Inputs),
+		Outputs:  encodeSpecs(md.Outputs),
+	}, nil
+}
+
+func (s *service) ModelStatistics(context.Context, *inference.ModelStatisticsRequest) (*inference.ModelStatisticsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "ModelStatistics is not implemented yet; per-model counters are on the Prometheus /metrics endpoint (port 8002)")
+}
+
+func (s *service) RepositoryIndex(ctx context.Context, req *inference.RepositoryIndexRequest) (*inference.RepositoryIndexResponse, error) {
+	if err := s.authorize(ctx); err != nil {
+		return nil, err
+	}
+	entries := s.b.Index()
+	out := &inference.RepositoryIndexResponse{Models: make([]*inference.RepositoryIndexResponse_ModelIndex, 0, len(entries))}
+	for _, e := range entries {
+		if req.GetReady() && e.State != serving.StateReady {
+			continue
+		}
+		out.Models = append(out.Models, &inference.RepositoryIndexResponse_ModelIndex{
+			Name:    e.Name,
+			Version: e.Version,
+			State:   string(e.State),
+			Reason:  e.Reason,
+		})
+	}
+	return out, nil
+}
+
+func (s *service) RepositoryModelLoad(ctx context.Context, req *inference.RepositoryModelLoadRequest) (*inference.RepositoryModelLoadResponse, error) {
+	if err := s.authorize(ctx); err != nil {
+		return nil, err
+	}
+	name, err := repositoryModelName(req.GetModelName(), req.GetRepositoryName())
+	if err != nil {
+		return nil, err
+	}
+	var override []byte
+	for k, p := range req.GetParameters() {
+		if k != ConfigParameter {
+			return nil, status.Errorf(codes.InvalidArgument, "parameter %q: not supported; the only load parameter is %q", k, ConfigParameter)
+		}
+		switch v := p.GetParameterChoice().(type) {
+		case *inference.ModelRepositoryParameter_StringParam:
+			override = []byte(v.StringParam)
+		case *inference.ModelRepositoryParameter_BytesParam:
+			override = v.BytesParam
+		default:
+			return nil, status.Errorf(codes.InvalidArgument, "parameter %q: must be a string_param holding config.yaml text", k)
+		}
+		if len(override) == 0 {
+			return nil, status.Errorf(codes.InvalidArgument, "parameter %q: empty config override", k)
+		}
+	}
+	if err := s.b.LoadModel(ctx, name, override); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return &inference.RepositoryModelLoadResponse{}, nil
+}
+
+func (s *service) RepositoryModelUnload(ctx context.Context, req *inference.RepositoryModelUnloadRequest) (*inference.RepositoryModelUnloadResponse, error) {
+	if err := s.authorize(ctx); err != nil {
+		return nil, err
+	}
+	name, err := repositoryModelName(req.GetModelName(), req.GetRepositoryName())
+	if err != nil {
+		return nil, err
+	}
+	for k := range req.GetParameters() {
+		if k != unloadDependentsParameter {
+			return nil, status.Errorf(codes.InvalidArgument, "parameter %q: not supported", k)
+		}
+	}
+	if err := s.b.UnloadModel(name); err != nil {
+		return nil, transport.GRPCError(err)
+	}
+	return &inference.RepositoryModelUnloadResponse{}, nil
+}
+
+// repositoryModelName picks the model of a load or unload request. Clients
+// built from the KServe proto put the model name in field 1, which this
+// proto calls repository_name, so that field stands in when model_name is
+// empty.
+func repositoryModelName(model, repo string) (string, error) {
+	if model != "" {
+		return model, nil
+	}
+	if repo != "" {
+		return repo, nil
+	}
+	return "", status.Error(codes.InvalidArgument, "model_name: a model name is required")
+}
+
+// authorize applies the management API's rule (transport.AuthorizeAdmin)
+// to the caller's metadata and peer address.
+func (s *service) authorize(ctx context.Context) error {
+	var header string
+	if v := metadata.ValueFromIncomingContext(ctx, AuthorizationMetadata); len(v) > 0 {
+		header = v[0]
+	}
+	var remote net.Addr
+	if p, ok := peer.FromContext(ctx); ok {
+		remote = p.Addr
+	}
+	if err := transport.AuthorizeAdmin(s.cfg.AdminToken, header, remote); err != nil {
+		return transport.GRPCError(err)
+	}
+	return nil
+}
+
+func (s *service) ModelInfer(ctx context.Context, req *inference.ModelInferRequest) (resp *inference.ModelInferResponse, err error) {
+	start := time.Now()
+	var cause error // err before its conversion to a status, for Observe
+	defer func() {
+		if p := recover(); p != nil {
+			resp, err = nil, panicError(s.log, "ModelInfer", p)
+			cause = err
+		}
+		s.observe(req, resp, cause, time.Since(start))
+	}()
+	resp, cause = s.infer(ctx, req, metadataValue(ctx, RoutingKeyMetadata))
+	if cause != nil {
+		return nil, transport.GRPCError(cause)
+	}
+	return resp, nil
+}
+
+// infer runs one request. Its error is classified (see classify) but not
+// yet a status, so callers can both report it and count it.
+func (s *service) infer(ctx context.Context, req *inference.ModelInferRequest, routingKey string) (*inference.ModelInferResponse, error) {
+	if req.GetModelName() == "" {
+		return nil, tensor.Invalidf("model_name: a model name is required")
+	}
+	timeout, paramKey, err := requestParams(req.GetParameters())
+	if err != nil {
+		return nil, err
+	}
+	if routingKey == "" {
+		routingKey = paramKey
+	}
+	ctx, cancel, err := transport.WithTimeoutMicros(ctx, timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	sreq := serving.Request{
+		Model:      req.GetModelName(),
+		Version:    req.GetModelVersion(),
+		ID:         req.GetId(),
+		RoutingKey: routingKey,
+	}
+	if sreq.Inputs, err = decodeInputs(req); err != nil {
+		return nil, err
+	}
+	if sreq.Outputs, err = requestedOutputs(req.GetOutputs()); err != nil {
+		return nil, err
+	}
+	resp, err := s.b.Infer(ctx, &sreq)
+	if err != nil {
+		err = classify(ctx, err)
+		if code, _ := transport.Status(err); code == codes.Internal {
+			s.log.Warn("inference failed", zap.String("model", sreq.Model), zap.String("version", sreq.Version),
+				zap.String("request_id", transport.RequestID(sreq.ID)), zap.Error(err))
+		}
+		return nil, err
+	}
+	return encodeResponse(resp, req.GetId()), nil
+}
+
+// deadlineSlack is how close to its deadline a call's cancellation counts
+// as the deadline passing: a client whose deadline fires cancels the call,
+// and that cancellation may reach the server a moment before the server's
+// own copy of the deadline expires.
+const deadlineSlack = 20 * time.Millisecond
+
+// classify makes a failure that a client's cancellation or deadline caused
+// read as that, whatever the layer that noticed it reported: a model run cut
+// short by a cancelled context is the client's doing, not an internal error.
+func classify(ctx context.Context, err error) error {
+	if ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < deadlineSlack {
+			return fmt.Errorf("the call's deadline passed: %w", context.DeadlineExceeded)
+		}
+		return err
+	}
+	if code, _ := transport.Status(err); code != codes.Internal {
+		return err
+	}
+	return fmt.Errorf("%w: %w", context.Cause(ctx), err)
+}
+
+// toStatus is classify followed by the status conversion, for the RPCs that
+// do not count requests.
+func (s *service) toStatus(ctx context.Context, err error) error {
+	return transport.GRPCError(classify(ctx, err))
+}
+
+// observe reports one finished request to Config.Observe.
+func (s *service) observe(req *inference.ModelInferRequest, resp *inference.ModelInferResponse, err error, d time.Duration) {
+	version, code := req.GetModelVersion(), 200
+	if err != nil {
+		_, code = transport.Status(err)
+	} else {
+		version = resp.GetModelVersion()
+	}
+	s.cfg.Observe(req.GetModelName(), version, code, d)
+}
+
+// requestParams reads the request parameters the server understands: the
+// queue timeout in microseconds and the sticky routing key. Others are
+// ignored, as the protocol leaves them to the server.
+func requestParams(params map[string]*inference.InferParameter) (timeout int64, routingKey string, err error) {
+	if p, ok := params[transport.TimeoutParameter]; ok {
+		switch v := p.GetParameterChoice().(type) {
+		case *inference.InferParameter_Int64Param:
+			timeout = v.Int64Param
+		case *inference.InferParameter_Uint64Param:
+			if v.Uint64Param > math.MaxInt64 {
+				return 0, "", transport.ParamError(transport.TimeoutParameter, v.Uint64Param)
+			}
+			timeout = int64(v.Uint64Param)
+		default:
+			return 0, "", tensor.Invalidf("parameter %q: must be an int64_param in microseconds", transport.TimeoutParameter)
+		}
+	}
+	if p, ok := params[transport.RoutingKeyParameter]; ok {
+		switch v := p.GetParameterChoice().(type) {
+		case *inference.InferParameter_StringParam:
+			routingKey = v.StringParam
+		case *inference.InferParameter_Int64Param:
+			routingKey = strconv.FormatInt(v.Int64Param, 10)
+		case *inference.InferParameter_Uint64Param:
+			routingKey = strconv.FormatUint(v.Uint64Param, 10)
+		default:
+			return 0, "", tensor.Invalidf("parameter %q: must be a string_param", transport.RoutingKeyParameter)
+		}
+	}
+	return timeout, routingKey, nil
+}
+
+// requestedOutputs lists the outputs a request asks for; nil means all.
+func requestedOutputs(outs []*inference.ModelInferRequest_InferRequestedOutputTensor) ([]string, error) {
+	if len(outs) == 0 {
+		return nil, nil
+	}
+	names := make([]string, len(outs))
+	for i, o := range outs {
+		if _, ok := o.GetParameters()["classification"]; ok {
+			return nil, tensor.Invalidf("output %q: parameter \"classification\" is not supported", o.GetName())
+		}
+		names[i] = o.GetName()
+	}
+	return names, nil
+}
+
+// metadataValue returns the first value of an incoming metadata key, or "".
+func metadataValue(ctx context.Context, key string) string {
+	if v := metadata.ValueFromIncomingContext(ctx, key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
