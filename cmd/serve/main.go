@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/onnxserve/onnxserve/internal/batcher"
+	"github.com/onnxserve/onnxserve/internal/repository"
+	"github.com/onnxserve/onnxserve/internal/runtime"
+	"github.com/onnxserve/onnxserve/internal/serving"
+	"github.com/onnxserve/onnxserve/internal/transport/grpcapi"
+	"github.com/onnxserve/onnxserve/internal/transport/httpapi"
+)
+
+// version is the server's build version, reported by GET /v2.
+var version = "0.1.0"
+
+func main() {
+	o, err := parseOptions(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "onnxserve:", err)
+		os.Exit(2)
+	}
+	log, level, err := newLogger(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "onnxserve:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	a, err := newApp(o, log, level)
+	if err == nil {
+		err = a.run(ctx)
+	}
+	if err != nil {
+		log.Error("onnxserve stopped", zap.Error(err))
+		_ = log.Sync()
+		// One plain line too, so the cause is readable without a JSON parser.
+		fmt.Fprintln(os.Stderr, "onnxserve:", err)
+		os.Exit(1)
+	}
+	_ = log.Sync()
+}
+
+func newLogger(o *options) (*zap.Logger, zap.AtomicLevel, error) {
+	level, err := zap.ParseAtomicLevel(o.logLevel)
+	if err != nil {
+		return nil, level, fmt.Errorf("--log-level: %w", err)
+	}
+	cfg := zap.NewProductionConfig()
+	cfg.Level = level
+	cfg.Sampling = nil
+	cfg.EncoderConfig.TimeKey = "ts"
+	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	if o.logFormat == "console" {
+		cfg.Encoding = "console"
+		cfg.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
+	}
+	log, err := cfg.Build()
+	return log, level, err
+}
+
+// app is one running server: its listeners, front ends and serving core.
+type app struct {
+	o     *options
+	log   *zap.Logger
+	level zap.AtomicLevel
+	reg   *prometheus.Registry
+	srv   *serving.Server
+
+	httpLn, grpcLn, metricsLn net.Listener
+	http                      *httpapi.Server
+	grpc                      *grpcapi.Server
+	metrics                   *http.Server
+	startup                   []string
+}
+
+// ortLoader joins ONNX Runtime to the serving core.
+type ortLoader struct{}
+
+func (ortLoader) Load(_ context.Context, path string, in repository.Instances) (serving.Model, error) {
+	return runtime.Load(path, runtime.Options{Provider: in.Provider, DeviceID: in.DeviceID,
+		IntraOpThreads: in.IntraOpThreads, InterOpThreads: in.InterOpThreads, GraphOptimization: in.GraphOptimization})
+}
+
+// newApp loads ONNX Runtime, builds every component and opens the
+// listeners; nothing is served until run.
+func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err error) {
+	lib, err := runtime.ResolveLibrary(o.onnxruntimeLib)
+	if err != nil {
+		return nil, err
+	}
+	ortVersion, err := runtime.Init(lib)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("onnx runtime loaded", zap.String("library", lib), zap.String("version", ortVersion))
+	defer func() {
+		if err != nil {
+			_ = runtime.Shutdown()
+		}
+	}()
+	buckets, err := o.buckets()
+	if err != nil {
+		return nil, err
+	}
+	token, err := readToken(o.adminTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	a = &app{o: o, log: log, level: level, reg: prometheus.NewRegistry()}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	bm, err := batcher.NewMetrics(a.reg, buckets)
+	if err != nil {
+		return nil, err
+	}
+	sm, err := serving.NewMetrics(a.reg)
+	if err != nil {
+		return nil, err
+	}
+	a.startup = o.loadModels
+	if o.controlMode == string(serving.ModePoll) {
+		snap, err := repository.Scan(o.modelRepository)
+		if err != nil {
+			return nil, fmt.Errorf("--model-repository: %w", err)
+		}
+		for _, m := range snap.Models {
+			a.startup = append(a.startup, m.Name)
+		}
+	}
+	a.srv = serving.New(ortLoader{}, serving.Config{
+		DrainTimeout:  o.drainTimeout,
+		StartupModels: a.startup,
+		Root:          o.modelRepository,
+		Mode:          serving.ControlMode(o.controlMode),
+	}, log, sm, bm)
+	a.http = httpapi.New(a.srv, httpapi.Config{
+		MaxRequestBodySize: o.maxRequestBody,
+		AdminToken:         token,
+		Version:            version,
+	}, log.Named("http"))
+
+	a.grpc = grpcapi.New(a.srv, grpcapi.Config{
+		Version:        version,
+		MaxRecvMsgSize: o.maxGRPCRecv,
+		MaxSendMsgSize: o.maxGRPCSend,
+		AdminToken:     token,
+	}, log.Named("grpc"))
+
+	if a.httpLn, err = listen(o.httpAddr, o.httpPort); err != nil {
+		return nil, fmt.Errorf("--http-port: %w", err)
+	}
+	if a.grpcLn, err = listen(o.grpcAddr, o.grpcPort); err != nil {
+		a.closeListeners()
+		return nil, fmt.Errorf("--grpc-port: %w", err)
+	}
+	if a.metricsLn, err = listen(o.metricsAddr, o.metricsPort); err != nil {
+		a.closeListeners()
+		return nil, fmt.Errorf("--metrics-port: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	mux.Handle("/log-level", level)
+	a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("listening",
+		zap.String("http", a.httpLn.Addr().String()),
+		zap.String("grpc", a.grpcLn.Addr().String()),
+		zap.String("metrics", a.metricsLn.Addr().String()))
+	return a, nil
+}
+
+func listen(host string, port int) (net.Listener, error) {
+	return net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+}
+
+func (a *app) closeListeners() {
+	for _, ln := range []net.Listener{a.httpLn, a.grpcLn, a.metricsLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+}
+
+// run serves until ctx is cancelled, then shuts down in order: readiness
+// false, the shutdown delay, front ends stopped gracefully, batchers
+// drained, sessions and the ONNX Runtime environment destroyed.
+func (a *app) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.http.Serve(a.httpLn) })
+	g.Go(func() error { return a.grpc.Serve(a.grpcLn) })
+	g.Go(func() error {
+		if err := a.metrics.Serve(a.metricsLn); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error { return a.watch(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		return a.shutdown()
+	})
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// watch loads the startup models, then in poll mode follows the repository.
+func (a *app) watch(ctx context.Context) error {
+	if a.o.controlMode == string(serving.ModeExplicit) {
+		for _, name := range a.o.loadModels {
+			if err := a.srv.LoadModel(ctx, name, nil); err != nil {
+				a.log.Error("startup model failed to load", zap.String("model", name), zap.Error(err))
+			}
+		}
+		return nil
+	}
+	snap, err := repository.Scan(a.o.modelRepository)
+	if err != nil {
+		return err
+	}
+	a.srv.Apply(ctx, serving.DesiredFromSnapshot(snap))
+	a.log.Info("repository loaded", zap.Int("models", len(snap.Models)), zap.Bool("ready", a.srv.Ready()))
+	w, err := repository.NewWatcher(a.o.modelRepository, a.o.pollInterval, a.log.Named("repository"))
+	if err != nil {
+		return err
+	}
+	w.Run(ctx, func(s repository.Snapshot) { a.srv.Apply(ctx, serving.DesiredFromSnapshot(s)) })
+	return nil
+}
+
+func (a *app) shutdown() error {
+	a.log.Info("shutting down: readiness off", zap.Duration("shutdown_delay", a.o.shutdownDelay))
+	a.srv.SetNotReady()
+	a.grpc.SetNotServing()
+	time.Sleep(a.o.shutdownDelay)
+	ctx, cancel := context.WithTimeout(context.Background(), a.o.drainTimeout)
+	defer cancel()
+	var errs []error
+	// Both front ends stop together: no new requests, in-flight ones finish.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- a.http.Shutdown(ctx) }()
+	a.grpc.Stop(ctx)
+	if err := <-httpDone; err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if err := a.srv.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := a.metrics.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("metrics shutdown: %w", err))
+	}
+	if err := runtime.Shutdown(); err != nil {
+		errs = append(errs, err)
+	}
+	a.log.Info("shutdown complete")
+	return errors.Join(errs...)
+}

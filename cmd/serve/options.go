@@ -1,0 +1,141 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/onnxserve/onnxserve/internal/serving"
+)
+
+// options are the command-line settings. Every port may be 0 (a free port,
+// logged at startup).
+type options struct {
+	modelRepository string
+	httpAddr        string
+	grpcAddr        string
+	metricsAddr     string
+	httpPort        int
+	grpcPort        int
+	metricsPort     int
+	onnxruntimeLib  string
+	logLevel        string
+	logFormat       string
+
+	controlMode  string
+	loadModels   stringList
+	pollInterval time.Duration
+	settle       time.Duration
+
+	shutdownDelay time.Duration
+	drainTimeout  time.Duration
+
+	maxRequestBody  int
+	maxGRPCRecv     int
+	maxGRPCSend     int
+	adminTokenFile  string
+	histogramBounds string
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+func parseOptions(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("onnxserve", flag.ContinueOnError)
+	fs.StringVar(&o.modelRepository, "model-repository", "models", "model repository folder (one sub-folder per model)")
+	fs.StringVar(&o.httpAddr, "http-address", "", "HTTP listen host (default all interfaces)")
+	fs.StringVar(&o.grpcAddr, "grpc-address", "", "gRPC listen host (default all interfaces)")
+	fs.StringVar(&o.metricsAddr, "metrics-address", "", "metrics listen host (default all interfaces)")
+	fs.IntVar(&o.httpPort, "http-port", 8000, "HTTP (KServe v2 REST) port; 0 picks a free port")
+	fs.IntVar(&o.grpcPort, "grpc-port", 8001, "gRPC port; 0 picks a free port")
+	fs.IntVar(&o.metricsPort, "metrics-port", 8002, "Prometheus /metrics port; 0 picks a free port")
+	fs.StringVar(&o.onnxruntimeLib, "onnxruntime-lib", "", "ONNX Runtime shared library (default $ONNXRUNTIME_LIB, else the copy `make lib` caches)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
+	fs.StringVar(&o.controlMode, "model-control-mode", "poll", "poll: serve what the repository folder holds and follow its changes; explicit: load only --load-model names and API calls")
+	fs.Var(&o.loadModels, "load-model", "model to load at startup (repeatable; explicit mode); readiness waits for these")
+	fs.DurationVar(&o.pollInterval, "repository-poll-interval", 10*time.Second, "full rescan interval of the repository in poll mode (file events are followed at once)")
+	fs.DurationVar(&o.settle, "repository-settle", 500*time.Millisecond, "a model file must stay unchanged this long before it is loaded")
+	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "after SIGTERM: time readiness is false while requests are still served")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "after the shutdown delay: longest wait for in-flight and queued requests")
+	fs.IntVar(&o.maxRequestBody, "max-request-body-size", 64<<20, "largest HTTP request body in bytes")
+	fs.IntVar(&o.maxGRPCRecv, "grpc-max-recv-msg-size", 64<<20, "largest gRPC message received, in bytes")
+	fs.IntVar(&o.maxGRPCSend, "grpc-max-send-msg-size", 64<<20, "largest gRPC message sent, in bytes")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token management calls need; without it they are accepted from loopback only")
+	fs.StringVar(&o.histogramBounds, "histogram-buckets", "", "latency histogram upper bounds in seconds, comma separated (default 100us to 10s)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch serving.ControlMode(o.controlMode) {
+	case serving.ModePoll, serving.ModeExplicit:
+	default:
+		return nil, fmt.Errorf("--model-control-mode: want poll or explicit, got %q", o.controlMode)
+	}
+	if len(o.loadModels) > 0 && o.controlMode != string(serving.ModeExplicit) {
+		return nil, errors.New("--load-model needs --model-control-mode explicit")
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"--http-port", o.httpPort}, {"--grpc-port", o.grpcPort}, {"--metrics-port", o.metricsPort}} {
+		if p.v < 0 || p.v > 65535 {
+			return nil, fmt.Errorf("%s: %d is not a port", p.name, p.v)
+		}
+	}
+	if o.logFormat != "json" && o.logFormat != "console" {
+		return nil, fmt.Errorf("--log-format: want json or console, got %q", o.logFormat)
+	}
+	if o.shutdownDelay < 0 || o.drainTimeout <= 0 || o.pollInterval <= 0 || o.settle < 0 {
+		return nil, errors.New("--shutdown-delay must be >= 0; --drain-timeout and --repository-poll-interval must be > 0")
+	}
+	if o.maxRequestBody <= 0 || o.maxGRPCRecv <= 0 || o.maxGRPCSend <= 0 {
+		return nil, errors.New("message size limits must be > 0")
+	}
+	return o, nil
+}
+
+// defaultBuckets spans 100µs to 10s, the range of one inference request.
+var defaultBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+func (o *options) buckets() ([]float64, error) {
+	if o.histogramBounds == "" {
+		return defaultBuckets, nil
+	}
+	var out []float64
+	for _, f := range strings.Split(o.histogramBounds, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v <= 0 || (len(out) > 0 && v <= out[len(out)-1]) {
+			return nil, fmt.Errorf("--histogram-buckets: %q is not an increasing list of positive seconds", o.histogramBounds)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// readToken reads a secret from a file, trimming surrounding whitespace.
+// Tokens never come from argv, where any local user could read them.
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--admin-token-file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("--admin-token-file: %s is empty", path)
+	}
+	return t, nil
+}
