@@ -1,0 +1,58 @@
+package transport
+
+import (
+	"errors"
+	"net"
+	"testing"
+
+	"github.com/onnxserve/onnxserve/internal/serving"
+)
+
+func TestAuthorizeAdmin(t *testing.T) {
+	loop4 := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5000}
+	loop6 := &net.TCPAddr{IP: net.IPv6loopback, Port: 5000}
+	remote := &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 5000}
+	unix := &net.UnixAddr{Name: "/run/onnxserve.sock", Net: "unix"}
+	tests := []struct {
+		name   string
+		token  string
+		header string
+		addr   net.Addr
+		want   error // nil = allowed
+	}{
+		{"token ok", "s3cret", "Bearer s3cret", remote, nil},
+		{"token ok lowercase scheme", "s3cret", "bearer s3cret", remote, nil},
+		{"token ok from loopback", "s3cret", "Bearer s3cret", loop4, nil},
+		{"token wrong", "s3cret", "Bearer nope", remote, ErrUnauthenticated},
+		{"token prefix only", "s3cret", "Bearer s3cre", loop4, ErrUnauthenticated},
+		{"token longer", "s3cret", "Bearer s3cret2", loop4, ErrUnauthenticated},
+		{"token missing", "s3cret", "", loop4, ErrUnauthenticated},
+		{"token wrong scheme", "s3cret", "Basic s3cret", loop4, ErrUnauthenticated},
+		{"token bare", "s3cret", "s3cret", loop4, ErrUnauthenticated},
+		{"no token loopback v4", "", "", loop4, nil},
+		{"no token loopback v6", "", "", loop6, nil},
+		{"no token unix socket", "", "", unix, nil},
+		{"no token remote", "", "", remote, serving.ErrUnauthorized},
+		{"no token remote with header", "", "Bearer anything", remote, serving.ErrUnauthorized},
+		{"no token unknown peer", "", "", nil, serving.ErrUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := AuthorizeAdmin(tt.token, tt.header, tt.addr)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("AuthorizeAdmin = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("AuthorizeAdmin = %v, want %v", err, tt.want)
+			}
+			_, code := Status(err)
+			wantCode := map[error]int{ErrUnauthenticated: 401, serving.ErrUnauthorized: 403}[tt.want]
+			if code != wantCode {
+				t.Fatalf("Status(%v) = %d, want %d", err, code, wantCode)
+			}
+		})
+	}
+}

@@ -1,0 +1,265 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/onnxserve/onnxserve/internal/serving"
+	"github.com/onnxserve/onnxserve/internal/tensor"
+	"github.com/onnxserve/onnxserve/internal/transport"
+)
+
+// extensions are the v2 protocol extensions GET /v2 advertises.
+var extensions = []string{"binary_tensor_data", "model_repository", "parameters"}
+
+func serverMetadata(version string) []byte {
+	b, err := json.Marshal(struct {
+		Name       string   `json:"name"`
+		Version    string   `json:"version"`
+		Extensions []string `json:"extensions"`
+	}{"onnxserve", version, extensions})
+	if err != nil {
+		panic(err) // strings only; cannot fail
+	}
+	return b
+}
+
+// infer serves POST /v2/models/{m}[/versions/{v}]/infer.
+func (s *Server) infer(ctx *fasthttp.RequestCtx, o *outcome, model, version string) {
+	headerLen := -1
+	if h := ctx.Request.Header.Peek(headerInferenceLength); h != nil {
+		n, err := strconv.Atoi(string(h))
+		if err != nil || n < 0 {
+			s.fail(ctx, tensor.Invalidf("header %s: %q is not a non-negative integer", headerInferenceLength, h))
+			return
+		}
+		headerLen = n
+	}
+	if ce := ctx.Request.Header.ContentEncoding(); len(ce) > 0 && !bytes.EqualFold(ce, []byte("identity")) {
+		s.fail(ctx, tensor.Invalidf("Content-Encoding %q is not supported; send the body uncompressed", ce))
+		return
+	}
+	// decodeInferRequest copies what it keeps, so nothing handed to the
+	// backend refers to fasthttp's buffers once this handler returns.
+	sticky := s.b.StickyKey(model)
+	if sticky == "" {
+		sticky = defaultStickyKey
+	}
+	req, err := decodeInferRequest(ctx.PostBody(), headerLen, sticky)
+	if err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	routingKey := req.RoutingKey
+	if h := ctx.Request.Header.Peek(sticky); len(h) > 0 {
+		routingKey = string(h)
+	}
+	// The fasthttp RequestCtx is not used as the context: its Done fires
+	// on server shutdown, which must let in-flight requests finish.
+	c, cancel, err := transport.WithTimeoutMicros(context.Background(), req.Timeout)
+	defer cancel()
+	if err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	resp, err := s.b.Infer(c, &serving.Request{
+		Model:      model,
+		Version:    version,
+		ID:         req.ID,
+		Inputs:     req.Inputs,
+		Outputs:    req.outputNames(),
+		RoutingKey: routingKey,
+	})
+	if err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	o.version = resp.Version
+	for _, t := range resp.Outputs {
+		// The encoder walks the data by the shape; a model that breaks the
+		// contract gets a 500 here rather than a garbled response.
+		if err := t.Validate(); err != nil {
+			s.fail(ctx, modelOutputError{err})
+			return
+		}
+	}
+	ctx.SetStatusCode(http.StatusOK)
+	body := ctx.Response.SwapBody(nil)[:0]
+	body, jsonLen := appendInferResponse(body, resp.Model, resp.Version, req.ID, resp.Outputs, req.binaryFor)
+	ctx.Response.SwapBody(body)
+	if jsonLen >= 0 {
+		ctx.SetContentType(contentBinary)
+		ctx.Response.Header.Set(headerInferenceLength, strconv.Itoa(jsonLen))
+	} else {
+		ctx.SetContentType(contentJSON)
+	}
+}
+
+// modelOutputError marks an output that does not match its own shape: the
+// model's fault, so a 500, whatever the wrapped validation error says.
+type modelOutputError struct{ err error }
+
+func (e modelOutputError) Error() string {
+	return "model returned a malformed output: " + e.err.Error()
+}
+
+// tensorMetadata and modelMetadata are the v2 model metadata document.
+type tensorMetadata struct {
+	Name     string  `json:"name"`
+	DataType string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
+}
+
+type modelMetadata struct {
+	Name     string           `json:"name"`
+	Versions []string         `json:"versions"`
+	Platform string           `json:"platform"`
+	Inputs   []tensorMetadata `json:"inputs"`
+	Outputs  []tensorMetadata `json:"outputs"`
+}
+
+func specsMetadata(specs []tensor.Spec) []tensorMetadata {
+	out := make([]tensorMetadata, len(specs))
+	for i, sp := range specs {
+		shape := sp.Shape
+		if shape == nil {
+			shape = []int64{}
+		}
+		out[i] = tensorMetadata{Name: sp.Name, DataType: sp.DataType.String(), Shape: shape}
+	}
+	return out
+}
+
+// modelMetadata serves GET /v2/models/{m}[/versions/{v}].
+func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx, model, version string) {
+	md, err := s.b.ModelMetadata(model, version)
+	if err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	doc := modelMetadata{
+		Name:     md.Name,
+		Versions: md.Versions,
+		Platform: md.Platform,
+		Inputs:   specsMetadata(md.Inputs),
+		Outputs:  specsMetadata(md.Outputs),
+	}
+	if doc.Versions == nil {
+		doc.Versions = []string{}
+	}
+	s.writeDocument(ctx, doc)
+}
+
+// modelReady serves GET /v2/models/{m}[/versions/{v}]/ready.
+func (s *Server) modelReady(ctx *fasthttp.RequestCtx, model, version string) {
+	ok, err := s.b.ModelReady(model, version)
+	if err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	writeStatus(ctx, ok)
+}
+
+// authorized applies the management API's access rule, answering 401 or
+// 403 when it refuses.
+func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
+	err := transport.AuthorizeAdmin(s.cfg.AdminToken, string(ctx.Request.Header.Peek("Authorization")), ctx.RemoteAddr())
+	if err != nil {
+		s.fail(ctx, err)
+		return false
+	}
+	return true
+}
+
+// indexEntry is one row of the repository index document.
+type indexEntry struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	State   string `json:"state"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// repositoryIndex serves POST /v2/repository/index; the optional body
+// {"ready": true} keeps only READY versions.
+func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
+	var q struct {
+		Ready bool `json:"ready"`
+	}
+	if body := ctx.PostBody(); len(bytes.TrimSpace(body)) > 0 {
+		if err := json.Unmarshal(body, &q); err != nil {
+			s.fail(ctx, tensor.Invalidf("repository index request: %v", err))
+			return
+		}
+	}
+	out := []indexEntry{}
+	for _, e := range s.b.Index() {
+		if q.Ready && e.State != serving.StateReady {
+			continue
+		}
+		out = append(out, indexEntry{Name: e.Name, Version: e.Version, State: string(e.State), Reason: e.Reason})
+	}
+	s.writeDocument(ctx, out)
+}
+
+// loadModel serves POST /v2/repository/models/{m}/load. The optional body
+// {"parameters": {"config": "<config.yaml text>"}} overrides the model's
+// config.yaml.
+func (s *Server) loadModel(ctx *fasthttp.RequestCtx, model string) {
+	var override []byte
+	if body := ctx.PostBody(); len(bytes.TrimSpace(body)) > 0 {
+		var q struct {
+			Parameters map[string]json.RawMessage `json:"parameters"`
+		}
+		if err := json.Unmarshal(body, &q); err != nil {
+			s.fail(ctx, tensor.Invalidf("load request: %v", err))
+			return
+		}
+		for k, v := range q.Parameters {
+			switch {
+			case k == "config":
+				var text string
+				if err := json.Unmarshal(v, &text); err != nil {
+					s.fail(ctx, tensor.Invalidf("load request: parameter \"config\" must be a string holding the config.yaml text"))
+					return
+				}
+				override = []byte(text)
+			case strings.HasPrefix(k, "file:"):
+				// Ignoring uploaded model files would load something other
+				// than what the caller sent.
+				s.fail(ctx, tensor.Invalidf("load request: parameter %q: uploading model files is not supported", k))
+				return
+			}
+		}
+	}
+	if err := s.b.LoadModel(context.Background(), model, override); err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	ctx.SetStatusCode(http.StatusOK)
+}
+
+// unloadModel serves POST /v2/repository/models/{m}/unload.
+func (s *Server) unloadModel(ctx *fasthttp.RequestCtx, model string) {
+	if err := s.b.UnloadModel(model); err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	ctx.SetStatusCode(http.StatusOK)
+}
+
+// writeDocument answers 200 with v encoded as JSON; v holds only types that
+// cannot fail to encode.
+func (s *Server) writeDocument(ctx *fasthttp.RequestCtx, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		s.fail(ctx, err)
+		return
+	}
+	writeJSON(ctx, http.StatusOK, b)
+}

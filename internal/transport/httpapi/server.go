@@ -1,0 +1,225 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/onnxserve/onnxserve/internal/serving"
+	"github.com/onnxserve/onnxserve/internal/transport"
+)
+
+// Backend is the serving core as the HTTP front end sees it; *serving.Server
+// implements it. Every method must be safe for concurrent use. Infer must
+// not keep the request's tensors after it returns, except that a request
+// abandoned on its deadline may still be read by a batch that is running;
+// the front end therefore hands over tensors it owns (see
+// decodeInferRequest).
+type Backend interface {
+	// Live reports whether the process is up.
+	Live() bool
+	// Ready reports whether the server takes traffic.
+	Ready() bool
+	// ModelReady reports whether a model ("" version: any version) can
+	// serve; an unknown model or version is an error.
+	ModelReady(name, version string) (bool, error)
+	// ModelMetadata describes a model version ("": the newest ready one).
+	ModelMetadata(name, version string) (serving.ModelMetadata, error)
+	// Infer runs one request and returns its outputs in the requested order.
+	Infer(ctx context.Context, req *serving.Request) (*serving.Response, error)
+	// Index lists every known model version with its state.
+	Index() []serving.IndexEntry
+	// LoadModel loads or reloads a model from the repository;
+	// configOverride, when not nil, replaces its config.yaml (JSON or YAML
+	// text).
+	LoadModel(ctx context.Context, name string, configOverride []byte) error
+	// UnloadModel retires every version of a model.
+	UnloadModel(name string) error
+	// StickyKey names the header and request parameter that carry a
+	// model's routing key ("" for an unknown model).
+	StickyKey(model string) string
+}
+
+var _ Backend = (*serving.Server)(nil)
+
+// Config holds the HTTP front end's settings. The zero value is usable.
+type Config struct {
+	// MaxRequestBodySize bounds a request body in bytes; a larger one is
+	// refused with 413 before it is read. Default 64 MiB.
+	MaxRequestBodySize int
+	// ReadTimeout bounds reading one request, headers and body. Default 60s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing one response. Default 60s.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds how long a keep-alive connection waits for its
+	// next request. Default 120s.
+	IdleTimeout time.Duration
+	// AdminToken, when set, is the bearer token the management API
+	// requires; when empty, the management API answers loopback callers
+	// only.
+	AdminToken string
+	// Version is the build version GET /v2 reports.
+	Version string
+	// Observe, when not nil, is called once per inference request (a POST
+	// to an infer endpoint, whatever its outcome, including a body refused
+	// as too large) after its response is built: the model, the version
+	// that served it (the requested one, or "", when it failed before a
+	// version was chosen), the HTTP status and the time since the request
+	// was read. It runs on the request's goroutine, so it must be quick and
+	// safe for concurrent use.
+	Observe func(model, version string, code int, d time.Duration)
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxRequestBodySize = 64 << 20
+	DefaultReadTimeout        = 60 * time.Second
+	DefaultWriteTimeout       = 60 * time.Second
+	DefaultIdleTimeout        = 120 * time.Second
+)
+
+// Server is the KServe v2 HTTP front end. It is safe for concurrent use;
+// Serve may be called once per listener.
+type Server struct {
+	b        Backend
+	cfg      Config
+	log      *zap.Logger
+	srv      *fasthttp.Server
+	metadata []byte // the GET /v2 document, built once
+}
+
+// New returns a Server answering from b. log must not be nil.
+func New(b Backend, cfg Config, log *zap.Logger) *Server {
+	if cfg.MaxRequestBodySize <= 0 {
+		cfg.MaxRequestBodySize = DefaultMaxRequestBodySize
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	s := &Server{b: b, cfg: cfg, log: log}
+	s.metadata = serverMetadata(cfg.Version)
+	s.srv = &fasthttp.Server{
+		Handler:                      s.handle,
+		ErrorHandler:                 s.handleProtocolError,
+		Name:                         "onnxserve",
+		ReadTimeout:                  cfg.ReadTimeout,
+		WriteTimeout:                 cfg.WriteTimeout,
+		IdleTimeout:                  cfg.IdleTimeout,
+		MaxRequestBodySize:           cfg.MaxRequestBodySize,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		Logger:                       fasthttpLogger{log},
+	}
+	return s
+}
+
+// Serve answers requests on ln until Shutdown; it returns nil after a
+// Shutdown and the listener's error otherwise.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.srv.Serve(ln)
+}
+
+// Shutdown stops accepting connections and waits until the requests in
+// flight are answered, or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if err := s.srv.ShutdownWithContext(ctx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}
+
+// outcome is what the one observation point of a request learns from the
+// handler that answered it.
+type outcome struct {
+	infer          bool // an inference request, which Observe records
+	model, version string
+}
+
+// handle is the fasthttp handler: route, answer, and observe the outcome in
+// one place whatever happened, panics included.
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	var o outcome
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("http handler panicked", zap.Any("panic", r), zap.Stack("stack"),
+				zap.ByteString("method", ctx.Method()), zap.ByteString("path", ctx.Path()))
+			ctx.Response.Reset()
+			writeError(ctx, http.StatusInternalServerError, "internal error")
+		}
+		if o.infer && s.cfg.Observe != nil {
+			s.cfg.Observe(o.model, o.version, ctx.Response.StatusCode(), time.Since(start))
+		}
+	}()
+	s.route(ctx, &o)
+}
+
+// handleProtocolError answers requests fasthttp could not read whole, such
+// as one whose body exceeds MaxRequestBodySize; the handler never sees them.
+func (s *Server) handleProtocolError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		s.fail(ctx, fmt.Errorf("request body exceeds the %d-byte limit: %w", s.cfg.MaxRequestBodySize, transport.ErrLimit))
+	case errors.As(err, &small):
+		writeError(ctx, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
+	case errors.As(err, &netErr) && netErr.Timeout():
+		writeError(ctx, http.StatusRequestTimeout, "timed out reading the request")
+	default:
+		writeError(ctx, http.StatusBadRequest, "malformed HTTP request: "+err.Error())
+	}
+	if s.cfg.Observe != nil {
+		if model, version, ok := inferTarget(ctx); ok {
+			s.cfg.Observe(model, version, ctx.Response.StatusCode(), 0)
+		}
+	}
+}
+
+// fail answers with err's status from the transport table and its message.
+func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
+	_, code := transport.Status(err)
+	msg := err.Error()
+	switch code {
+	case http.StatusUnauthorized:
+		msg = "unauthorized" // say nothing about why a credential failed
+	case http.StatusTooManyRequests:
+		ctx.Response.Header.Set("Retry-After", "1")
+	case http.StatusInternalServerError:
+		s.log.Error("request failed", zap.ByteString("method", ctx.Method()), zap.ByteString("path", ctx.Path()), zap.Error(err))
+	}
+	writeError(ctx, code, msg)
+}
+
+// writeError replaces the response with a v2 error document.
+func writeError(ctx *fasthttp.RequestCtx, code int, msg string) {
+	ctx.SetStatusCode(code)
+	ctx.SetContentType(contentJSON)
+	body := ctx.Response.SwapBody(nil)[:0]
+	body = append(body, `{"error":`...)
+	body = appendString(body, msg)
+	body = append(body, '}')
+	ctx.Response.SwapBody(body)
+}
+
+// fasthttpLogger sends fasthttp's own messages, mostly about broken client
+// connections, to the debug level.
+type fasthttpLogger struct{ log *zap.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	if ce := l.log.Check(zap.DebugLevel, "fasthttp"); ce != nil {
+		ce.Write(zap.String("message", fmt.Sprintf(format, args...)))
+	}
+}
