@@ -24,6 +24,7 @@ import (
 	"github.com/onnxserve/onnxserve/internal/repository"
 	"github.com/onnxserve/onnxserve/internal/runtime"
 	"github.com/onnxserve/onnxserve/internal/serving"
+	"github.com/onnxserve/onnxserve/internal/transport"
 	"github.com/onnxserve/onnxserve/internal/transport/grpcapi"
 	"github.com/onnxserve/onnxserve/internal/transport/httpapi"
 )
@@ -137,6 +138,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	if err != nil {
 		return nil, err
 	}
+	var obs *transport.Observer
 	a.startup = o.loadModels
 	if o.controlMode == string(serving.ModePoll) {
 		snap, err := repository.Scan(o.modelRepository)
@@ -152,11 +154,18 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		StartupModels: a.startup,
 		Root:          o.modelRepository,
 		Mode:          serving.ControlMode(o.controlMode),
+		OnRelease:     func(model, version string) { obs.ForgetVersion(model, version) },
 	}, log, sm, bm)
+	if obs, err = transport.NewObserver(a.reg, buckets, a.srv.Known, log.Named("access")); err != nil {
+		return nil, err
+	}
 	a.http = httpapi.New(a.srv, httpapi.Config{
 		MaxRequestBodySize: o.maxRequestBody,
 		AdminToken:         token,
 		Version:            version,
+		Observe: func(model, ver, id string, code int, d time.Duration) {
+			obs.Observe(transport.ProtocolHTTP, model, ver, id, code, d)
+		},
 	}, log.Named("http"))
 
 	a.grpc = grpcapi.New(a.srv, grpcapi.Config{
@@ -164,6 +173,9 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		MaxRecvMsgSize: o.maxGRPCRecv,
 		MaxSendMsgSize: o.maxGRPCSend,
 		AdminToken:     token,
+		Observe: func(model, ver, id string, code int, d time.Duration) {
+			obs.Observe(transport.ProtocolGRPC, model, ver, id, code, d)
+		},
 	}, log.Named("grpc"))
 
 	if a.httpLn, err = listen(o.httpAddr, o.httpPort); err != nil {

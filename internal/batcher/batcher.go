@@ -141,6 +141,7 @@ type Batcher struct {
 	log       *zap.Logger
 	metrics   *Metrics
 	obs       observers
+	stats     statCounters
 	preferred []int64
 
 	// mu orders Submit's send against Close's close of in.
@@ -483,5 +484,32 @@ func (b *Batcher) aborted() bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// Stats are a batcher's cumulative counts since it was created, the
+// figures of the v2 statistics extension.
+type Stats struct {
+	// Executions is the number of Runner calls (batches run).
+	Executions int64
+	// Inferences is the number of rows run, across all batches.
+	Inferences int64
+	// Queue is the total time started requests waited in the queue.
+	Queue time.Duration
+	// Compute is the total time spent in Runner.Run.
+	Compute time.Duration
+}
+
+type statCounters struct {
+	executions, inferences, queueNs, computeNs atomic.Int64
+}
+
+// Stats returns the cumulative counts; safe for concurrent use.
+func (b *Batcher) Stats() Stats {
+	return Stats{
+		Executions: b.stats.executions.Load(),
+		Inferences: b.stats.inferences.Load(),
+		Queue:      time.Duration(b.stats.queueNs.Load()),
+		Compute:    time.Duration(b.stats.computeNs.Load()),
 	}
 }

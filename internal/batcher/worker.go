@@ -247,7 +247,9 @@ func (b *Batcher) run(w *worker) {
 		if !b.leaveQueue(r, stStarted) {
 			continue // given up by its caller
 		}
-		b.obs.queue.Observe(now.Sub(r.enqueued).Seconds())
+		waited := now.Sub(r.enqueued)
+		b.obs.queue.Observe(waited.Seconds())
+		b.stats.queueNs.Add(int64(waited))
 		w.members = append(w.members, r)
 		rows += r.rows
 	}
@@ -274,8 +276,12 @@ func (b *Batcher) run(w *worker) {
 	}
 	start := time.Now()
 	out, err := b.call(in)
-	b.obs.compute.Observe(time.Since(start).Seconds())
+	took := time.Since(start)
+	b.obs.compute.Observe(took.Seconds())
 	b.obs.batch.Observe(float64(rows))
+	b.stats.executions.Add(1)
+	b.stats.inferences.Add(rows)
+	b.stats.computeNs.Add(int64(took))
 	b.releaseBuffers(w)
 
 	if err != nil {

@@ -86,19 +86,27 @@ func (s *Server) ApplyModel(ctx context.Context, d Desired) error {
 	return nil
 }
 
-// Unload retires every version of a model; it stays listed in the index as
-// UNAVAILABLE until loaded again.
+// Unload retires every version of a model and returns once they are
+// released (their requests answered, sessions freed); the model stays listed
+// in the index as UNAVAILABLE until loaded again.
 func (s *Server) Unload(name string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	m, err := s.model(name)
 	if err != nil {
+		s.mu.Unlock()
 		return err
 	}
 	old := m.serving.Swap(newServingSet(nil, m.trafficSpec()))
+	var released []<-chan struct{}
 	for _, v := range old.byNumber {
-		s.retire(m, v, retireUnloaded)
+		released = append(released, s.retire(m, v, retireUnloaded))
 	}
+	defer func() {
+		for _, ch := range released {
+			<-ch
+		}
+	}()
+	defer s.mu.Unlock()
 	m.mu.Lock()
 	for n, e := range m.entries {
 		if e.State != StateUnloading {
@@ -366,7 +374,8 @@ const (
 // retire takes v out of service in the background: it waits for its
 // in-flight requests (bounded by DrainTimeout), drains its batcher and frees
 // its session.
-func (s *Server) retire(m *model, v *version, how retirement) {
+func (s *Server) retire(m *model, v *version, how retirement) <-chan struct{} {
+	done := make(chan struct{})
 	v.retire()
 	if how != retireReplaced {
 		m.setEntry(v.number, StateUnloading, "")
@@ -375,6 +384,7 @@ func (s *Server) retire(m *model, v *version, how retirement) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer close(done)
 		timer := time.NewTimer(s.cfg.DrainTimeout)
 		defer timer.Stop()
 		select {
@@ -397,8 +407,12 @@ func (s *Server) retire(m *model, v *version, how retirement) {
 			}
 		}
 		m.mu.Unlock()
+		if s.cfg.OnRelease != nil {
+			s.cfg.OnRelease(m.name, v.label)
+		}
 		s.log.Info("version released", zap.String("model", m.name), zap.String("version", v.label))
 	}()
+	return done
 }
 
 func (s *Server) closeVersion(v *version) {

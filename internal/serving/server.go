@@ -41,6 +41,10 @@ type Config struct {
 	Root string
 	// Mode is the model control mode (default poll).
 	Mode ControlMode
+	// OnRelease, when set, is called after a version left the server for
+	// good (removed or unloaded, not replaced in place), so collectors kept
+	// outside this package can drop its series.
+	OnRelease func(model, version string)
 }
 
 // Server is the live set of models. It is safe for concurrent use: the
@@ -222,15 +226,17 @@ func (s *Server) Infer(ctx context.Context, req *Request) (*Response, error) {
 func (s *Server) run(ctx context.Context, m *model, v *version, req *Request) (*Response, []tensor.Tensor, error) {
 	in, err := v.arrange(req.Inputs)
 	if err != nil {
-		return nil, nil, fmt.Errorf("model %q version %s: %w", m.name, v.label, err)
+		return nil, nil, &versionError{m.name, v.label, err}
 	}
 	outIdx, err := v.outputIndexes(req.Outputs)
 	if err != nil {
-		return nil, nil, fmt.Errorf("model %q version %s: %w", m.name, v.label, err)
+		return nil, nil, &versionError{m.name, v.label, err}
 	}
+	start := time.Now()
 	out, err := v.batch.Submit(ctx, in)
+	v.stats.record(start, err)
 	if err != nil {
-		return nil, nil, fmt.Errorf("model %q version %s: %w", m.name, v.label, err)
+		return nil, nil, &versionError{m.name, v.label, err}
 	}
 	resp := &Response{Model: m.name, Version: v.label, ID: req.ID, all: out}
 	if outIdx == nil {
@@ -242,4 +248,49 @@ func (s *Server) run(ctx context.Context, m *model, v *version, req *Request) (*
 		}
 	}
 	return resp, in, nil
+}
+
+// versionError is a failure after a version was chosen; it keeps the
+// version so metrics and logs can name it.
+type versionError struct {
+	model, version string
+	err            error
+}
+
+func (e *versionError) Error() string {
+	return fmt.Sprintf("model %q version %s: %v", e.model, e.version, e.err)
+}
+
+func (e *versionError) Unwrap() error { return e.err }
+
+// VersionOf returns the version that a failed request had been routed to,
+// or "" when it failed before a version was chosen.
+func VersionOf(err error) string {
+	var ve *versionError
+	if errors.As(err, &ve) {
+		return ve.version
+	}
+	return ""
+}
+
+// Known reports whether a model is loaded and whether version names one of
+// its versions (serving or listed in the index). Front ends use it to keep
+// metric labels to names the server chose, never a client's invention.
+func (s *Server) Known(model, version string) (modelKnown, versionKnown bool) {
+	m, ok := (*s.models.Load())[model]
+	if !ok {
+		return false, false
+	}
+	if version == "" {
+		return true, true
+	}
+	n, err := parseVersion(version)
+	if err != nil {
+		return true, false
+	}
+	if _, ok := m.serving.Load().byNumber[n]; ok {
+		return true, true
+	}
+	_, ok = m.known(n)
+	return true, ok
 }

@@ -392,3 +392,46 @@ func eventually(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestStatistics(t *testing.T) {
+	l := newFakeLoader()
+	l.set("p", 1, nil)
+	s := newTestServer(t, l, Config{})
+	ctx := context.Background()
+	s.Apply(ctx, []Desired{desired("m", batchingConfig(), dv(1, "p", "a"))})
+	for range 3 {
+		if _, err := s.Infer(ctx, request("", 2, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := request("", 1, 0)
+	bad.Outputs = []string{"nope"}
+	if _, err := s.Infer(ctx, bad); err == nil {
+		t.Fatal("unknown output accepted")
+	} else if VersionOf(err) != "1" {
+		t.Errorf("VersionOf(%v) = %q, want 1", err, VersionOf(err))
+	}
+	st, err := s.Statistics("m", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 1 || st[0].Version != "1" || st[0].Success.Count != 3 || st[0].InferenceCount != 6 ||
+		st[0].ExecutionCount < 1 || st[0].ExecutionCount > 3 || st[0].LastInference.IsZero() || st[0].Compute.Total <= 0 {
+		t.Errorf("statistics %+v", st)
+	}
+	if _, err := s.Statistics("m", "4"); !errors.Is(err, ErrVersionNotFound) {
+		t.Errorf("stats of unknown version: %v", err)
+	}
+	if _, err := s.Statistics("x", ""); !errors.Is(err, ErrModelNotFound) {
+		t.Errorf("stats of unknown model: %v", err)
+	}
+	if mk, vk := s.Known("m", "1"); !mk || !vk {
+		t.Error("Known(m, 1) false")
+	}
+	if mk, vk := s.Known("m", "9"); !mk || vk {
+		t.Error("Known(m, 9) should know the model, not the version")
+	}
+	if mk, _ := s.Known("zzz", ""); mk {
+		t.Error("Known(zzz) true")
+	}
+}

@@ -262,3 +262,13 @@ func sameArgmax(a, b tensor.Tensor) bool {
 	}
 	return true
 }
+
+// PutTraffic parses a traffic block (the YAML schema of config.yaml's
+// traffic key; JSON is YAML too) and applies it with SetTraffic.
+func (s *Server) PutTraffic(name string, body []byte) error {
+	t, err := repository.ParseTraffic(body)
+	if err != nil {
+		return err
+	}
+	return s.SetTraffic(name, t)
+}

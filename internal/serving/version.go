@@ -25,6 +25,7 @@ type version struct {
 	outputIndex map[string]int
 
 	versionCounters
+	stats requestStats
 
 	refs     atomic.Int64
 	retired  atomic.Bool

@@ -125,7 +125,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	e.backend = &spyBackend{Server: e.serving}
 
 	if cfg.Observe == nil {
-		cfg.Observe = func(model, version string, code int, d time.Duration) {
+		cfg.Observe = func(model, version, _ string, code int, d time.Duration) {
 			e.obs <- observation{model, version, code, d}
 		}
 	}

@@ -33,6 +33,8 @@ type Backend interface {
 	Index() []serving.IndexEntry
 	LoadModel(ctx context.Context, name string, override []byte) error
 	UnloadModel(name string) error
+	StickyKey(model string) string
+	Statistics(model, version string) ([]serving.VersionStats, error)
 }
 
 var _ Backend = (*serving.Server)(nil)
@@ -54,13 +56,13 @@ const (
 
 // DefaultExtensions are the protocol extensions ServerMetadata reports when
 // Config.Extensions is nil.
-var DefaultExtensions = []string{"binary_tensor_data", "model_repository", "parameters"}
+var DefaultExtensions = []string{"binary_tensor_data", "model_repository", "statistics", "parameters"}
 
 // ObserveFunc records one finished inference request: the model, the version
 // that served it (the requested one when it failed before a version was
 // chosen), the HTTP-style status of its outcome (200 for success, else
 // transport.Status) and its duration from arrival to answer.
-type ObserveFunc func(model, version string, code int, d time.Duration)
+type ObserveFunc func(model, version, id string, code int, d time.Duration)
 
 // Config holds the gRPC front end's settings. The zero value is valid: every
 // zero field takes its documented default.
@@ -135,7 +137,7 @@ func (c Config) withDefaults() Config {
 		c.HealthWatchInterval = DefaultHealthWatchInterval
 	}
 	if c.Observe == nil {
-		c.Observe = func(string, string, int, time.Duration) {}
+		c.Observe = func(string, string, string, int, time.Duration) {}
 	}
 	return c
 }

@@ -43,7 +43,31 @@ func TestServerRPCs(t *testing.T) {
 		t.Errorf("ServerMetadata = %v", md)
 	}
 	_, err = e.client.ModelStatistics(ctx, &inference.ModelStatisticsRequest{})
-	wantCode(t, err, codes.Unimplemented)
+	wantCode(t, err, codes.InvalidArgument)
+}
+
+func TestModelStatistics(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := testCtx(t)
+	for range 3 {
+		if _, err := e.client.ModelInfer(ctx, simpleRequest("s")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := e.client.ModelStatistics(ctx, &inference.ModelStatisticsRequest{Name: "simple", Version: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.GetModelStats()) != 1 {
+		t.Fatalf("stats %v", st)
+	}
+	ms := st.GetModelStats()[0]
+	if ms.GetName() != "simple" || ms.GetVersion() != "1" || ms.GetInferenceStats().GetSuccess().GetCount() == 0 ||
+		ms.GetExecutionCount() == 0 || ms.GetInferenceCount() < ms.GetExecutionCount() || ms.GetLastInference() == 0 {
+		t.Errorf("statistics %v", ms)
+	}
+	_, err = e.client.ModelStatistics(ctx, &inference.ModelStatisticsRequest{Name: "nope"})
+	wantCode(t, err, codes.NotFound)
 }
 
 func TestModelReady(t *testing.T) {
@@ -271,8 +295,18 @@ func TestModelInferErrors(t *testing.T) {
 				t.Errorf("message %q does not contain %q", st.Message(), tt.msg)
 			}
 			o := e.nextObservation(t)
-			if o.code != tt.httpCode || o.model != tt.req.GetModelName() || o.version != tt.req.GetModelVersion() {
-				t.Errorf("observed %+v, want model %q version %q code %d", o, tt.req.GetModelName(), tt.req.GetModelVersion(), tt.httpCode)
+			// A request that reached a version is observed under it; one
+			// that failed before routing keeps the version it named.
+			wantVersion := tt.req.GetModelVersion()
+			if wantVersion == "" && o.version != "" {
+				md, err := e.serving.ModelMetadata(tt.req.GetModelName(), "")
+				if err != nil || md.Versions[len(md.Versions)-1] != o.version {
+					t.Errorf("observed version %q, want the newest ready version (%v, %v)", o.version, md.Versions, err)
+				}
+				wantVersion = o.version
+			}
+			if o.code != tt.httpCode || o.model != tt.req.GetModelName() || o.version != wantVersion {
+				t.Errorf("observed %+v, want model %q version %q code %d", o, tt.req.GetModelName(), wantVersion, tt.httpCode)
 			}
 		})
 	}

@@ -23,8 +23,9 @@ import (
 
 // Metadata keys the service reads.
 const (
-	// RoutingKeyMetadata pins a caller to one traffic arm; it wins over the
-	// routing_key request parameter.
+	// RoutingKeyMetadata is the default metadata key (a model's
+	// traffic.sticky_key overrides it) that pins a caller to one traffic
+	// arm; it wins over the routing_key request parameter.
 	RoutingKeyMetadata = "x-routing-key"
 	// AuthorizationMetadata carries "Bearer <token>" for the repository RPCs.
 	AuthorizationMetadata = "authorization"
@@ -95,8 +96,37 @@ func (s *service) ModelMetadata(_ context.Context, req *inference.ModelMetadataR
 	}, nil
 }
 
-func (s *service) ModelStatistics(context.Context, *inference.ModelStatisticsRequest) (*inference.ModelStatisticsResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "ModelStatistics is not implemented yet; per-model counters are on the Prometheus /metrics endpoint (port 8002)")
+func (s *service) ModelStatistics(_ context.Context, req *inference.ModelStatisticsRequest) (*inference.ModelStatisticsResponse, error) {
+	if req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "name: a model name is required")
+	}
+	st, err := s.b.Statistics(req.GetName(), req.GetVersion())
+	if err != nil {
+		return nil, transport.GRPCError(err)
+	}
+	dur := func(d serving.Duration) *inference.StatisticDuration {
+		return &inference.StatisticDuration{Count: uint64(d.Count), Ns: uint64(d.Total)}
+	}
+	resp := &inference.ModelStatisticsResponse{}
+	for _, v := range st {
+		ms := &inference.ModelStatistics{
+			Name:           v.Name,
+			Version:        v.Version,
+			InferenceCount: uint64(v.InferenceCount),
+			ExecutionCount: uint64(v.ExecutionCount),
+			InferenceStats: &inference.InferStatistics{
+				Success:      dur(v.Success),
+				Fail:         dur(v.Fail),
+				Queue:        dur(v.Queue),
+				ComputeInfer: dur(v.Compute),
+			},
+		}
+		if !v.LastInference.IsZero() {
+			ms.LastInference = uint64(v.LastInference.UnixMilli())
+		}
+		resp.ModelStats = append(resp.ModelStats, ms)
+	}
+	return resp, nil
 }
 
 func (s *service) RepositoryIndex(ctx context.Context, req *inference.RepositoryIndexRequest) (*inference.RepositoryIndexResponse, error) {
@@ -210,7 +240,7 @@ func (s *service) ModelInfer(ctx context.Context, req *inference.ModelInferReque
 		}
 		s.observe(req, resp, cause, time.Since(start))
 	}()
-	resp, cause = s.infer(ctx, req, metadataValue(ctx, RoutingKeyMetadata))
+	resp, cause = s.infer(ctx, req)
 	if cause != nil {
 		return nil, transport.GRPCError(cause)
 	}
@@ -219,16 +249,22 @@ func (s *service) ModelInfer(ctx context.Context, req *inference.ModelInferReque
 
 // infer runs one request. Its error is classified (see classify) but not
 // yet a status, so callers can both report it and count it.
-func (s *service) infer(ctx context.Context, req *inference.ModelInferRequest, routingKey string) (*inference.ModelInferResponse, error) {
+func (s *service) infer(ctx context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
 	if req.GetModelName() == "" {
 		return nil, tensor.Invalidf("model_name: a model name is required")
 	}
-	timeout, paramKey, err := requestParams(req.GetParameters())
+	timeout, routingKey, err := requestParams(req.GetParameters())
 	if err != nil {
 		return nil, err
 	}
-	if routingKey == "" {
-		routingKey = paramKey
+	// The model's sticky key names the metadata; it wins over the
+	// request parameter.
+	key := s.b.StickyKey(req.GetModelName())
+	if key == "" {
+		key = RoutingKeyMetadata
+	}
+	if v := metadataValue(ctx, key); v != "" {
+		routingKey = v
 	}
 	ctx, cancel, err := transport.WithTimeoutMicros(ctx, timeout)
 	if err != nil {
@@ -295,10 +331,13 @@ func (s *service) observe(req *inference.ModelInferRequest, resp *inference.Mode
 	version, code := req.GetModelVersion(), 200
 	if err != nil {
 		_, code = transport.Status(err)
+		if v := serving.VersionOf(err); v != "" {
+			version = v
+		}
 	} else {
 		version = resp.GetModelVersion()
 	}
-	s.cfg.Observe(req.GetModelName(), version, code, d)
+	s.cfg.Observe(req.GetModelName(), version, req.GetId(), code, d)
 }
 
 // requestParams reads the request parameters the server understands: the

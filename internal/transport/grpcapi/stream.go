@@ -43,7 +43,6 @@ var errStreamStopping = status.Error(codes.Unavailable, "server is shutting down
 func (s *service) ModelStreamInfer(stream inference.GRPCInferenceService_ModelStreamInferServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	routingKey := metadataValue(ctx, RoutingKeyMetadata)
 
 	depth := s.cfg.StreamDepth
 	// A slot is taken before a call is queued and given back once it is
@@ -90,7 +89,7 @@ func (s *service) ModelStreamInfer(stream inference.GRPCInferenceService_ModelSt
 			}
 			pending <- c
 			mu.Unlock()
-			go s.runCall(ctx, c, routingKey)
+			go s.runCall(ctx, c)
 		}
 	}()
 
@@ -145,14 +144,14 @@ func (s *service) ModelStreamInfer(stream inference.GRPCInferenceService_ModelSt
 }
 
 // runCall runs one stream request; it never panics and always closes done.
-func (s *service) runCall(ctx context.Context, c *streamCall, routingKey string) {
+func (s *service) runCall(ctx context.Context, c *streamCall) {
 	defer close(c.done)
 	defer func() {
 		if p := recover(); p != nil {
 			c.resp, c.err = nil, panicError(s.log, "ModelStreamInfer", p)
 		}
 	}()
-	c.resp, c.err = s.infer(ctx, c.req, routingKey)
+	c.resp, c.err = s.infer(ctx, c.req)
 }
 
 // answer waits for one call, sends its answer when send is true, and

@@ -56,6 +56,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, o *outcome, model, version stri
 		s.fail(ctx, err)
 		return
 	}
+	o.id = req.ID
 	routingKey := req.RoutingKey
 	if h := ctx.Request.Header.Peek(sticky); len(h) > 0 {
 		routingKey = string(h)
@@ -77,6 +78,9 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, o *outcome, model, version stri
 		RoutingKey: routingKey,
 	})
 	if err != nil {
+		if v := serving.VersionOf(err); v != "" {
+			o.version = v
+		}
 		s.fail(ctx, err)
 		return
 	}

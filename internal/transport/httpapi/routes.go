@@ -92,9 +92,17 @@ func (s *Server) modelRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byte) {
 	}
 	method := http.MethodGet
 	switch string(action) {
-	case "", "ready":
+	case "", "ready", "stats":
 	case "infer":
 		method = http.MethodPost
+	case "traffic":
+		if version != nil {
+			notFound(ctx)
+			return
+		}
+		if ctx.IsPut() {
+			method = http.MethodPut
+		}
 	default:
 		notFound(ctx)
 		return
@@ -120,6 +128,12 @@ func (s *Server) modelRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byte) {
 		s.modelMetadata(ctx, model, ver)
 	case "ready":
 		s.modelReady(ctx, model, ver)
+	case "stats":
+		s.modelStats(ctx, model, ver)
+	case "traffic":
+		if s.authorized(ctx) {
+			s.traffic(ctx, model)
+		}
 	default:
 		s.infer(ctx, o, model, ver)
 	}

@@ -44,6 +44,9 @@ type Backend interface {
 	// StickyKey names the header and request parameter that carry a
 	// model's routing key ("" for an unknown model).
 	StickyKey(model string) string
+	Statistics(model, version string) ([]serving.VersionStats, error)
+	Traffic(model string) (serving.TrafficView, error)
+	PutTraffic(model string, body []byte) error
 }
 
 var _ Backend = (*serving.Server)(nil)
@@ -73,7 +76,7 @@ type Config struct {
 	// version was chosen), the HTTP status and the time since the request
 	// was read. It runs on the request's goroutine, so it must be quick and
 	// safe for concurrent use.
-	Observe func(model, version string, code int, d time.Duration)
+	Observe func(model, version, id string, code int, d time.Duration)
 }
 
 // Defaults of Config.
@@ -144,6 +147,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // handler that answered it.
 type outcome struct {
 	infer          bool // an inference request, which Observe records
+	id             string
 	model, version string
 }
 
@@ -160,7 +164,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			writeError(ctx, http.StatusInternalServerError, "internal error")
 		}
 		if o.infer && s.cfg.Observe != nil {
-			s.cfg.Observe(o.model, o.version, ctx.Response.StatusCode(), time.Since(start))
+			s.cfg.Observe(o.model, o.version, o.id, ctx.Response.StatusCode(), time.Since(start))
 		}
 	}()
 	s.route(ctx, &o)
@@ -183,7 +187,7 @@ func (s *Server) handleProtocolError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	if s.cfg.Observe != nil {
 		if model, version, ok := inferTarget(ctx); ok {
-			s.cfg.Observe(model, version, ctx.Response.StatusCode(), 0)
+			s.cfg.Observe(model, version, "", ctx.Response.StatusCode(), 0)
 		}
 	}
 }

@@ -383,7 +383,7 @@ func TestInferErrors(t *testing.T) {
 		{"PUT health", "PUT", "/v2/health/live", "", nil, 405, "not allowed"},
 		{"GET index", "GET", "/v2/repository/index", "", nil, 405, "not allowed"},
 		{"unknown path", "GET", "/v2/nothing", "", nil, 404, "no such endpoint"},
-		{"unknown model action", "GET", "/v2/models/simple/stats", "", nil, 404, "no such endpoint"},
+		{"unknown model action", "GET", "/v2/models/simple/bogus", "", nil, 404, "no such endpoint"},
 		{"not v2", "GET", "/v1/models/simple", "", nil, 404, "no such endpoint"},
 		{"trailing slash", "GET", "/v2/models/simple/", "", nil, 404, "no such endpoint"},
 		{"empty segment", "GET", "/v2//models/simple", "", nil, 404, "no such endpoint"},
@@ -766,7 +766,7 @@ func TestObserve(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var calls []call
-	e := newEnv(t, Config{MaxRequestBodySize: 4096, Observe: func(model, version string, code int, d time.Duration) {
+	e := newEnv(t, Config{MaxRequestBodySize: 4096, Observe: func(model, version, _ string, code int, d time.Duration) {
 		if d < 0 {
 			panic(fmt.Sprintf("negative duration %v", d))
 		}

@@ -1,0 +1,127 @@
+package transport
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Protocols, the values of the protocol label.
+const (
+	ProtocolHTTP = "http"
+	ProtocolGRPC = "grpc"
+)
+
+// KnownFunc reports whether a model, and a version of it, are loaded now.
+// Labels come only from what it confirms, never from request content, so a
+// flood of made-up model names cannot grow the series without bound.
+type KnownFunc func(model, version string) (modelKnown, versionKnown bool)
+
+// Observer records every finished inference request: a Prometheus counter
+// by outcome and a duration histogram, per model, version and protocol, and
+// one access-log line. It is safe for concurrent use.
+type Observer struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	known    KnownFunc
+	log      *zap.Logger
+
+	children sync.Map // childKey → *child, so the hot path does no label hashing
+	seen     atomic.Uint64
+}
+
+type childKey struct {
+	model, version, protocol string
+	code                     int
+}
+
+type child struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// infoSample logs one request in this many at info level when debug is off.
+const infoSample = 1000
+
+// NewObserver registers the request collectors on reg. buckets are the
+// duration histogram's upper bounds in seconds.
+func NewObserver(reg prometheus.Registerer, buckets []float64, known KnownFunc, log *zap.Logger) (*Observer, error) {
+	o := &Observer{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "onnxserve_requests_total",
+			Help: "Finished inference requests by outcome; code is the HTTP-style status (gRPC codes mapped through the same table).",
+		}, []string{"model", "version", "protocol", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "onnxserve_request_duration_seconds",
+			Help:    "Time from a request's arrival to its response being written.",
+			Buckets: buckets,
+		}, []string{"model", "version", "protocol"}),
+		known: known,
+		log:   log,
+	}
+	for _, c := range []prometheus.Collector{o.requests, o.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// Observe records one finished request. model and version are what the
+// request named or was served by; they are kept as labels only when loaded.
+func (o *Observer) Observe(protocol, model, version, id string, code int, d time.Duration) {
+	mk, vk := o.known(model, version)
+	if !mk {
+		model = ""
+	}
+	if !vk {
+		version = ""
+	}
+	k := childKey{model, version, protocol, code}
+	c, ok := o.children.Load(k)
+	if !ok {
+		c, _ = o.children.LoadOrStore(k, &child{
+			requests: o.requests.WithLabelValues(model, version, protocol, strconv.Itoa(code)),
+			duration: o.duration.WithLabelValues(model, version, protocol),
+		})
+	}
+	ch := c.(*child)
+	ch.requests.Inc()
+	ch.duration.Observe(d.Seconds())
+	o.access(protocol, model, version, id, code, d)
+}
+
+// access writes the access-log line: every request at debug level, one in
+// infoSample at info, and every server-side failure at error level.
+func (o *Observer) access(protocol, model, version, id string, code int, d time.Duration) {
+	level := zapcore.DebugLevel
+	switch {
+	case code >= 500 && code != 503:
+		level = zapcore.ErrorLevel
+	case o.seen.Add(1)%infoSample == 0:
+		level = zapcore.InfoLevel
+	}
+	if ce := o.log.Check(level, "request"); ce != nil {
+		ce.Write(zap.String("protocol", protocol), zap.String("model", model), zap.String("version", version),
+			zap.Int("code", code), zap.Duration("duration", d), zap.String("request_id", id))
+	}
+}
+
+// ForgetVersion drops every series of a version that was unloaded, so no
+// stale series outlive it.
+func (o *Observer) ForgetVersion(model, version string) {
+	o.children.Range(func(k, _ any) bool {
+		if ck := k.(childKey); ck.model == model && ck.version == version {
+			o.children.Delete(k)
+		}
+		return true
+	})
+	l := prometheus.Labels{"model": model, "version": version}
+	o.requests.DeletePartialMatch(l)
+	o.duration.DeletePartialMatch(l)
+}
