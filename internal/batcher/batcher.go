@@ -135,14 +135,14 @@ func (r *request) deadlineErr(timeout time.Duration) error {
 // Batcher queues requests for one model version and runs them in batches.
 // It is safe for concurrent use.
 type Batcher struct {
-	runner    Runner
-	cfg       Config
-	batching  bool
-	log       *zap.Logger
-	metrics   *Metrics
-	obs       observers
-	stats     statCounters
-	preferred []int64
+	runner         Runner
+	cfg            Config
+	batching       bool
+	log            *zap.Logger
+	metrics        *Metrics
+	obs            observers
+	stats          statCounters
+	preferredSizes []int64
 
 	// mu orders Submit's send against Close's close of in.
 	mu     sync.RWMutex
@@ -212,7 +212,7 @@ func New(r Runner, cfg Config, log *zap.Logger, m *Metrics) (*Batcher, error) {
 		exited:   make(chan struct{}),
 	}
 	for _, p := range cfg.PreferredBatchSizes {
-		b.preferred = append(b.preferred, int64(p))
+		b.preferredSizes = append(b.preferredSizes, int64(p))
 	}
 	b.runCtx, b.cancelRun = context.WithCancel(context.Background())
 	b.obs = m.attach(b)

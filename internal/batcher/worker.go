@@ -37,13 +37,16 @@ func (b *Batcher) work() {
 	}
 }
 
-// full reports whether a batch of rows rows is dispatched without waiting
-// further.
+// full reports whether a batch of rows rows cannot grow.
 func (b *Batcher) full(rows int64) bool {
-	if rows >= int64(b.cfg.MaxBatchSize) {
-		return true
-	}
-	for _, p := range b.preferred {
+	return rows >= int64(b.cfg.MaxBatchSize)
+}
+
+// preferred reports whether rows is one of the preferred batch sizes: a
+// batch that reaches one stops waiting for companions, though it still
+// takes requests that are already queued, up to MaxBatchSize.
+func (b *Batcher) preferred(rows int64) bool {
+	for _, p := range b.preferredSizes {
 		if rows == p {
 			return true
 		}
@@ -90,9 +93,11 @@ func (w *worker) add(r *request) {
 
 // collect forms the next batch into w.batch. It blocks for the first
 // request, then gathers companions of the same layout until the batch is
-// full, a preferred size is reached, a request does not fit, or
-// MaxQueueDelay has passed since the first request was queued. It reports
-// false when the worker should exit.
+// full, a request does not fit, or MaxQueueDelay has passed since the first
+// request was queued. Once the batch reaches a preferred size it stops
+// waiting but still takes what is already queued: under load batches grow
+// to MaxBatchSize, and a preferred size never caps them. It reports false
+// when the worker should exit.
 func (b *Batcher) collect(w *worker) bool {
 	b.token <- struct{}{}
 	defer func() { <-b.token }()
@@ -106,7 +111,7 @@ func (b *Batcher) collect(w *worker) bool {
 	// in the channel: the oldest seeds the batch, and those of its layout
 	// that fit join it in order.
 	var seed *request
-	done := false
+	done, noWait := false, false
 	kept := b.carry[:0]
 	for i, r := range b.carry {
 		b.carry[i] = nil
@@ -118,11 +123,13 @@ func (b *Batcher) collect(w *worker) bool {
 			seed = r
 			w.add(r)
 			done = !b.batching || b.full(w.nrows)
+			noWait = b.preferred(w.nrows)
 			continue
 		case !done && sameLayout(seed, r):
 			if w.nrows+r.rows <= int64(b.cfg.MaxBatchSize) {
 				w.add(r)
 				done = b.full(w.nrows)
+				noWait = noWait || b.preferred(w.nrows)
 				continue
 			}
 			done = true // it starts the next batch
@@ -145,6 +152,7 @@ func (b *Batcher) collect(w *worker) bool {
 				seed = r
 				w.add(r)
 				done = !b.batching || b.full(w.nrows)
+				noWait = b.preferred(w.nrows)
 			}
 		case <-b.abort:
 			b.failQueued()
@@ -158,7 +166,7 @@ func (b *Batcher) collect(w *worker) bool {
 	// One timer, armed for the seed's remaining delay; once it has passed,
 	// take only what is already queued.
 	var timeout <-chan time.Time
-	if wait := time.Until(seed.enqueued.Add(b.cfg.MaxQueueDelay)); wait > 0 {
+	if wait := time.Until(seed.enqueued.Add(b.cfg.MaxQueueDelay)); wait > 0 && !noWait {
 		w.timer.Reset(wait)
 		defer w.timer.Stop()
 		timeout = w.timer.C
@@ -202,6 +210,9 @@ func (b *Batcher) collect(w *worker) bool {
 		w.add(r)
 		if b.full(w.nrows) {
 			return true
+		}
+		if b.preferred(w.nrows) {
+			timeout = nil // stop waiting; take only what is queued
 		}
 	}
 }
