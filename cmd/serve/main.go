@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -87,6 +88,7 @@ type app struct {
 	level zap.AtomicLevel
 	reg   *prometheus.Registry
 	srv   *serving.Server
+	sec   *security
 
 	httpLn, grpcLn, metricsLn net.Listener
 	http                      *httpapi.Server
@@ -128,7 +130,11 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	if err != nil {
 		return nil, err
 	}
-	a = &app{o: o, log: log, level: level, reg: prometheus.NewRegistry()}
+	sec, err := newSecurity(o, token, log)
+	if err != nil {
+		return nil, err
+	}
+	a = &app{o: o, log: log, level: level, reg: prometheus.NewRegistry(), sec: sec}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bm, err := batcher.NewMetrics(a.reg, buckets)
 	if err != nil {
@@ -159,16 +165,18 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	if obs, err = transport.NewObserver(a.reg, buckets, a.srv.Known, log.Named("access")); err != nil {
 		return nil, err
 	}
-	a.http = httpapi.New(a.srv, httpapi.Config{
+	hcfg := httpapi.Config{
 		MaxRequestBodySize: o.maxRequestBody,
 		AdminToken:         token,
 		Version:            version,
 		Observe: func(model, ver, id string, code int, d time.Duration) {
 			obs.Observe(transport.ProtocolHTTP, model, ver, id, code, d)
 		},
-	}, log.Named("http"))
+	}
+	sec.http(&hcfg)
+	a.http = httpapi.New(a.srv, hcfg, log.Named("http"))
 
-	a.grpc = grpcapi.New(a.srv, grpcapi.Config{
+	gcfg := grpcapi.Config{
 		Version:        version,
 		MaxRecvMsgSize: o.maxGRPCRecv,
 		MaxSendMsgSize: o.maxGRPCSend,
@@ -176,7 +184,9 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		Observe: func(model, ver, id string, code int, d time.Duration) {
 			obs.Observe(transport.ProtocolGRPC, model, ver, id, code, d)
 		},
-	}, log.Named("grpc"))
+	}
+	sec.grpc(&gcfg)
+	a.grpc = grpcapi.New(a.srv, gcfg, log.Named("grpc"))
 
 	if a.httpLn, err = listen(o.httpAddr, o.httpPort); err != nil {
 		return nil, fmt.Errorf("--http-port: %w", err)
@@ -189,10 +199,26 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		a.closeListeners()
 		return nil, fmt.Errorf("--metrics-port: %w", err)
 	}
+	a.metricsLn = sec.metricsListener(a.metricsLn)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
-	mux.Handle("/log-level", level)
-	a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	mux.Handle("/log-level", sec.guardWrites(level))
+	if o.pprof {
+		// Profiles share the metrics port, which operators already keep
+		// on a trusted network; off by default, as they expose internals.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	// Failed handshakes and broken scrapes are the client's business: debug.
+	errLog, err := zap.NewStdLogAt(log.Named("metrics"), zap.DebugLevel)
+	if err != nil {
+		a.closeListeners()
+		return nil, err
+	}
+	a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: o.sec.readHeaderTimeout, IdleTimeout: o.sec.idleTimeout, ErrorLog: errLog}
 	log.Info("listening",
 		zap.String("http", a.httpLn.Addr().String()),
 		zap.String("grpc", a.grpcLn.Addr().String()),
@@ -226,6 +252,7 @@ func (a *app) run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return a.watch(gctx) })
+	g.Go(func() error { a.sec.runReload(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		return a.shutdown()

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +38,9 @@ type options struct {
 	maxGRPCSend     int
 	adminTokenFile  string
 	histogramBounds string
+	pprof           bool
+
+	sec securityOptions
 }
 
 // stringList is a repeatable string flag.
@@ -71,6 +73,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.maxGRPCSend, "grpc-max-send-msg-size", 64<<20, "largest gRPC message sent, in bytes")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token management calls need; without it they are accepted from loopback only")
 	fs.StringVar(&o.histogramBounds, "histogram-buckets", "", "latency histogram upper bounds in seconds, comma separated (default 100us to 10s)")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the metrics port; keep that port off untrusted networks")
+	o.sec.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -102,6 +106,9 @@ func parseOptions(args []string) (*options, error) {
 	if o.maxRequestBody <= 0 || o.maxGRPCRecv <= 0 || o.maxGRPCSend <= 0 {
 		return nil, errors.New("message size limits must be > 0")
 	}
+	if err := o.sec.validate(); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -123,19 +130,20 @@ func (o *options) buckets() ([]float64, error) {
 	return out, nil
 }
 
-// readToken reads a secret from a file, trimming surrounding whitespace.
-// Tokens never come from argv, where any local user could read them.
+// readToken reads the admin token file: one token, blank lines and lines
+// starting with '#' aside. Tokens never come from argv, where any local
+// user could read them.
 func readToken(path string) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(path)
+	tokens, err := readTokens(path)
 	if err != nil {
 		return "", fmt.Errorf("--admin-token-file: %w", err)
 	}
-	t := strings.TrimSpace(string(b))
-	if t == "" {
-		return "", fmt.Errorf("--admin-token-file: %s is empty", path)
+	if len(tokens) != 1 {
+		// Taking the whole file as one token would lock every caller out.
+		return "", fmt.Errorf("--admin-token-file: %s holds %d lines of tokens; the admin token is one line", path, len(tokens))
 	}
-	return t, nil
+	return tokens[0], nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 
 	"github.com/onnxserve/onnxserve/internal/serving"
@@ -21,15 +22,9 @@ import (
 // which is refused.
 func AuthorizeAdmin(token, header string, remote net.Addr) error {
 	if token != "" {
-		scheme, got, ok := strings.Cut(strings.TrimSpace(header), " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") {
-			return ErrUnauthenticated
-		}
-		// Comparing digests keeps the comparison constant-time in the
-		// token's length too.
 		want := sha256.Sum256([]byte(token))
-		have := sha256.Sum256([]byte(strings.TrimSpace(got)))
-		if subtle.ConstantTimeCompare(want[:], have[:]) != 1 {
+		have, ok := bearerDigest(header)
+		if !ok || subtle.ConstantTimeCompare(want[:], have[:]) != 1 {
 			return ErrUnauthenticated
 		}
 		return nil
@@ -38,6 +33,88 @@ func AuthorizeAdmin(token, header string, remote net.Addr) error {
 		return nil
 	}
 	return fmt.Errorf("management API without an admin token accepts only loopback callers, not %v: %w", remote, serving.ErrUnauthorized)
+}
+
+// bearerDigest returns the SHA-256 of the token in a "Bearer <token>"
+// header (the scheme is case-insensitive). Comparing digests keeps the
+// comparison constant-time in the token's length too.
+func bearerDigest(header string) ([sha256.Size]byte, bool) {
+	scheme, got, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return [sha256.Size]byte{}, false
+	}
+	return sha256.Sum256([]byte(strings.TrimSpace(got))), true
+}
+
+// Tokens is a set of bearer tokens, any one of which grants access; it
+// keeps only their digests. Several tokens let each client have its own,
+// which the rate limiter then tells apart, and let a token be rotated. A
+// Tokens never changes after NewTokens, so it is safe for concurrent use.
+type Tokens struct {
+	digests [][sha256.Size]byte
+}
+
+// NewTokens returns the set of the given tokens; empty strings are
+// skipped. It returns nil, which accepts nothing, when none is left.
+func NewTokens(tokens []string) *Tokens {
+	var t Tokens
+	for _, tok := range tokens {
+		if tok != "" {
+			t.digests = append(t.digests, sha256.Sum256([]byte(tok)))
+		}
+	}
+	if len(t.digests) == 0 {
+		return nil
+	}
+	return &t
+}
+
+// Len is the number of tokens in the set.
+func (t *Tokens) Len() int {
+	if t == nil {
+		return 0
+	}
+	return len(t.digests)
+}
+
+// Match returns the index of the token that header ("Bearer <token>")
+// presents, or ErrUnauthenticated. It compares against every token in
+// constant time, so timing tells neither the token nor which one matched.
+func (t *Tokens) Match(header string) (int, error) {
+	have, ok := bearerDigest(header)
+	if t == nil || !ok {
+		return -1, ErrUnauthenticated
+	}
+	found, index := 0, 0
+	for i, want := range t.digests {
+		eq := subtle.ConstantTimeCompare(want[:], have[:])
+		index = subtle.ConstantTimeSelect(eq, i, index)
+		found |= eq
+	}
+	if found != 1 {
+		return -1, ErrUnauthenticated
+	}
+	return index, nil
+}
+
+// ClientKey names the caller for per-client limits: the index of its
+// token when inference calls need one (a token identifies a client better
+// than an address behind shared NAT), else the peer's IP address.
+func ClientKey(tokenIndex int, remote net.Addr) string {
+	if tokenIndex >= 0 {
+		return "token:" + strconv.Itoa(tokenIndex)
+	}
+	switch a := remote.(type) {
+	case *net.TCPAddr:
+		return a.IP.String()
+	case nil:
+		return ""
+	}
+	host, _, err := net.SplitHostPort(remote.String())
+	if err != nil {
+		return remote.String()
+	}
+	return host
 }
 
 func isLocal(a net.Addr) bool {

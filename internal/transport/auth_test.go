@@ -56,3 +56,68 @@ func TestAuthorizeAdmin(t *testing.T) {
 		})
 	}
 }
+
+func TestTokens(t *testing.T) {
+	set := NewTokens([]string{"alpha", "", "beta"})
+	if set.Len() != 2 {
+		t.Fatalf("Len = %d, want 2 (empty tokens skipped)", set.Len())
+	}
+	tests := []struct {
+		header string
+		want   int // -1: refused
+	}{
+		{"Bearer alpha", 0},
+		{"bearer beta", 1},
+		{"  Bearer   beta  ", 1},
+		{"Bearer gamma", -1},
+		{"Bearer alph", -1},
+		{"Bearer alphaa", -1},
+		{"Basic alpha", -1},
+		{"alpha", -1},
+		{"Bearer", -1},
+		{"", -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.header, func(t *testing.T) {
+			got, err := set.Match(tt.header)
+			if tt.want < 0 {
+				if !errors.Is(err, ErrUnauthenticated) {
+					t.Fatalf("Match = %d, %v; want ErrUnauthenticated", got, err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("Match = %d, %v; want %d", got, err, tt.want)
+			}
+		})
+	}
+	var none *Tokens
+	if _, err := none.Match("Bearer alpha"); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("a nil set accepted a token: %v", err)
+	}
+	if NewTokens([]string{""}) != nil {
+		t.Error("a set of no tokens should be nil")
+	}
+}
+
+func TestClientKey(t *testing.T) {
+	tests := []struct {
+		name  string
+		index int
+		addr  net.Addr
+		want  string
+	}{
+		{"token wins", 3, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 9}, "token:3"},
+		{"ip without port", -1, &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 9}, "10.0.0.1"},
+		{"ipv6", -1, &net.TCPAddr{IP: net.IPv6loopback, Port: 9}, "::1"},
+		{"other address", -1, &net.UnixAddr{Name: "/run/s.sock", Net: "unix"}, "/run/s.sock"},
+		{"unknown", -1, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ClientKey(tt.index, tt.addr); got != tt.want {
+				t.Fatalf("ClientKey = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

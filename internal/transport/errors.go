@@ -22,6 +22,10 @@ var ErrUnauthenticated = errors.New("unauthenticated")
 // ErrLimit marks a request over a configured size or count limit.
 var ErrLimit = errors.New("limit exceeded")
 
+// ErrRateLimited marks a request refused because its client sends faster
+// than the per-client rate limit allows.
+var ErrRateLimited = errors.New("rate limited")
+
 // statusRow pairs the two protocols' codes for one class of error.
 type statusRow struct {
 	err  error
@@ -36,6 +40,7 @@ var statusTable = []statusRow{
 	{ErrUnauthenticated, codes.Unauthenticated, http.StatusUnauthorized},
 	{serving.ErrUnauthorized, codes.PermissionDenied, http.StatusForbidden},
 	{ErrLimit, codes.ResourceExhausted, http.StatusRequestEntityTooLarge},
+	{ErrRateLimited, codes.ResourceExhausted, http.StatusTooManyRequests},
 	{tensor.ErrInvalid, codes.InvalidArgument, http.StatusBadRequest},
 	{serving.ErrInvalidConfig, codes.InvalidArgument, http.StatusBadRequest},
 	{serving.ErrModelNotFound, codes.NotFound, http.StatusNotFound},

@@ -97,11 +97,13 @@ func (o *Observer) Observe(protocol, model, version, id string, code int, d time
 }
 
 // access writes the access-log line: every request at debug level, one in
-// infoSample at info, and every server-side failure at error level.
+// infoSample at info, and every server-side failure at error level. 503
+// (not ready, shutting down) and 504 (the client's own deadline passed)
+// are expected under load and would flood the log at error level.
 func (o *Observer) access(protocol, model, version, id string, code int, d time.Duration) {
 	level := zapcore.DebugLevel
 	switch {
-	case code >= 500 && code != 503:
+	case code >= 500 && code != 503 && code != 504:
 		level = zapcore.ErrorLevel
 	case o.seen.Add(1)%infoSample == 0:
 		level = zapcore.InfoLevel

@@ -8,14 +8,19 @@ import (
 	"strings"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
+	"github.com/onnxserve/onnxserve/internal/transport"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
 // decodeInputs turns a request's inputs into tensors. Raw contents are
 // aliased, not copied: the request message outlives the Infer call that
 // reads them, and protobuf unmarshalling already gave the message its own
-// copy of the wire bytes.
-func decodeInputs(req *inference.ModelInferRequest) ([]tensor.Tensor, error) {
+// copy of the wire bytes. lim is checked before anything is allocated for
+// an input.
+func decodeInputs(req *inference.ModelInferRequest, lim transport.Limits) ([]tensor.Tensor, error) {
+	if err := lim.CheckInputs(len(req.GetInputs())); err != nil {
+		return nil, err
+	}
 	raw := req.GetRawInputContents()
 	if len(raw) > 0 && len(raw) != len(req.GetInputs()) {
 		return nil, tensor.Invalidf("raw_input_contents has %d entries for %d inputs; it needs exactly one per input, in the order of inputs",
@@ -33,9 +38,9 @@ func decodeInputs(req *inference.ModelInferRequest) ([]tensor.Tensor, error) {
 				return nil, tensor.Invalidf("input %q: contents.%s is set although the request uses raw_input_contents; send each input one way only",
 					in.GetName(), f)
 			}
-			out[i], err = decodeRaw(in.GetName(), dt, in.GetShape(), raw[i], i)
+			out[i], err = decodeRaw(in.GetName(), dt, in.GetShape(), raw[i], i, lim)
 		} else {
-			out[i], err = decodeContents(in.GetName(), dt, in.GetShape(), in.GetContents())
+			out[i], err = decodeContents(in.GetName(), dt, in.GetShape(), in.GetContents(), lim)
 		}
 		if err != nil {
 			return nil, err
@@ -46,10 +51,13 @@ func decodeInputs(req *inference.ModelInferRequest) ([]tensor.Tensor, error) {
 
 // decodeRaw checks raw_input_contents[index] against the shape and datatype
 // and wraps it as a tensor without copying.
-func decodeRaw(name string, dt tensor.DataType, shape []int64, raw []byte, index int) (tensor.Tensor, error) {
+func decodeRaw(name string, dt tensor.DataType, shape []int64, raw []byte, index int, lim transport.Limits) (tensor.Tensor, error) {
 	n, err := tensor.ElementCount(shape)
 	if err != nil {
 		return tensor.Tensor{}, fmt.Errorf("input %q: %w", name, err)
+	}
+	if err := lim.CheckTensor(tensor.Tensor{Name: name, DataType: dt, Shape: shape, Data: raw}); err != nil {
+		return tensor.Tensor{}, err
 	}
 	if dt == tensor.Bytes {
 		if err := checkBytes(raw, n); err != nil {
@@ -164,10 +172,13 @@ func setField(c *inference.InferTensorContents) (contentsField, int) {
 // decodeContents converts typed contents into a tensor's raw layout,
 // checking the field against the datatype, the element count against the
 // shape and each value against the datatype's range.
-func decodeContents(name string, dt tensor.DataType, shape []int64, c *inference.InferTensorContents) (tensor.Tensor, error) {
+func decodeContents(name string, dt tensor.DataType, shape []int64, c *inference.InferTensorContents, lim transport.Limits) (tensor.Tensor, error) {
 	n, err := tensor.ElementCount(shape)
 	if err != nil {
 		return tensor.Tensor{}, fmt.Errorf("input %q: %w", name, err)
+	}
+	if err := lim.CheckElements(name, n); err != nil {
+		return tensor.Tensor{}, err
 	}
 	want := fieldFor(dt)
 	lens := fieldLens(c)
@@ -188,9 +199,12 @@ func decodeContents(name string, dt tensor.DataType, shape []int64, c *inference
 	t := tensor.Tensor{Name: name, DataType: dt, Shape: shape}
 	if dt == tensor.Bytes {
 		size := 0
-		for _, e := range c.GetBytesContents() {
+		for i, e := range c.GetBytesContents() {
 			if uint64(len(e)) > math.MaxUint32 {
 				return tensor.Tensor{}, tensor.Invalidf("input %q: bytes_contents element longer than 4 GiB", name)
+			}
+			if err := lim.CheckBytesElement(name, int64(i), int64(len(e))); err != nil {
+				return tensor.Tensor{}, err
 			}
 			size += 4 + len(e)
 		}

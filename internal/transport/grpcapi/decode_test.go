@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
+	"github.com/onnxserve/onnxserve/internal/transport"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
@@ -74,7 +75,7 @@ func samples() []sample {
 func TestDecodeContentsAllDataTypes(t *testing.T) {
 	for _, s := range samples() {
 		t.Run(s.dt.String(), func(t *testing.T) {
-			got, err := decodeContents("INPUT0", s.dt, []int64{3}, s.contents)
+			got, err := decodeContents("INPUT0", s.dt, []int64{3}, s.contents, transport.Limits{})
 			if err != nil {
 				t.Fatalf("decodeContents: %v", err)
 			}
@@ -84,7 +85,7 @@ func TestDecodeContentsAllDataTypes(t *testing.T) {
 			if err := got.Validate(); err != nil {
 				t.Fatalf("decoded tensor does not validate: %v", err)
 			}
-			fromRaw, err := decodeRaw("INPUT0", s.dt, []int64{3}, s.raw, 0)
+			fromRaw, err := decodeRaw("INPUT0", s.dt, []int64{3}, s.raw, 0, transport.Limits{})
 			if err != nil {
 				t.Fatalf("decodeRaw: %v", err)
 			}
@@ -97,7 +98,7 @@ func TestDecodeContentsAllDataTypes(t *testing.T) {
 
 func TestDecodeRawAliases(t *testing.T) {
 	raw := le32(1, 2, 3, 4)
-	got, err := decodeRaw("x", tensor.Int32, []int64{2, 2}, raw, 0)
+	got, err := decodeRaw("x", tensor.Int32, []int64{2, 2}, raw, 0, transport.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +229,7 @@ func TestDecodeInputsErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := decodeInputs(tt.req)
+			_, err := decodeInputs(tt.req, transport.Limits{})
 			if err == nil {
 				t.Fatal("decodeInputs succeeded")
 			}
@@ -276,7 +277,7 @@ func TestDecodeInputsAccepts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := decodeInputs(tt.req)
+			got, err := decodeInputs(tt.req, transport.Limits{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -292,6 +293,9 @@ func TestDecodeInputsAccepts(t *testing.T) {
 		})
 	}
 }
+
+// fuzzLimits are small enough for the fuzzer to reach every limit.
+var fuzzLimits = transport.Limits{MaxTensorElements: 1 << 12, MaxInputs: 4, MaxBytesElement: 32}
 
 // FuzzDecodeRaw feeds arbitrary datatypes, shapes and raw bytes to the raw
 // decoder. Whatever it accepts must be a valid tensor aliasing the raw
@@ -310,10 +314,10 @@ func FuzzDecodeRaw(f *testing.F) {
 		if !ok {
 			return
 		}
-		got, err := decodeRaw("x", dt, shape, raw, 0)
+		got, err := decodeRaw("x", dt, shape, raw, 0, fuzzLimits)
 		if err != nil {
-			if !errors.Is(err, tensor.ErrInvalid) {
-				t.Fatalf("error %v does not wrap tensor.ErrInvalid", err)
+			if !errors.Is(err, tensor.ErrInvalid) && !errors.Is(err, transport.ErrLimit) {
+				t.Fatalf("error %v wraps neither tensor.ErrInvalid nor transport.ErrLimit", err)
 			}
 			if !strings.Contains(err.Error(), `input "x"`) {
 				t.Fatalf("error %q does not name the input", err)
@@ -323,6 +327,9 @@ func FuzzDecodeRaw(f *testing.F) {
 		if err := got.Validate(); err != nil {
 			t.Fatalf("accepted tensor is invalid: %v", err)
 		}
+		if err := fuzzLimits.CheckTensor(got); err != nil {
+			t.Fatalf("accepted a tensor over a limit: %v", err)
+		}
 		if len(raw) > 0 && &got.Data[0] != &raw[0] {
 			t.Fatal("raw input was copied")
 		}
@@ -331,7 +338,7 @@ func FuzzDecodeRaw(f *testing.F) {
 		if !exact {
 			return
 		}
-		typed, err := decodeContents("x", dt, shape, c)
+		typed, err := decodeContents("x", dt, shape, c, fuzzLimits)
 		if err != nil {
 			t.Fatalf("typed contents of an accepted raw tensor rejected: %v", err)
 		}

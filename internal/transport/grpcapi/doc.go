@@ -1,7 +1,10 @@
 // Package grpcapi is the gRPC front end (port 8001): the Open Inference
 // Protocol service inference.GRPCInferenceService, the standard
 // grpc.health.v1.Health service and server reflection, behind interceptors
-// that turn a handler panic into INTERNAL instead of a crashed process.
+// that turn a handler panic into INTERNAL instead of a crashed process,
+// scrub host paths from status messages and check the inference token.
+// Over its connection limit it answers the first call of a new connection
+// with RESOURCE_EXHAUSTED naming the limit, then sends GOAWAY.
 //
 // It owns the conversion between protocol messages and tensor values
 // (raw_input_contents and typed contents in, raw_output_contents out), the

@@ -2,20 +2,24 @@ package grpcapi
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/onnxserve/onnxserve/internal/serving"
+	"github.com/onnxserve/onnxserve/internal/transport"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
@@ -52,7 +56,14 @@ const (
 	DefaultStreamDepth = 32
 	// DefaultHealthWatchInterval is how often a health Watch re-checks.
 	DefaultHealthWatchInterval = time.Second
+	// DefaultConnectionTimeout bounds a new connection's handshakes.
+	DefaultConnectionTimeout = 20 * time.Second
 )
+
+// maxHeaderListSize bounds the metadata of one call, in bytes: tokens and
+// routing keys are short, and gRPC's own bound of 16 MiB a stream lets a
+// client make the server hold far more than that.
+const maxHeaderListSize = 1 << 20
 
 // DefaultExtensions are the protocol extensions ServerMetadata reports when
 // Config.Extensions is nil.
@@ -78,8 +89,38 @@ type Config struct {
 	// MaxSendMsgSize bounds one sent message, in bytes [DefaultMaxMsgSize].
 	MaxSendMsgSize int
 	// MaxConcurrentStreams bounds the concurrent calls of one connection
-	// [DefaultMaxConcurrentStreams].
+	// [DefaultMaxConcurrentStreams]. HTTP/2 announces it to the client,
+	// whose further calls wait for a free stream (bounded by their
+	// deadlines) rather than fail.
 	MaxConcurrentStreams uint32
+	// MaxConnections bounds the connections open at once; on one more,
+	// the first call fails with RESOURCE_EXHAUSTED naming the limit and an
+	// HTTP/2 GOAWAY closes it. 0: no limit.
+	MaxConnections int
+	// ConnectionTimeout bounds a new connection's TLS and HTTP/2
+	// handshakes, so a client that opens connections and sends nothing
+	// cannot hold them [DefaultConnectionTimeout].
+	ConnectionTimeout time.Duration
+	// TLS, when not nil, makes the server accept TLS connections only; a
+	// plaintext client fails its handshake.
+	TLS *tls.Config
+	// Limits bound the inputs of an inference request, checked while it
+	// is decoded; an input over one fails with RESOURCE_EXHAUSTED naming
+	// the limit. Zero fields take transport's defaults.
+	Limits transport.Limits
+	// InferenceTokens, when not nil, are the bearer tokens ("authorization"
+	// metadata) every call needs but health (ServerLive, ServerReady,
+	// ModelReady, grpc.health.v1) and the repository RPCs, which keep the
+	// management rule; UNAUTHENTICATED otherwise.
+	InferenceTokens *transport.Tokens
+	// RateLimiter, when not nil, limits each client's inference requests
+	// (every request of a stream counts); RESOURCE_EXHAUSTED beyond it.
+	// Clients are told apart by token when InferenceTokens is set, else by
+	// IP address.
+	RateLimiter *transport.RateLimiter
+	// Scrub removes host paths from status messages and repository index
+	// reasons sent to clients; logs keep them.
+	Scrub transport.PathScrubber
 	// Keepalive is how the server pings idle connections. The zero value
 	// pings after 1 minute without activity and drops a peer that does not
 	// answer within 20 seconds; connections are never aged out.
@@ -103,8 +144,8 @@ type Config struct {
 	// every request of a ModelStreamInfer stream; nil records nothing. It
 	// must be safe for concurrent use and quick.
 	Observe ObserveFunc
-	// ServerOptions are appended to the server's own options (TLS
-	// credentials, stats handlers, more interceptors).
+	// ServerOptions are appended to the server's own options (stats
+	// handlers, more interceptors); TLS belongs in the TLS field.
 	ServerOptions []grpc.ServerOption
 }
 
@@ -136,6 +177,10 @@ func (c Config) withDefaults() Config {
 	if c.HealthWatchInterval <= 0 {
 		c.HealthWatchInterval = DefaultHealthWatchInterval
 	}
+	if c.ConnectionTimeout <= 0 {
+		c.ConnectionTimeout = DefaultConnectionTimeout
+	}
+	c.Limits = c.Limits.WithDefaults()
 	if c.Observe == nil {
 		c.Observe = func(string, string, string, int, time.Duration) {}
 	}
@@ -148,6 +193,9 @@ type Server struct {
 	grpc   *grpc.Server
 	health *healthService
 	log    *zap.Logger
+	cfg    Config
+
+	lastRejectLog atomic.Int64 // unix nanoseconds of the last over-limit log line
 
 	quit     chan struct{} // closed when Stop begins
 	stopOnce sync.Once
@@ -160,7 +208,7 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 		log = zap.NewNop()
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{log: log, quit: make(chan struct{})}
+	s := &Server{log: log, cfg: cfg, quit: make(chan struct{})}
 	s.health = newHealthService(b, cfg.HealthWatchInterval, s.quit)
 	svc := &service{b: b, cfg: cfg, log: log, quit: s.quit, health: s.health}
 
@@ -170,11 +218,18 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.KeepaliveParams(cfg.Keepalive),
 		grpc.KeepaliveEnforcementPolicy(cfg.KeepalivePolicy),
-		grpc.ChainUnaryInterceptor(s.recoverUnary),
-		grpc.ChainStreamInterceptor(s.recoverStream),
+		grpc.ConnectionTimeout(cfg.ConnectionTimeout),
+		grpc.MaxHeaderListSize(maxHeaderListSize),
+		// Outermost first: a panic anywhere is recovered, then every
+		// status message is scrubbed, then the caller is authenticated.
+		grpc.ChainUnaryInterceptor(s.recoverUnary, s.scrubUnary, s.authUnary),
+		grpc.ChainStreamInterceptor(s.recoverStream, s.scrubStream, s.authStream),
 		// Stop returns only once every handler has: the caller may close
 		// the backend right after.
 		grpc.WaitForHandlers(true),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
 	s.grpc = grpc.NewServer(append(opts, cfg.ServerOptions...)...)
 	inference.RegisterGRPCInferenceServiceServer(s.grpc, svc)
@@ -184,9 +239,9 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 }
 
 // Serve accepts connections on ln until Stop; it returns nil after Stop and
-// the listener's error otherwise.
+// the listener's error otherwise. It applies Config.MaxConnections.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.grpc.Serve(ln)
+	return s.grpc.Serve(transport.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn))
 }
 
 // Stop shuts the server down gracefully: health turns NOT_SERVING, no new

@@ -143,7 +143,7 @@ func (s *service) RepositoryIndex(ctx context.Context, req *inference.Repository
 			Name:    e.Name,
 			Version: e.Version,
 			State:   string(e.State),
-			Reason:  e.Reason,
+			Reason:  s.cfg.Scrub.Scrub(e.Reason),
 		})
 	}
 	return out, nil
@@ -253,6 +253,11 @@ func (s *service) infer(ctx context.Context, req *inference.ModelInferRequest) (
 	if req.GetModelName() == "" {
 		return nil, tensor.Invalidf("model_name: a model name is required")
 	}
+	if s.cfg.RateLimiter != nil {
+		if err := s.cfg.RateLimiter.Check(clientKey(ctx)); err != nil {
+			return nil, err
+		}
+	}
 	timeout, routingKey, err := requestParams(req.GetParameters())
 	if err != nil {
 		return nil, err
@@ -277,7 +282,7 @@ func (s *service) infer(ctx context.Context, req *inference.ModelInferRequest) (
 		ID:         req.GetId(),
 		RoutingKey: routingKey,
 	}
-	if sreq.Inputs, err = decodeInputs(req); err != nil {
+	if sreq.Inputs, err = decodeInputs(req, s.cfg.Limits); err != nil {
 		return nil, err
 	}
 	if sreq.Outputs, err = requestedOutputs(req.GetOutputs()); err != nil {

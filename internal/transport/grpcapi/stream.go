@@ -163,7 +163,7 @@ func (s *service) answer(stream inference.GRPCInferenceService_ModelStreamInferS
 		msg := &inference.ModelStreamInferResponse{InferResponse: c.resp}
 		if c.err != nil {
 			msg = &inference.ModelStreamInferResponse{
-				ErrorMessage: errorMessage(c.err),
+				ErrorMessage: s.cfg.Scrub.Scrub(errorMessage(c.err)),
 				// The id lets a client that pipelines match the error to its
 				// request without counting.
 				InferResponse: &inference.ModelInferResponse{

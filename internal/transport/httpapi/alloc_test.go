@@ -2,7 +2,11 @@
 
 package httpapi
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/onnxserve/onnxserve/internal/transport"
+)
 
 // TestDecodeAllocs shows that decoding costs a fixed number of allocations
 // whatever the element count: no per-element allocation.
@@ -12,7 +16,7 @@ func TestDecodeAllocs(t *testing.T) {
 	for _, n := range []int{16, 4096} {
 		body := fp32Request(n)
 		allocs := testing.AllocsPerRun(100, func() {
-			if _, err := decodeInferRequest(body, -1, ""); err != nil {
+			if _, err := decodeInferRequest(body, -1, "", transport.Limits{}); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/onnxserve/onnxserve/internal/transport"
 )
 
 func itoa(n int) string { return strconv.Itoa(n) }
@@ -51,7 +53,7 @@ func BenchmarkDecodeJSON(b *testing.B) {
 			b.SetBytes(int64(len(c.body)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := decodeInferRequest(c.body, -1, ""); err != nil {
+				if _, err := decodeInferRequest(c.body, -1, "", transport.Limits{}); err != nil {
 					b.Fatal(err)
 				}
 			}

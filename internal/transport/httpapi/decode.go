@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
+	"github.com/onnxserve/onnxserve/internal/transport"
 )
 
 // inferRequest is one decoded infer call, before it becomes a
@@ -81,14 +82,16 @@ const (
 // section that inputs with a binary_data_size parameter take their data
 // from, in input order. stickyKey, when not empty, names a request
 // parameter that carries the routing key like "routing_key" does (the
-// model's traffic.sticky_key); it wins over "routing_key".
+// model's traffic.sticky_key); it wins over "routing_key". lim bounds the
+// inputs, their element counts and BYTES element lengths; the decoder stops
+// at the first value over a limit, before reserving memory for it.
 //
 // The tensors it returns never alias body: JSON data is parsed into fresh
 // buffers and the binary section is copied once. A request that gives up on
 // its deadline may leave its tensors in a batch that is still running after
 // the handler returned and fasthttp reused the body buffer, so sharing would
 // let that batch read another request's bytes.
-func decodeInferRequest(body []byte, headerLen int, stickyKey string) (inferRequest, error) {
+func decodeInferRequest(body []byte, headerLen int, stickyKey string, lim transport.Limits) (inferRequest, error) {
 	var req inferRequest
 	js, bin := body, []byte(nil)
 	if headerLen >= 0 {
@@ -97,7 +100,7 @@ func decodeInferRequest(body []byte, headerLen int, stickyKey string) (inferRequ
 		}
 		js, bin = body[:headerLen], body[headerLen:]
 	}
-	d := decoder{s: scanner{buf: js}, stickyKey: stickyKey}
+	d := decoder{s: scanner{buf: js}, stickyKey: stickyKey, lim: lim.WithDefaults()}
 	if err := d.document(&req); err != nil {
 		// Every path names the field it expected; this guard only keeps a
 		// missed one a client error.
@@ -113,6 +116,7 @@ func decodeInferRequest(body []byte, headerLen int, stickyKey string) (inferRequ
 type decoder struct {
 	s         scanner
 	stickyKey string
+	lim       transport.Limits
 	// sticky says the routing key came from the stickyKey parameter, which
 	// routing_key must not overwrite.
 	sticky bool
@@ -262,6 +266,9 @@ func (d *decoder) inputs(req *inferRequest) error {
 		if err != nil || !ok {
 			return err
 		}
+		if err := d.lim.CheckInputs(i + 1); err != nil {
+			return err
+		}
 		t, size, err := d.input(i)
 		if err != nil {
 			return err
@@ -334,6 +341,11 @@ func (d *decoder) input(i int) (tensor.Tensor, int64, error) {
 			if shape == nil {
 				shape = []int64{}
 			}
+			if n, err := tensor.ElementCount(shape); err == nil {
+				if err := d.lim.CheckElements(t.Name, n); err != nil {
+					return t, 0, err
+				}
+			}
 		case "parameters":
 			if binSize, err = d.inputParameters(t.Name, i); err != nil {
 				return t, 0, err
@@ -348,7 +360,7 @@ func (d *decoder) input(i int) (tensor.Tensor, int64, error) {
 				if shape != nil {
 					want, _ = tensor.ElementCount(shape)
 				}
-				t.Data, count, err = d.data(t.Name, t.DataType, want)
+				t.Data, count, err = d.data(t.Name, t.DataType, want, d.lim)
 				if err != nil {
 					return t, 0, err
 				}
@@ -390,7 +402,7 @@ func (d *decoder) input(i int) (tensor.Tensor, int64, error) {
 	}
 	if deferred.start >= 0 {
 		sub := decoder{s: scanner{buf: s.buf[:deferred.end], pos: deferred.start, depth: s.depth}}
-		if t.Data, count, err = sub.data(t.Name, t.DataType, n); err != nil {
+		if t.Data, count, err = sub.data(t.Name, t.DataType, n, d.lim); err != nil {
 			return t, 0, err
 		}
 	}
@@ -562,7 +574,7 @@ func (d *decoder) outputParameters(o *outputRequest, i int) error {
 // tensor layout and returns it with its element count. want is the element
 // count the shape asks for, or -1 when the shape is not known yet; it only
 // sizes the buffer.
-func (d *decoder) data(name string, dt tensor.DataType, want int64) ([]byte, int64, error) {
+func (d *decoder) data(name string, dt tensor.DataType, want int64, lim transport.Limits) ([]byte, int64, error) {
 	s := &d.s
 	var buf []byte
 	if size := dt.Size(); size > 0 && want > 0 {
@@ -574,7 +586,7 @@ func (d *decoder) data(name string, dt tensor.DataType, want int64) ([]byte, int
 	// The parser works on a copy of the scanner, written back after: a
 	// pointer to d's scanner inside p would make escape analysis move d to
 	// the heap, since p's error paths leak its contents.
-	p := dataParser{s: *s, name: name, dt: dt, buf: buf}
+	p := dataParser{s: *s, name: name, dt: dt, buf: buf, maxElements: lim.MaxTensorElements, maxBytes: lim.MaxBytesElement}
 	err := p.value()
 	*s = p.s
 	if err != nil {
@@ -593,6 +605,9 @@ type dataParser struct {
 	dt   tensor.DataType
 	buf  []byte
 	n    int64
+	// maxElements and maxBytes are the request's limits (with defaults
+	// applied): data with no shape before it is bounded while it is read.
+	maxElements, maxBytes int64
 }
 
 func (p *dataParser) value() error {
@@ -625,6 +640,9 @@ func (p *dataParser) value() error {
 
 func (p *dataParser) element() error {
 	s := &p.s
+	if p.n >= p.maxElements {
+		return transport.Limits{MaxTensorElements: p.maxElements}.CheckElements(p.name, p.n+1)
+	}
 	switch p.dt {
 	case tensor.Bool:
 		v, err := s.boolean()
@@ -643,6 +661,9 @@ func (p *dataParser) element() error {
 		v, err := s.str()
 		if err != nil {
 			return tensor.Invalidf("input %q: element %d: %v", p.name, p.n, err)
+		}
+		if int64(len(v)) > p.maxBytes {
+			return transport.Limits{MaxBytesElement: p.maxBytes}.CheckBytesElement(p.name, p.n, int64(len(v)))
 		}
 		p.buf = tensor.AppendBytesElement(p.buf, v)
 	case tensor.FP16, tensor.BF16, tensor.FP32, tensor.FP64:
@@ -887,6 +908,11 @@ func (d *decoder) attachBinary(req *inferRequest, bin []byte, haveHeader bool) e
 		}
 		if size > int64(len(bin))-total {
 			return tensor.Invalidf("input %q: %s %d runs past the end of the %d bytes of binary data", name, paramBinaryDataSize, size, len(bin))
+		}
+		in := req.Inputs[i]
+		in.Data = bin[total : total+size]
+		if err := d.lim.CheckTensor(in); err != nil {
+			return err
 		}
 		total += size
 	}

@@ -14,15 +14,31 @@ import (
 	"unicode/utf8"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
+	"github.com/onnxserve/onnxserve/internal/transport"
 )
 
+// fuzzLimits are small enough for the fuzzer to reach every limit.
+var fuzzLimits = transport.Limits{MaxTensorElements: 1 << 10, MaxInputs: 16, MaxBytesElement: 16}
+
+// clientError reports whether err is one a client caused: a malformed
+// request or one over a limit.
+func clientError(err error) bool {
+	return errors.Is(err, tensor.ErrInvalid) || errors.Is(err, transport.ErrLimit)
+}
+
 // checkAccepted asserts what every accepted request must satisfy: valid
-// tensors that survive a JSON round trip unchanged.
+// tensors within fuzzLimits that survive a JSON round trip unchanged.
 func checkAccepted(t *testing.T, req inferRequest) {
 	t.Helper()
+	if err := fuzzLimits.CheckInputs(len(req.Inputs)); err != nil {
+		t.Fatalf("accepted a request over a limit: %v", err)
+	}
 	for _, in := range req.Inputs {
 		if err := in.Validate(); err != nil {
 			t.Fatalf("accepted an invalid tensor: %v", err)
+		}
+		if err := fuzzLimits.CheckTensor(in); err != nil {
+			t.Fatalf("accepted a tensor over a limit: %v", err)
 		}
 	}
 	// Encoding the tensors back to JSON and decoding again must give the
@@ -52,7 +68,7 @@ func checkAccepted(t *testing.T, req inferRequest) {
 		doc = append(doc, '}')
 	}
 	doc = append(doc, "]}"...)
-	again, err := decodeInferRequest(doc, -1, "")
+	again, err := decodeInferRequest(doc, -1, "", transport.Limits{})
 	if err != nil {
 		t.Fatalf("re-encoded request %s rejected: %v", doc, err)
 	}
@@ -99,9 +115,9 @@ func allFinite(t tensor.Tensor) bool {
 func FuzzDecodeInferRequest(f *testing.F) {
 	f.Add([]byte(`{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4.5]]}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := decodeInferRequest(body, -1, "")
+		req, err := decodeInferRequest(body, -1, "", fuzzLimits)
 		if err != nil {
-			if !errors.Is(err, tensor.ErrInvalid) {
+			if !clientError(err) {
 				t.Fatalf("error %v does not map to a client error", err)
 			}
 			return
@@ -117,9 +133,9 @@ func FuzzDecodeBinary(f *testing.F) {
 	f.Add([]byte(`{"inputs":[{"name":"x","shape":[2],"datatype":"INT16","parameters":{"binary_data_size":4}}]}`), []byte{1, 0, 2, 0})
 	f.Fuzz(func(t *testing.T, header, bin []byte) {
 		body := append(append([]byte(nil), header...), bin...)
-		req, err := decodeInferRequest(body, len(header), "")
+		req, err := decodeInferRequest(body, len(header), "", fuzzLimits)
 		if err != nil {
-			if !errors.Is(err, tensor.ErrInvalid) {
+			if !clientError(err) {
 				t.Fatalf("error %v does not map to a client error", err)
 			}
 			return
@@ -144,7 +160,8 @@ func FuzzDecodeBinary(f *testing.F) {
 }
 
 // TestFuzzSeeds checks that the committed seed corpus says what its file
-// names claim: "bad_" seeds are rejected, the others accepted.
+// names claim: "bad_" seeds are rejected, "bad_limit_" ones for exceeding
+// a limit of fuzzLimits, and the others accepted.
 func TestFuzzSeeds(t *testing.T) {
 	for _, target := range []string{"FuzzDecodeInferRequest", "FuzzDecodeBinary"} {
 		files, err := filepath.Glob(filepath.Join("testdata", "fuzz", target, "*"))
@@ -156,13 +173,16 @@ func TestFuzzSeeds(t *testing.T) {
 				args := readSeed(t, file)
 				var err error
 				if len(args) == 1 {
-					_, err = decodeInferRequest(args[0], -1, "")
+					_, err = decodeInferRequest(args[0], -1, "", fuzzLimits)
 				} else {
-					_, err = decodeInferRequest(append(args[0], args[1]...), len(args[0]), "")
+					_, err = decodeInferRequest(append(args[0], args[1]...), len(args[0]), "", fuzzLimits)
 				}
 				bad := strings.HasPrefix(filepath.Base(file), "bad_")
 				if bad && err == nil {
 					t.Fatal("a bad_ seed was accepted")
+				}
+				if limit := strings.HasPrefix(filepath.Base(file), "bad_limit_"); limit != errors.Is(err, transport.ErrLimit) {
+					t.Fatalf("error %v; a limit error expected: %v", err, limit)
 				}
 				if !bad && err != nil {
 					t.Fatalf("a valid seed was rejected: %v", err)

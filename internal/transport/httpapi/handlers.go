@@ -32,6 +32,12 @@ func serverMetadata(version string) []byte {
 
 // infer serves POST /v2/models/{m}[/versions/{v}]/infer.
 func (s *Server) infer(ctx *fasthttp.RequestCtx, o *outcome, model, version string) {
+	if s.cfg.RateLimiter != nil {
+		if err := s.cfg.RateLimiter.Check(transport.ClientKey(o.tokenIndex, ctx.RemoteAddr())); err != nil {
+			s.fail(ctx, err)
+			return
+		}
+	}
 	headerLen := -1
 	if h := ctx.Request.Header.Peek(headerInferenceLength); h != nil {
 		n, err := strconv.Atoi(string(h))
@@ -51,7 +57,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, o *outcome, model, version stri
 	if sticky == "" {
 		sticky = defaultStickyKey
 	}
-	req, err := decodeInferRequest(ctx.PostBody(), headerLen, sticky)
+	req, err := decodeInferRequest(ctx.PostBody(), headerLen, sticky, s.cfg.Limits)
 	if err != nil {
 		s.fail(ctx, err)
 		return
@@ -170,6 +176,22 @@ func (s *Server) modelReady(ctx *fasthttp.RequestCtx, model, version string) {
 	writeStatus(ctx, ok)
 }
 
+// authorizeInference applies Config.InferenceTokens, answering 401 when
+// the caller has no valid token, and records the token for the rate
+// limiter.
+func (s *Server) authorizeInference(ctx *fasthttp.RequestCtx, o *outcome) bool {
+	if s.cfg.InferenceTokens == nil {
+		return true
+	}
+	i, err := s.cfg.InferenceTokens.Match(string(ctx.Request.Header.Peek("Authorization")))
+	if err != nil {
+		s.fail(ctx, err)
+		return false
+	}
+	o.tokenIndex = i
+	return true
+}
+
 // authorized applies the management API's access rule, answering 401 or
 // 403 when it refuses.
 func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
@@ -206,7 +228,7 @@ func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
 		if q.Ready && e.State != serving.StateReady {
 			continue
 		}
-		out = append(out, indexEntry{Name: e.Name, Version: e.Version, State: string(e.State), Reason: e.Reason})
+		out = append(out, indexEntry{Name: e.Name, Version: e.Version, State: string(e.State), Reason: s.cfg.Scrub.Scrub(e.Reason)})
 	}
 	s.writeDocument(ctx, out)
 }

@@ -42,7 +42,7 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, o *outcome) {
 	p := segs[1:n]
 	switch {
 	case len(p) == 0:
-		if s.allow(ctx, http.MethodGet) {
+		if s.allow(ctx, http.MethodGet) && s.authorizeInference(ctx, o) {
 			writeJSON(ctx, http.StatusOK, s.metadata)
 		}
 	case string(p[0]) == "health" && len(p) == 2:
@@ -111,6 +111,12 @@ func (s *Server) modelRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byte) {
 		return
 	}
 	o.infer = method == http.MethodPost
+	// Model readiness is a health probe, and the traffic API is
+	// management with its own rule; the rest needs an inference token
+	// when one is configured.
+	if string(action) != "ready" && string(action) != "traffic" && !s.authorizeInference(ctx, o) {
+		return
+	}
 	model, ok := pathName(ctx, "model name", p[0])
 	if !ok {
 		return

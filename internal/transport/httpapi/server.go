@@ -2,10 +2,13 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -56,17 +59,43 @@ type Config struct {
 	// MaxRequestBodySize bounds a request body in bytes; a larger one is
 	// refused with 413 before it is read. Default 64 MiB.
 	MaxRequestBodySize int
-	// ReadTimeout bounds reading one request, headers and body. Default 60s.
+	// Limits bound the inputs of an inference request, checked while it
+	// is decoded; an input over one is refused with 413 naming the limit.
+	// Zero fields take transport's defaults.
+	Limits transport.Limits
+	// ReadHeaderTimeout bounds the TLS handshake and reading a request's
+	// head, from its first byte (a client that trickles its headers is cut
+	// off). Default 10s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a request's body once its head is read.
+	// Default 60s.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds writing one response. Default 60s.
 	WriteTimeout time.Duration
 	// IdleTimeout bounds how long a keep-alive connection waits for its
 	// next request. Default 120s.
 	IdleTimeout time.Duration
+	// MaxConnections bounds the connections open at once; one more is
+	// answered 503 naming the limit and closed. 0: no limit.
+	MaxConnections int
+	// TLS, when not nil, makes Serve speak HTTPS only; a plaintext client
+	// fails its handshake.
+	TLS *tls.Config
 	// AdminToken, when set, is the bearer token the management API
 	// requires; when empty, the management API answers loopback callers
 	// only.
 	AdminToken string
+	// InferenceTokens, when not nil, are the bearer tokens inference and
+	// metadata calls need (401 without one); health probes and model
+	// readiness stay open, and the management API keeps its own rule.
+	InferenceTokens *transport.Tokens
+	// RateLimiter, when not nil, limits each client's inference requests
+	// (429 beyond it); clients are told apart by token when
+	// InferenceTokens is set, else by IP address.
+	RateLimiter *transport.RateLimiter
+	// Scrub removes host paths from error messages and repository index
+	// reasons sent to clients; logs keep them.
+	Scrub transport.PathScrubber
 	// Version is the build version GET /v2 reports.
 	Version string
 	// Observe, when not nil, is called once per inference request (a POST
@@ -82,6 +111,7 @@ type Config struct {
 // Defaults of Config.
 const (
 	DefaultMaxRequestBodySize = 64 << 20
+	DefaultReadHeaderTimeout  = 10 * time.Second
 	DefaultReadTimeout        = 60 * time.Second
 	DefaultWriteTimeout       = 60 * time.Second
 	DefaultIdleTimeout        = 120 * time.Second
@@ -95,12 +125,17 @@ type Server struct {
 	log      *zap.Logger
 	srv      *fasthttp.Server
 	metadata []byte // the GET /v2 document, built once
+
+	lastRejectLog atomic.Int64 // unix nanoseconds of the last over-limit log line
 }
 
 // New returns a Server answering from b. log must not be nil.
 func New(b Backend, cfg Config, log *zap.Logger) *Server {
 	if cfg.MaxRequestBodySize <= 0 {
 		cfg.MaxRequestBodySize = DefaultMaxRequestBodySize
+	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
@@ -111,13 +146,19 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	s := &Server{b: b, cfg: cfg, log: log}
 	s.metadata = serverMetadata(cfg.Version)
+	bodyConfig := fasthttp.RequestConfig{ReadTimeout: cfg.ReadTimeout}
 	s.srv = &fasthttp.Server{
-		Handler:                      s.handle,
-		ErrorHandler:                 s.handleProtocolError,
-		Name:                         "onnxserve",
-		ReadTimeout:                  cfg.ReadTimeout,
+		Handler:      s.handle,
+		ErrorHandler: s.handleProtocolError,
+		Name:         "onnxserve",
+		// fasthttp's ReadTimeout runs from a request's first byte (and
+		// bounds the TLS handshake); once the head is in, HeaderReceived
+		// gives the body its own deadline.
+		ReadTimeout:                  cfg.ReadHeaderTimeout,
+		HeaderReceived:               func(*fasthttp.RequestHeader) fasthttp.RequestConfig { return bodyConfig },
 		WriteTimeout:                 cfg.WriteTimeout,
 		IdleTimeout:                  cfg.IdleTimeout,
 		MaxRequestBodySize:           cfg.MaxRequestBodySize,
@@ -129,9 +170,37 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 }
 
 // Serve answers requests on ln until Shutdown; it returns nil after a
-// Shutdown and the listener's error otherwise.
+// Shutdown and the listener's error otherwise. It applies the connection
+// limit and, with Config.TLS, serves HTTPS.
 func (s *Server) Serve(ln net.Listener) error {
+	ln = lingerListener{transport.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn)}
+	if s.cfg.TLS != nil {
+		ln = tls.NewListener(ln, s.cfg.TLS)
+	}
 	return s.srv.Serve(ln)
+}
+
+// rejectConn answers a connection over Config.MaxConnections with a 503
+// naming the limit.
+func (s *Server) rejectConn(c net.Conn) {
+	msg := fmt.Sprintf("connection refused: the server already holds its %s limit of %d connections; retry later", transport.LimitConnections, s.cfg.MaxConnections)
+	body := appendString([]byte(`{"error":`), msg)
+	body = append(body, '}')
+	reply := "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: " +
+		strconv.Itoa(len(body)) + "\r\n\r\n" + string(body)
+	s.logReject(c.RemoteAddr())
+	transport.RejectConn(c, s.cfg.TLS, transport.ReplyAfterRequest([]byte(reply)))
+}
+
+// logReject warns about refused connections at most once a second, so a
+// flood does not flood the log too.
+func (s *Server) logReject(remote net.Addr) {
+	now := time.Now().UnixNano()
+	last := s.lastRejectLog.Load()
+	if now-last < int64(time.Second) || !s.lastRejectLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("connection refused: connection limit reached", zap.Int(transport.LimitConnections, s.cfg.MaxConnections), zap.Stringer("remote", remote))
 }
 
 // Shutdown stops accepting connections and waits until the requests in
@@ -149,13 +218,16 @@ type outcome struct {
 	infer          bool // an inference request, which Observe records
 	id             string
 	model, version string
+	// tokenIndex is the inference token the caller presented, -1 for
+	// none; it names the client for the rate limiter.
+	tokenIndex int
 }
 
 // handle is the fasthttp handler: route, answer, and observe the outcome in
 // one place whatever happened, panics included.
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	var o outcome
+	o := outcome{tokenIndex: -1}
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("http handler panicked", zap.Any("panic", r), zap.Stack("stack"),
@@ -177,7 +249,10 @@ func (s *Server) handleProtocolError(ctx *fasthttp.RequestCtx, err error) {
 	var netErr net.Error
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		s.fail(ctx, fmt.Errorf("request body exceeds the %d-byte limit: %w", s.cfg.MaxRequestBodySize, transport.ErrLimit))
+		// The body is still on its way: let the client finish sending,
+		// so it reads this answer rather than a reset.
+		lingerOnClose(ctx.Conn())
+		s.fail(ctx, transport.LimitErrorf("request body exceeds the %d-byte limit (%s)", s.cfg.MaxRequestBodySize, transport.LimitRequestBody))
 	case errors.As(err, &small):
 		writeError(ctx, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
 	case errors.As(err, &netErr) && netErr.Timeout():
@@ -195,10 +270,11 @@ func (s *Server) handleProtocolError(ctx *fasthttp.RequestCtx, err error) {
 // fail answers with err's status from the transport table and its message.
 func (s *Server) fail(ctx *fasthttp.RequestCtx, err error) {
 	_, code := transport.Status(err)
-	msg := err.Error()
+	msg := s.cfg.Scrub.Scrub(err.Error())
 	switch code {
 	case http.StatusUnauthorized:
 		msg = "unauthorized" // say nothing about why a credential failed
+		ctx.Response.Header.Set("WWW-Authenticate", "Bearer")
 	case http.StatusTooManyRequests:
 		ctx.Response.Header.Set("Retry-After", "1")
 	case http.StatusInternalServerError:

@@ -1,0 +1,6 @@
+//go:build !race
+
+package main
+
+// raceNote says how the tests were built, for reports.
+func raceNote() string { return "built without -race" }
