@@ -11,7 +11,7 @@ export ONNXRUNTIME_LIB ?= $(ORT_LIB)
 BIN := bin/onnxserve
 ARGS ?=
 
-.PHONY: all lib build run test test-short tools proto models fuzz vet fmt clean
+.PHONY: all lib build run test test-short tools proto models fuzz soak vet fmt clean
 
 all: build
 
@@ -45,12 +45,50 @@ models: ## regenerate the bundled models/ with the committed generator
 	$(GO) run ./cmd/genmodels -out models
 
 FUZZTIME ?= 20s
+# Minimizing a new input can take a whole short run; keep it brief.
+FUZZMINIMIZETIME ?= 5s
 fuzz: ## run every fuzz target for FUZZTIME each
 	@set -e; for pkg in $$($(GO) list ./...); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg; \
 		done; \
 	done
 
+# `make test` runs the same soak for 20s under -race; SOAK_FLAGS=-race
+# races the long one too, at the cost of RSS figures that then include the
+# race detector's shadow memory.
+SOAK_DURATION ?= 5m
+SOAK_FLAGS ?=
+soak: lib ## chaos soak on loopback for SOAK_DURATION (not part of `make test`); writes bench/SOAK.md
+	ONNXSERVE_REQUIRE_ORT=1 ONNXSERVE_SOAK_DURATION=$(SOAK_DURATION) ONNXSERVE_SOAK_REPORT=1 \
+		$(GO) test $(SOAK_FLAGS) -count=1 -timeout 30m -run '^TestSoak$$' -v ./cmd/serve/
+
 clean:
 	rm -rf bin
+
+# Benchmarks (bench/RESULTS.md describes them). The suite pins the server to
+# CPU 1 and the load generators to CPU 0, so it wants a quiet machine with at
+# least two CPUs; BENCH_ARGS passes flags to bench/run (see its --help).
+.PHONY: bench bench-quick bench-profile bench-models bench-tools
+BENCH_BIN := .cache/bin
+GHZ_VERSION := v0.120.0
+BENCH_ARGS ?=
+
+bench-models: ## fetch and verify the benchmark's extra models (cached)
+	@scripts/fetch-bench-models.sh
+
+bench-tools: ## build the load generator, the raw baseline and the orchestrator; install ghz when missing
+	$(GO) build -o $(BENCH_BIN)/loadgen ./bench/loadgen
+	$(GO) build -o $(BENCH_BIN)/ortbench ./cmd/ortbench
+	$(GO) build -o $(BENCH_BIN)/run ./bench/run
+	@test -x $(BENCH_BIN)/ghz || { echo "installing ghz $(GHZ_VERSION) into $(BENCH_BIN)"; \
+		GOBIN=$(CURDIR)/$(BENCH_BIN) $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION); }
+
+bench: build bench-models bench-tools ## the full suite: bench/RESULTS.md, results.json and PNG plots (10 to 14 minutes)
+	$(BENCH_BIN)/run --out bench --command "make bench" $(BENCH_ARGS)
+
+bench-quick: build bench-models bench-tools ## one short repetition, written to .cache/bench-quick/
+	$(BENCH_BIN)/run --quick --out .cache/bench-quick --command "make bench-quick" $(BENCH_ARGS)
+
+bench-profile: build bench-models bench-tools ## CPU and allocation profiles of the server under load: bench/PROFILE.md
+	$(BENCH_BIN)/run --profile --out bench --command "make bench-profile" $(BENCH_ARGS)

@@ -16,6 +16,7 @@ const module = "github.com/onnxserve/onnxserve"
 var allowed = map[string][]string{
 	"cmd/serve":                  {"*"},
 	"cmd/genmodels":              {"internal/onnxgen"},
+	"cmd/ortbench":               {"internal/runtime", "internal/tensor", "internal/onnxgen"},
 	"internal/transport":         {"internal/serving", "internal/tensor"},
 	"internal/transport/httpapi": {"internal/transport", "internal/serving", "internal/tensor"},
 	"internal/transport/grpcapi": {"internal/transport", "internal/serving", "internal/tensor", "proto"},
@@ -96,8 +97,9 @@ func TestImportRules(t *testing.T) {
 }
 
 // TestOnlyRuntimeKnowsONNXRuntime keeps the cgo binding behind one package:
-// nothing but internal/runtime (and the command that wires it) may depend on
-// it, even indirectly, and nothing but the front ends imports transport.
+// nothing but internal/runtime (and the commands that use it: the server
+// that wires it and the raw baseline of the benchmarks) may depend on it,
+// even indirectly, and nothing but the front ends imports transport.
 func TestOnlyRuntimeKnowsONNXRuntime(t *testing.T) {
 	const ort = "github.com/yalue/onnxruntime_go"
 	for _, p := range listPackages(t) {

@@ -1,0 +1,25 @@
+// Command run is the benchmark suite's orchestrator. It builds a model
+// repository of the benchmark's variants (each bundled model with dynamic
+// batching as configured and a copy with it off, plus PaddleOCR's
+// direction classifier), starts onnxserve pinned to one core, drives it
+// with bench/loadgen (and ghz for simple over gRPC) pinned to the other,
+// runs the raw ONNX Runtime baseline (cmd/ortbench) on the server's core,
+// and writes RESULTS.md, results.json and PNG plots.
+//
+//	go run ./bench/run --out bench          # the full suite; `make bench`
+//	go run ./bench/run --quick --out .cache/bench-quick
+//	go run ./bench/run --profile --out bench  # PROFILE.md; `make bench-profile`
+//	go run ./bench/run --report-from bench/results.json --out bench  # the report again, no measuring
+//
+// For every measured window it reads the server process's CPU time from
+// /proc/<pid>/stat and the batch-size and compute-time histograms from
+// /metrics, so CPU per inference and the mean batch size cover exactly the
+// requests counted. It also reads the whole machine's CPU time, so load
+// from other processes during a window is reported rather than hidden: a
+// disturbed window is measured again once the machine quietens (within a
+// time budget), and medians leave disturbed repetitions out.
+//
+// Every process it starts listens on or talks to 127.0.0.1 only, and is
+// stopped when the suite ends, fails or is interrupted. It treats the
+// server as a black box and imports nothing from this module.
+package main

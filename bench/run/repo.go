@@ -1,0 +1,213 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// model is one benchmarked model: served twice, with dynamic batching as
+// configured (name) and with it off (naive), from one model file.
+type model struct {
+	name  string
+	naive string
+	// file is the ONNX model; version is the folder it is served from,
+	// which the metrics label.
+	file    string
+	version string
+	// config is config.yaml with dynamic batching on, as a YAML mapping.
+	config   map[string]any
+	maxBatch int
+	// queueDelay is dynamic_batching.max_queue_delay.
+	queueDelay time.Duration
+	// rawSizes are the batch sizes the raw baseline measures; dims gives
+	// ortbench the non-batch dimensions the model leaves open.
+	rawSizes []int
+	dims     string
+}
+
+// ocrConfig serves PaddleOCR's direction classifier. Its image dimensions
+// are open in the model, so no warmup block: the server's warmup would
+// run it on 1x1 images. A 1ms wait lets the clients of a closed loop
+// refill the queue while a batch of this model (about 0.5ms a row on one
+// core) runs.
+const ocrConfig = `max_batch_size: 16
+dynamic_batching:
+  max_queue_delay: 1ms
+  preferred_batch_sizes: [4, 8, 16]
+  max_queue_size: 1024
+  default_timeout: 10s
+`
+
+// loadModels describes the suite's models: the bundled ones read from
+// bundled (the repository's models/ folder) and the OCR classifier at
+// ocrFile. names picks and orders them.
+func loadModels(bundled, ocrFile string, names []string) ([]*model, error) {
+	var out []*model
+	for _, n := range names {
+		var m *model
+		var err error
+		switch n {
+		case "simple", "classifier":
+			m, err = bundledModel(bundled, n)
+		case "ocr_cls":
+			m, err = ocrModel(ocrFile)
+		default:
+			err = fmt.Errorf("unknown model %q: want simple, classifier or ocr_cls", n)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// bundledModel reads models/<name>: its config.yaml and its newest version.
+func bundledModel(root, name string) (*model, error) {
+	dir := filepath.Join(root, name)
+	b, err := os.ReadFile(filepath.Join(dir, "config.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("%s/config.yaml: %w", dir, err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	newest := -1
+	for _, e := range entries {
+		if v, err := strconv.Atoi(e.Name()); err == nil && e.IsDir() && v > newest {
+			newest = v
+		}
+	}
+	if newest < 0 {
+		return nil, fmt.Errorf("%s: no version folder", dir)
+	}
+	m := &model{name: name, naive: name + "_nobatch", version: strconv.Itoa(newest), config: cfg}
+	m.file = filepath.Join(dir, m.version, "model.onnx")
+	if err := m.readConfig(); err != nil {
+		return nil, fmt.Errorf("%s/config.yaml: %w", dir, err)
+	}
+	// Fixed shapes: the server may warm the model up before it is ready.
+	cfg["warmup"] = map[string]any{"batch_sizes": []int{1, m.maxBatch}}
+	for s := 1; s < m.maxBatch; s *= 2 {
+		m.rawSizes = append(m.rawSizes, s)
+	}
+	m.rawSizes = append(m.rawSizes, m.maxBatch)
+	return m, nil
+}
+
+func ocrModel(file string) (*model, error) {
+	if _, err := os.Stat(file); err != nil {
+		return nil, fmt.Errorf("%w (run scripts/fetch-bench-models.sh)", err)
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(ocrConfig), &cfg); err != nil {
+		return nil, err
+	}
+	m := &model{name: "ocr_cls", naive: "ocr_cls_nobatch", file: file, version: "1", config: cfg,
+		rawSizes: []int{1, 2, 4, 8, 16}, dims: "x=3x48x192"}
+	return m, m.readConfig()
+}
+
+// readConfig fills maxBatch and queueDelay from config and pins the model
+// to one execution instance with one intra-op thread, so the server uses
+// exactly the one core it is given, as the raw baseline does.
+func (m *model) readConfig() error {
+	mb, ok := m.config["max_batch_size"].(int)
+	if !ok || mb < 1 {
+		return fmt.Errorf("max_batch_size %v: the suite needs a batching model", m.config["max_batch_size"])
+	}
+	m.maxBatch = mb
+	db, ok := m.config["dynamic_batching"].(map[string]any)
+	if !ok {
+		return fmt.Errorf("no dynamic_batching block")
+	}
+	m.queueDelay = 500 * time.Microsecond // the server's default
+	if s, ok := db["max_queue_delay"].(string); ok {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("max_queue_delay: %w", err)
+		}
+		m.queueDelay = d
+	}
+	m.config["instances"] = map[string]any{"count": 1, "intra_op_threads": 1}
+	return nil
+}
+
+// naiveConfig is config without dynamic batching: every request runs alone.
+func (m *model) naiveConfig() map[string]any {
+	c := make(map[string]any, len(m.config))
+	for k, v := range m.config {
+		if k != "dynamic_batching" {
+			c[k] = v
+		}
+	}
+	return c
+}
+
+// writeRepository creates dir afresh with both variants of every model.
+func writeRepository(dir string, models []*model) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	for _, m := range models {
+		for _, v := range []struct {
+			name string
+			cfg  map[string]any
+		}{{m.name, m.config}, {m.naive, m.naiveConfig()}} {
+			vdir := filepath.Join(dir, v.name, m.version)
+			if err := os.MkdirAll(vdir, 0o755); err != nil {
+				return err
+			}
+			b, err := yaml.Marshal(v.cfg)
+			if err != nil {
+				return err
+			}
+			b = append([]byte("# Written by bench/run for one benchmark run; see bench/RESULTS.md.\n"), b...)
+			if err := os.WriteFile(filepath.Join(dir, v.name, "config.yaml"), b, 0o644); err != nil {
+				return err
+			}
+			if err := copyFile(m.file, filepath.Join(vdir, "model.onnx")); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// servedNames lists every model name the repository serves.
+func servedNames(models []*model) []string {
+	var out []string
+	for _, m := range models {
+		out = append(out, m.name, m.naive)
+	}
+	return slices.Clip(out)
+}

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMedian(t *testing.T) {
+	ss := []sample{
+		{Throughput: 300, P99Ms: 9, Errors: 1, ErrorSamples: map[string]int64{"x": 1}, Batches: []batchShare{{0, 1, 100}}},
+		{Throughput: 100, P99Ms: 1, Batches: []batchShare{{0, 1, 50}}},
+		{Throughput: 200, P99Ms: 5, Errors: 2, ErrorSamples: map[string]int64{"x": 2}, Batches: []batchShare{{0, 1, 75}}},
+	}
+	m := median(ss)
+	if m.Throughput != 200 || m.P99Ms != 5 {
+		t.Fatalf("median throughput %v p99 %v, want 200 and 5", m.Throughput, m.P99Ms)
+	}
+	if m.Errors != 3 || m.ErrorSamples["x"] != 3 {
+		t.Fatalf("errors %d %v: every repetition's errors must be kept", m.Errors, m.ErrorSamples)
+	}
+	if m.Batches[0].Percent != 75 {
+		t.Fatalf("distribution of the median-throughput repetition expected, got %v", m.Batches)
+	}
+	if even := median(ss[:2]); even.Throughput != 200 {
+		t.Fatalf("median of two = %v, want their mean 200", even.Throughput)
+	}
+}
+
+func testResults() *results {
+	c := &config{concurrency: []int{1, 8}, batchingConcurrency: []int{1, 64}, modes: []string{modeNaive, modeGRPC, modeJSON, modeBinary}, reps: 1}
+	m := &model{name: "simple", naive: "simple_nobatch", version: "1", maxBatch: 8, queueDelay: 500 * time.Microsecond,
+		rawSizes: []int{1, 2, 4, 8}, config: map[string]any{}}
+	r := newResults(c, []*model{m})
+	for b, ips := range map[int]float64{1: 100_000, 2: 180_000, 4: 400_000, 8: 800_000} {
+		r.add(pointKey{Model: "simple", Mode: modeRaw, Batch: b}, sample{Throughput: ips, ServerCPUPer1k: 1 / ips * 1000, MeanBatch: float64(b)})
+	}
+	r.add(pointKey{Model: "simple", Mode: modeGRPC, Concurrency: 1}, sample{Throughput: 5_000, MeanBatch: 1, P99Ms: 0.5})
+	r.add(pointKey{Model: "simple", Mode: modeGRPC, Concurrency: 8}, sample{Throughput: 30_000, MeanBatch: 3, ServerCPUPer1k: 0.03, Requests: 1000, P99Ms: 2})
+	r.add(pointKey{Model: "simple", Mode: modeNaive, Concurrency: 8}, sample{Throughput: 10_000, MeanBatch: 1, ServerCPUPer1k: 0.05, Requests: 1000})
+	r.add(pointKey{Model: "simple", Mode: modeBinary, Concurrency: 8}, sample{Throughput: 27_000, MeanBatch: 3})
+	r.add(pointKey{Model: "simple", Mode: modeGRPC, Concurrency: 64}, sample{Throughput: 60_000, MeanBatch: 8})
+	r.add(pointKey{Model: "simple", Mode: modeNaive, Concurrency: 64}, sample{Throughput: 10_000, MeanBatch: 1})
+	r.add(pointKey{Model: "simple", Mode: modeGRPC, Rate: 30_000}, sample{Throughput: 30_000, P99Ms: 3, ServerP99Ms: 0.7, ComputeMs: 0.1})
+	r.HalfRate["simple"] = 30_000
+	return r
+}
+
+func TestRawInterpolation(t *testing.T) {
+	r := testResults()
+	tests := []struct {
+		b, want float64
+	}{{1, 100_000}, {3, 290_000}, {8, 800_000}, {0.5, 100_000}, {20, 800_000}}
+	for _, tt := range tests {
+		got, _, ok := r.rawAt("simple", tt.b)
+		if !ok || math.Abs(got-tt.want) > 1e-6 {
+			t.Errorf("rawAt(%v) = %v, want %v", tt.b, got, tt.want)
+		}
+	}
+	if _, _, ok := r.rawAt("other", 1); ok {
+		t.Error("rawAt of an unmeasured model")
+	}
+}
+
+func TestTargets(t *testing.T) {
+	r := testResults()
+	v, b, ok := r.vsRaw(pointKey{Model: "simple", Mode: modeGRPC, Concurrency: 8})
+	if !ok || b != 3 || math.Abs(v-30_000.0/290_000) > 1e-9 {
+		t.Fatalf("vsRaw = %v at batch %v", v, b)
+	}
+	// 30 µs per inference minus raw's CPU per item at batch 3, halfway
+	// between batch 2 (1/180,000 s) and batch 4 (1/400,000 s).
+	over, ok := r.overheadMicros(pointKey{Model: "simple", Mode: modeGRPC, Concurrency: 8})
+	if !ok || math.Abs(over-(30-(1e6/180_000+1e6/400_000)/2)) > 0.01 {
+		t.Fatalf("overhead %v µs", over)
+	}
+	verdicts := map[string]string{}
+	for _, tg := range r.targets() {
+		verdicts[tg.what] = verdict(tg)
+	}
+	want := map[string]string{
+		"simple over gRPC at concurrency 8 ≥ 5× naive (batching off)":                                               "**not met**",
+		"simple over gRPC at concurrency 8 ≥ 25,000 inferences/s on one server core":                                "**met**",
+		"HTTP binary within 80% of gRPC (simple, concurrency 8)":                                                    "**met**",
+		"batching on ≥ 5× batching off, simple over gRPC at concurrency 64":                                         "**met**",
+		"simple p99 ≤ max_queue_delay + 3 × one batch's compute time at half the peak rate (30,000/s), server-side": "**met**",
+		"server CPU per simple inference beyond ONNX Runtime < 20 µs (gRPC, concurrency 8)":                         "**not met**",
+	}
+	for what, v := range want {
+		if verdicts[what] != v {
+			t.Errorf("%q: %q, want %q (all: %v)", what, verdicts[what], v, verdicts)
+		}
+	}
+}
+
+func TestBatchingCeiling(t *testing.T) {
+	r := testResults()
+	// Naive: 50 µs per inference at concurrency 8; raw costs 10 µs per
+	// row alone and 1.25 µs per row in a batch of 8, so at best 41.25 µs.
+	g, ok := r.batchingCeiling(r.models[0], 8)
+	if !ok || math.Abs(g.ceiling-50/41.25) > 1e-9 {
+		t.Fatalf("ceiling %+v", g)
+	}
+	if _, ok := r.batchingCeiling(r.models[0], 256); ok {
+		t.Fatal("a ceiling from an unmeasured point")
+	}
+}
+
+func TestMarkdownAndPlots(t *testing.T) {
+	r := testResults()
+	dir := t.TempDir()
+	plots, err := r.plot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plots["simple"]) != 2 {
+		t.Fatalf("plots %v, want throughput and p99", plots)
+	}
+	for _, p := range plots["simple"] {
+		st, err := os.Stat(filepath.Join(dir, p))
+		if err != nil || st.Size() == 0 {
+			t.Fatalf("plot %s: %v", p, err)
+		}
+	}
+	md := r.markdown(plots)
+	for _, want := range []string{"## Targets", "## simple", "| onnxserve-grpc | 8 | 30,000 |", "0.10 (batch 3.0)", "## Batching", "simple_p99.png"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 999.6: "1,000", 25000: "25,000", 1234567: "1,234,567", -4321: "-4,321"} {
+		if got := thousands(v); got != want {
+			t.Errorf("thousands(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+func TestGhzSample(t *testing.T) {
+	rep := ghzReport{Rps: 1234.5, Average: 2_500_000, Total: 3_000_000_000,
+		StatusCodes: map[string]int64{"OK": 3000, "Unavailable": 4}}
+	rep.Latency = append(rep.Latency, struct {
+		Percentage int   `json:"percentage"`
+		Latency    int64 `json:"latency"`
+	}{99, 7_000_000})
+	s := ghzSample(rep)
+	if s.Throughput != 1234.5 || s.MeanMs != 2.5 || s.P99Ms != 7 || s.Requests != 3000 || s.Errors != 4 || s.Seconds != 3 {
+		t.Fatalf("sample %+v", s)
+	}
+}
+
+func TestRepositoryVariants(t *testing.T) {
+	ms, err := loadModels(filepath.Join("..", "..", "models"), "", []string{"simple", "classifier"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := writeRepository(dir, ms); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		on, err := os.ReadFile(filepath.Join(dir, m.name, "config.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		off, err := os.ReadFile(filepath.Join(dir, m.naive, "config.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(on), "dynamic_batching:") || strings.Contains(string(off), "dynamic_batching") {
+			t.Errorf("%s: batching must be on in %s and off in %s", m.name, m.name, m.naive)
+		}
+		for _, c := range [][]byte{on, off} {
+			if !strings.Contains(string(c), "intra_op_threads: 1") {
+				t.Errorf("%s: config lacks intra_op_threads: 1:\n%s", m.name, c)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dir, m.naive, m.version, "model.onnx")); err != nil {
+			t.Errorf("%s: %v", m.naive, err)
+		}
+	}
+	if ms[1].version != "2" || ms[1].queueDelay != time.Millisecond || ms[0].queueDelay != 500*time.Microsecond {
+		t.Errorf("classifier version %s, delays %v %v", ms[1].version, ms[0].queueDelay, ms[1].queueDelay)
+	}
+}

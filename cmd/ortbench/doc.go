@@ -1,0 +1,11 @@
+// Command ortbench is the raw ONNX Runtime baseline of the benchmark suite:
+// it loads one model with the server's own runtime package and runs it in a
+// tight loop, one batch after another, for each batch size asked for, and
+// prints items per second, per-batch latency and CPU time per item as JSON.
+//
+//	ortbench --model .cache/bench-models/ocr_cls.onnx --batch-sizes 1,2,4,8,16 --dims x=3x48x192
+//
+// It is what "calling ONNX Runtime yourself" costs, so the server's numbers
+// can be compared with it at the same batch size. It knows nothing of
+// requests, batching or wire formats.
+package main
