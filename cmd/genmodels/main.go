@@ -32,7 +32,7 @@ max_batch_size: 8
 # Requests that arrive close together run as one batch.
 dynamic_batching:
   max_queue_delay: 500us          # longest a request waits for companions
-  preferred_batch_sizes: [4, 8]   # a batch of one of these sizes runs at once
+  preferred_batch_sizes: [4, 8]   # a batch reaching one stops waiting
   max_queue_size: 1024            # beyond it: 429 / RESOURCE_EXHAUSTED
   default_timeout: 5s             # queue deadline when the client sets none
 `
@@ -52,7 +52,7 @@ max_batch_size: 8
 # Requests that arrive close together run as one batch.
 dynamic_batching:
   max_queue_delay: 500us          # longest a request waits for companions
-  preferred_batch_sizes: [4, 8]   # a batch of one of these sizes runs at once
+  preferred_batch_sizes: [4, 8]   # a batch reaching one stops waiting
   max_queue_size: 1024            # beyond it: 429 / RESOURCE_EXHAUSTED
   default_timeout: 5s             # queue deadline when the client sets none
 `
@@ -73,7 +73,7 @@ max_batch_size: 32
 # Requests that arrive close together run as one batch.
 dynamic_batching:
   max_queue_delay: 1ms                 # longest a request waits for companions
-  preferred_batch_sizes: [8, 16, 32]   # a batch of one of these sizes runs at once
+  preferred_batch_sizes: [8, 16, 32]   # a batch reaching one stops waiting
   max_queue_size: 1024                 # beyond it: 429 / RESOURCE_EXHAUSTED
   default_timeout: 5s                  # queue deadline when the client sets none
 
