@@ -16,7 +16,7 @@ import (
 )
 
 // extensions are the v2 protocol extensions GET /v2 advertises.
-var extensions = []string{"binary_tensor_data", "model_repository", "parameters"}
+var extensions = []string{"binary_tensor_data", "model_repository", "statistics", "parameters"}
 
 func serverMetadata(version string) []byte {
 	b, err := json.Marshal(struct {

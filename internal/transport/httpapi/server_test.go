@@ -70,7 +70,7 @@ func TestHealthAndServerMetadata(t *testing.T) {
 	if r.code != http.StatusOK || r.header.Get("Content-Type") != contentJSON {
 		t.Fatalf("GET /v2: %d %q", r.code, r.header.Get("Content-Type"))
 	}
-	jsonEqual(t, r.body, `{"name":"onnxserve","version":"1.2.3","extensions":["binary_tensor_data","model_repository","parameters"]}`)
+	jsonEqual(t, r.body, `{"name":"onnxserve","version":"1.2.3","extensions":["binary_tensor_data","model_repository","statistics","parameters"]}`)
 
 	e.serving.SetNotReady()
 	if r := e.get(t, "/v2/health/ready"); r.code != http.StatusServiceUnavailable {
