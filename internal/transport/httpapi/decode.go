@@ -866,25 +866,49 @@ func fastFloat64(tok []byte) (float64, bool) {
 	return f, true
 }
 
-// fastFloat32 is fastFloat64's float32 counterpart.
+// fastFloat32 is fastFloat64's float32 counterpart. Numbers with more
+// digits than float32's exact path takes (clients print float32 values with
+// up to nine) go through the float64 path and are rounded to float32; that
+// second rounding is exact unless the float64 lands exactly on a float32
+// halfway point, which is left to strconv.
 func fastFloat32(tok []byte) (float32, bool) {
 	mant, exp, neg, ok := decimal(tok)
-	if !ok || mant > 1<<24 || exp < -10 || exp > 10 {
-		if ok && mant == 0 {
-			return float32(math.Copysign(0, sign(neg))), true
-		}
+	if !ok {
 		return 0, false
 	}
-	f := float32(mant)
+	if mant == 0 {
+		return float32(math.Copysign(0, sign(neg))), true
+	}
+	if mant <= 1<<24 && exp >= -10 && exp <= 10 {
+		f := float32(mant)
+		if exp < 0 {
+			f /= pow10f32[-exp]
+		} else {
+			f *= pow10f32[exp]
+		}
+		if neg {
+			f = -f
+		}
+		return f, true
+	}
+	if mant > 1<<53 || exp < -22 || exp > 22 {
+		return 0, false
+	}
+	f := float64(mant)
 	if exp < 0 {
-		f /= pow10f32[-exp]
+		f /= pow10f64[-exp]
 	} else {
-		f *= pow10f32[exp]
+		f *= pow10f64[exp]
+	}
+	// Only normal float32 magnitudes, where a float32 halfway point has its
+	// low 29 float64 mantissa bits equal to 1<<28.
+	if f < 0x1p-126 || f > math.MaxFloat32 || math.Float64bits(f)&(1<<29-1) == 1<<28 {
+		return 0, false
 	}
 	if neg {
 		f = -f
 	}
-	return f, true
+	return float32(f), true
 }
 
 func sign(neg bool) float64 {

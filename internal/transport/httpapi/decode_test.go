@@ -563,7 +563,21 @@ func TestFastFloatMatchesStrconv(t *testing.T) {
 		}
 		toks = append(toks, mant)
 	}
+	// Float32 values as clients print them: up to nine significant digits.
+	for range 20000 {
+		f := math.Float32frombits(rng.Uint32())
+		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+			continue
+		}
+		toks = append(toks, strconv.FormatFloat(float64(f), 'g', -1, 32), strconv.FormatFloat(float64(rng.Float32()), 'g', -1, 32))
+	}
+	// Halfway points between float32 neighbours, which need strconv.
+	toks = append(toks, "1.00000005960464477539062500", "16777217", "0.100000001490116119384765625")
+	fast := 0
 	for _, tok := range toks {
+		if _, ok := fastFloat32([]byte(tok)); ok {
+			fast++
+		}
 		if f, ok := fastFloat64([]byte(tok)); ok {
 			want, err := strconv.ParseFloat(tok, 64)
 			if err != nil || math.Float64bits(f) != math.Float64bits(want) {
@@ -576,5 +590,8 @@ func TestFastFloatMatchesStrconv(t *testing.T) {
 				t.Fatalf("fastFloat32(%s) = %v, strconv says %v (%v)", tok, f, want, err)
 			}
 		}
+	}
+	if fast < len(toks)/2 {
+		t.Errorf("only %d of %d numbers took the fast path", fast, len(toks))
 	}
 }
