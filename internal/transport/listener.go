@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // LimitConnections names the connection limit in errors, as the command's
@@ -131,4 +133,22 @@ func ReplyAfterRequest(reply []byte) func(net.Conn) error {
 		_, err := c.Write(reply)
 		return err
 	}
+}
+
+// RejectLog warns about connections refused over the connection limit at
+// most once a second, so a flood of them does not flood the log too. The
+// zero value is ready; it is safe for concurrent use.
+type RejectLog struct {
+	last atomic.Int64 // unix nanoseconds of the last line
+}
+
+// Warn logs one refused connection from remote, unless a line went out in
+// the last second.
+func (r *RejectLog) Warn(log *zap.Logger, limit int, remote net.Addr) {
+	now := time.Now().UnixNano()
+	last := r.last.Load()
+	if now-last < int64(time.Second) || !r.last.CompareAndSwap(last, now) {
+		return
+	}
+	log.Warn("connection refused: connection limit reached", zap.Int(LimitConnections, limit), zap.Stringer("remote", remote))
 }

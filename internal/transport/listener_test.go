@@ -6,6 +6,10 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // acceptAll accepts from ln until it fails, handing connections out on a
@@ -129,5 +133,25 @@ func TestRejectConnTLS(t *testing.T) {
 	case <-done:
 	case <-time.After(tlsTestTimeout):
 		t.Fatal("RejectConn did not return")
+	}
+}
+
+func TestRejectLogOncePerSecond(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	var r RejectLog
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
+	for range 100 {
+		r.Warn(zap.New(core), 7, remote)
+	}
+	if n := logs.Len(); n != 1 {
+		t.Fatalf("%d lines for a burst of refusals, want 1", n)
+	}
+	if got := logs.All()[0].ContextMap()[LimitConnections]; got != int64(7) {
+		t.Errorf("line names limit %v, want 7", got)
+	}
+	r.last.Store(time.Now().Add(-2 * time.Second).UnixNano())
+	r.Warn(zap.New(core), 7, remote)
+	if n := logs.Len(); n != 2 {
+		t.Errorf("%d lines after a second passed, want 2", n)
 	}
 }

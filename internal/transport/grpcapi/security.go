@@ -9,9 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"time"
 
-	"go.uber.org/zap"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
@@ -121,7 +119,7 @@ func clientKey(ctx context.Context) string {
 // gRPC client understands: the first call on it fails with
 // RESOURCE_EXHAUSTED naming the limit, and a GOAWAY ends the connection.
 func (s *Server) rejectConn(c net.Conn) {
-	s.logReject(c.RemoteAddr())
+	s.rejectLog.Warn(s.log, s.cfg.MaxConnections, c.RemoteAddr())
 	msg := fmt.Sprintf("connection refused: the server already holds its %s limit of %d connections; retry later", transport.LimitConnections, s.cfg.MaxConnections)
 	transport.RejectConn(c, s.cfg.TLS, func(c net.Conn) error { return refuseHTTP2(c, msg) })
 }
@@ -185,14 +183,4 @@ func grpcMessage(msg string) string {
 		}
 	}
 	return b.String()
-}
-
-// logReject warns about refused connections at most once a second.
-func (s *Server) logReject(remote net.Addr) {
-	now := time.Now().UnixNano()
-	last := s.lastRejectLog.Load()
-	if now-last < int64(time.Second) || !s.lastRejectLog.CompareAndSwap(last, now) {
-		return
-	}
-	s.log.Warn("connection refused: connection limit reached", zap.Int(transport.LimitConnections, s.cfg.MaxConnections), zap.Stringer("remote", remote))
 }

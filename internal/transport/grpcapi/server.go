@@ -6,7 +6,6 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -195,7 +194,7 @@ type Server struct {
 	log    *zap.Logger
 	cfg    Config
 
-	lastRejectLog atomic.Int64 // unix nanoseconds of the last over-limit log line
+	rejectLog transport.RejectLog
 
 	quit     chan struct{} // closed when Stop begins
 	stopOnce sync.Once

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -126,7 +125,7 @@ type Server struct {
 	srv      *fasthttp.Server
 	metadata []byte // the GET /v2 document, built once
 
-	lastRejectLog atomic.Int64 // unix nanoseconds of the last over-limit log line
+	rejectLog transport.RejectLog
 }
 
 // New returns a Server answering from b. log must not be nil.
@@ -188,19 +187,8 @@ func (s *Server) rejectConn(c net.Conn) {
 	body = append(body, '}')
 	reply := "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: " +
 		strconv.Itoa(len(body)) + "\r\n\r\n" + string(body)
-	s.logReject(c.RemoteAddr())
+	s.rejectLog.Warn(s.log, s.cfg.MaxConnections, c.RemoteAddr())
 	transport.RejectConn(c, s.cfg.TLS, transport.ReplyAfterRequest([]byte(reply)))
-}
-
-// logReject warns about refused connections at most once a second, so a
-// flood does not flood the log too.
-func (s *Server) logReject(remote net.Addr) {
-	now := time.Now().UnixNano()
-	last := s.lastRejectLog.Load()
-	if now-last < int64(time.Second) || !s.lastRejectLog.CompareAndSwap(last, now) {
-		return
-	}
-	s.log.Warn("connection refused: connection limit reached", zap.Int(transport.LimitConnections, s.cfg.MaxConnections), zap.Stringer("remote", remote))
 }
 
 // Shutdown stops accepting connections and waits until the requests in
