@@ -3,6 +3,7 @@ package grpcapi
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"runtime/debug"
 	"sync"
@@ -237,10 +238,15 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 	return s
 }
 
-// Serve accepts connections on ln until Stop; it returns nil after Stop and
-// the listener's error otherwise. It applies Config.MaxConnections.
+// Serve accepts connections on ln until Stop; it returns nil after Stop,
+// also when Stop came first, and the listener's error otherwise. It applies
+// Config.MaxConnections.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.grpc.Serve(transport.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn))
+	err := s.grpc.Serve(transport.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn))
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil // stopped before it began serving: a shutdown, not a failure
+	}
+	return err
 }
 
 // Stop shuts the server down gracefully: health turns NOT_SERVING, no new

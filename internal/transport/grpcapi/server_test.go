@@ -19,6 +19,8 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"go.uber.org/zap"
+
 	"github.com/onnxserve/onnxserve/internal/tensor"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
@@ -1016,4 +1018,19 @@ func TestModelStreamInferClientGoesAway(t *testing.T) {
 		}
 	}
 	e.noObservation(t)
+}
+
+// TestServeAfterStop covers a shutdown that wins the race with startup:
+// Serve must report it as a clean stop, not as a failure.
+func TestServeAfterStop(t *testing.T) {
+	s := New(nil, Config{}, zap.NewNop())
+	s.Stop(testCtx(t))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := s.Serve(ln); err != nil {
+		t.Errorf("Serve after Stop = %v, want nil", err)
+	}
 }
