@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -117,7 +118,7 @@ const (
 )
 
 // Server is the KServe v2 HTTP front end. It is safe for concurrent use;
-// Serve may be called once per listener.
+// Serve is called once.
 type Server struct {
 	b        Backend
 	cfg      Config
@@ -126,6 +127,10 @@ type Server struct {
 	metadata []byte // the GET /v2 document, built once
 
 	rejectLog transport.RejectLog
+
+	mu      sync.Mutex   // guards the two fields below
+	ln      net.Listener // the listener Serve uses, once it runs
+	stopped bool         // Shutdown was called
 }
 
 // New returns a Server answering from b. log must not be nil.
@@ -176,7 +181,22 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.cfg.TLS != nil {
 		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
-	return s.srv.Serve(ln)
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return nil // Shutdown came first: nothing to serve
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	err := s.srv.Serve(ln)
+	s.mu.Lock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if stopped {
+		return nil
+	}
+	return err
 }
 
 // rejectConn answers a connection over Config.MaxConnections with a 503
@@ -194,7 +214,17 @@ func (s *Server) rejectConn(c net.Conn) {
 // Shutdown stops accepting connections and waits until the requests in
 // flight are answered, or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if err := s.srv.ShutdownWithContext(ctx); err != nil {
+	s.mu.Lock()
+	s.stopped = true
+	ln := s.ln
+	s.mu.Unlock()
+	err := s.srv.ShutdownWithContext(ctx)
+	if ln != nil {
+		// fasthttp closes only the listeners its Serve has registered; a
+		// Serve that has not got that far would otherwise accept forever.
+		_ = ln.Close()
+	}
+	if err != nil {
 		return fmt.Errorf("http shutdown: %w", err)
 	}
 	return nil
