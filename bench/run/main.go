@@ -40,13 +40,17 @@ type config struct {
 	quick       bool
 	profile     bool
 	profileFor  time.Duration
+	// profileModels are the models --profile profiles, one after another.
+	profileModels []string
+	// serverArgs are extra flags for every server the suite starts.
+	serverArgs []string
 	// reportFrom names a results.json to write the report from again.
 	reportFrom string
 }
 
 func parseConfig(args []string) (*config, error) {
 	c := &config{}
-	var models, modes, conc, bconc string
+	var models, modes, conc, bconc, pmodels string
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.StringVar(&c.out, "out", "bench", "folder for RESULTS.md, results.json and the PNG plots (PROFILE.md with --profile)")
 	fs.StringVar(&c.work, "work", ".cache/bench-run", "scratch folder: model repository, server logs, profiles")
@@ -71,7 +75,10 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.retryBudget, "retry-budget", 3*time.Minute, "time the suite may spend measuring windows again that other processes disturbed (used more than --quiet-cores)")
 	fs.StringVar(&c.command, "command", "", "the command that started the suite, for the report (default: this program's own command line)")
 	fs.BoolVar(&c.quick, "quick", false, "sanity run: one repetition, short windows")
-	fs.BoolVar(&c.profile, "profile", false, "profile the server under load on simple instead of benchmarking; writes PROFILE.md")
+	fs.BoolVar(&c.profile, "profile", false, "profile the server under load instead of benchmarking; writes PROFILE.md")
+	fs.StringVar(&pmodels, "profile-models", "simple,ocr_cls", "models --profile profiles")
+	var serverArgs string
+	fs.StringVar(&serverArgs, "server-args", "", "extra flags for the server, space separated (for experiments; the report lists them)")
 	fs.DurationVar(&c.profileFor, "profile-seconds", 10*time.Second, "length of each CPU and allocation profile")
 	fs.StringVar(&c.reportFrom, "report-from", "", "write RESULTS.md and the plots again from this results.json, without measuring")
 	if err := fs.Parse(args); err != nil {
@@ -86,6 +93,8 @@ func parseConfig(args []string) (*config, error) {
 	var err error
 	c.models = splitList(models)
 	c.modes = splitList(modes)
+	c.profileModels = splitList(pmodels)
+	c.serverArgs = strings.Fields(serverArgs)
 	for _, m := range c.modes {
 		if !slices.Contains([]string{modeNaive, modeGRPC, modeJSON, modeBinary}, m) {
 			return nil, fmt.Errorf("--modes: unknown mode %q", m)
@@ -217,7 +226,7 @@ func runSuite(ctx context.Context, c *config) error {
 	logf("%d repetitions of %d points, about %s", c.reps, res.plannedPoints(models), res.estimate(models).Round(time.Second))
 
 	srv, err := startServer(ctx, c.serverBin, c.serverCPU, repo, filepath.Join(c.work, "server.log"), servedNames(models),
-		"--histogram-buckets", latencyBuckets())
+		append([]string{"--histogram-buckets", latencyBuckets()}, c.serverArgs...)...)
 	if err != nil {
 		return err
 	}

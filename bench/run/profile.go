@@ -23,6 +23,7 @@ const profileConcurrency = 128
 
 // profiled is one protocol's profiles.
 type profiled struct {
+	model      string
 	protocol   string
 	throughput float64
 	errors     int64
@@ -34,8 +35,8 @@ type profiled struct {
 	bytes      string  // allocated bytes in the profile window, as pprof prints it
 }
 
-// runProfile profiles the server on simple under load over gRPC, HTTP
-// binary and HTTP JSON, and writes PROFILE.md.
+// runProfile profiles the server under load on each of --profile-models
+// over gRPC, HTTP binary and HTTP JSON, and writes PROFILE.md.
 func runProfile(ctx context.Context, c *config) error {
 	if err := c.checkPrograms(false); err != nil {
 		return err
@@ -44,7 +45,7 @@ func runProfile(ctx context.Context, c *config) error {
 	if err != nil {
 		return fmt.Errorf("the go command is needed for `go tool pprof`: %w", err)
 	}
-	models, err := loadModels(c.bundled, c.ocrFile, []string{"simple"})
+	models, err := loadModels(c.bundled, c.ocrFile, c.profileModels)
 	if err != nil {
 		return err
 	}
@@ -62,20 +63,21 @@ func runProfile(ctx context.Context, c *config) error {
 	if err := c.snapshotServer(); err != nil {
 		return err
 	}
-	srv, err := startServer(ctx, c.serverBin, c.serverCPU, repo, filepath.Join(c.work, "profile-server.log"), servedNames(models), "--pprof")
+	srv, err := startServer(ctx, c.serverBin, c.serverCPU, repo, filepath.Join(c.work, "profile-server.log"), servedNames(models), append([]string{"--pprof"}, c.serverArgs...)...)
 	if err != nil {
 		return err
 	}
 	defer srv.stop()
-	m := models[0]
 	var out []profiled
-	for _, protocol := range []string{"grpc", "http-binary", "http-json"} {
-		p, err := profileOne(ctx, c, srv, m, protocol, dir, goTool)
-		if err != nil {
-			return err
+	for _, m := range models {
+		for _, protocol := range []string{"grpc", "http-binary", "http-json"} {
+			p, err := profileOne(ctx, c, srv, m, protocol, dir, goTool)
+			if err != nil {
+				return err
+			}
+			logf("profiled %s over %s: %.0f inf/s under profiling", m.name, protocol, p.throughput)
+			out = append(out, p)
 		}
-		logf("profiled %s: %.0f inf/s under profiling", protocol, p.throughput)
-		out = append(out, p)
 	}
 	srv.stop()
 	path := filepath.Join(c.out, "PROFILE.md")
@@ -87,7 +89,7 @@ func runProfile(ctx context.Context, c *config) error {
 }
 
 func profileOne(ctx context.Context, c *config, srv *server, m *model, protocol, dir, goTool string) (profiled, error) {
-	p := profiled{protocol: protocol}
+	p := profiled{model: m.name, protocol: protocol}
 	addr := srv.grpc
 	if protocol != "grpc" {
 		addr = srv.http
@@ -111,8 +113,8 @@ func profileOne(ctx context.Context, c *config, srv *server, m *model, protocol,
 		return p, ctx.Err()
 	}
 	secs := strconv.Itoa(int(c.profileFor / time.Second))
-	cpuFile := filepath.Join(dir, protocol+"-cpu.pprof")
-	allocFile := filepath.Join(dir, protocol+"-allocs.pprof")
+	cpuFile := filepath.Join(dir, m.name+"-"+protocol+"-cpu.pprof")
+	allocFile := filepath.Join(dir, m.name+"-"+protocol+"-allocs.pprof")
 	client := &http.Client{Timeout: c.profileFor + 30*time.Second}
 	var wg sync.WaitGroup
 	var cpuErr, allocErr error
@@ -215,22 +217,22 @@ func profileMarkdown(c *config, ps []profiled) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	w("# onnxserve server profile\n\n")
-	w("CPU and allocation profiles of the server (`--pprof`, served on the metrics port) while `bench/loadgen` drives `simple` closed-loop at concurrency %d; ", profileConcurrency)
+	w("CPU and allocation profiles of the server (`--pprof`, served on the metrics port) while `bench/loadgen` drives each model closed-loop at concurrency %d; ", profileConcurrency)
 	w("server pinned to CPU %d with one intra-op thread, load generator on CPU %d, loopback only. Each profile covers %s of steady load. ", c.serverCPU, c.clientCPU, c.profileFor)
 	w("Date %s, commit `%s`, `%s`.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), gitCommit(), c.command)
 	w("The allocation profiles are delta profiles over the same window; objects per inference = allocated objects / (throughput × window). ")
 	w("Throughput is lower than in RESULTS.md: the profiler itself costs the server CPU.\n\n")
-	w("| protocol | inferences/s while profiled | errors | allocated in window | objects per inference |\n|---|---:|---:|---:|---:|\n")
+	w("| model | protocol | inferences/s while profiled | errors | allocated in window | objects per inference |\n|---|---|---:|---:|---:|---:|\n")
 	for _, p := range ps {
 		per := "–"
 		if p.objects > 0 && p.throughput > 0 {
 			per = fmt.Sprintf("%.0f", p.objects/(p.throughput*c.profileFor.Seconds()))
 		}
-		w("| %s | %s | %d | %s | %s |\n", p.protocol, thousands(p.throughput), p.errors, p.bytes, per)
+		w("| %s | %s | %s | %d | %s | %s |\n", p.model, p.protocol, thousands(p.throughput), p.errors, p.bytes, per)
 	}
 	w("\n")
 	for _, p := range ps {
-		w("## %s\n\n### CPU (top %d by flat time)\n\n```\n%s\n```\n\n", p.protocol, profileNodes, p.cpuTop)
+		w("## %s over %s\n\n### CPU (top %d by flat time)\n\n```\n%s\n```\n\n", p.model, p.protocol, profileNodes, p.cpuTop)
 		w("### CPU (top %d by cumulative time)\n\n```\n%s\n```\n\n", profileNodes, p.cpuCum)
 		w("### Allocated bytes\n\n```\n%s\n```\n\n### Allocated objects\n\n```\n%s\n```\n\n", p.allocTop, p.objectsTop)
 	}

@@ -210,6 +210,9 @@ func (r *results) markdown(plots map[string][]string) string {
 	w("| placement | server pinned to CPU %d (`taskset -c %d`; Go sizes GOMAXPROCS to it), one model instance with `intra_op_threads: 1`; load generators pinned to CPU %d; raw baseline on CPU %d |\n",
 		mt.ServerCPU, mt.ServerCPU, mt.ClientCPU, mt.ServerCPU)
 	w("| windows | %s warm-up, then %s measured, per point; %d repetition(s), medians shown; whole suite %s |\n", mt.Warmup, mt.Duration, mt.Reps, mt.Elapsed)
+	if len(mt.ServerArgs) > 0 {
+		w("| server flags | `%s` (besides the suite's own) |\n", strings.Join(mt.ServerArgs, " "))
+	}
 	w("| transport | loopback (127.0.0.1) only |\n\n")
 	w("Modes: **raw** = `cmd/ortbench`, the model run in a loop through the server's own ONNX Runtime binding, no server; ")
 	w("**naive-grpc** = onnxserve with the model's `dynamic_batching` block removed (each request runs alone); ")

@@ -65,6 +65,8 @@ type meta struct {
 	Modes               []string `json:"modes"`
 	Concurrency         []int    `json:"concurrency"`
 	BatchingConcurrency []int    `json:"batching_concurrency"`
+	// ServerArgs are the extra server flags of --server-args.
+	ServerArgs []string `json:"server_args,omitempty"`
 }
 
 // results collects the suite's points in the order they were first
@@ -86,6 +88,7 @@ func newResults(c *config, models []*model) *results {
 			Date:       time.Now().UTC().Format("2006-01-02 15:04 MST"),
 			Commit:     gitCommit(),
 			Command:    c.command,
+			ServerArgs: c.serverArgs,
 			CPUModel:   cpuModel(),
 			NumCPU:     runtime.NumCPU(),
 			Kernel:     kernel(),

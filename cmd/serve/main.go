@@ -47,6 +47,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "onnxserve:", err)
 		os.Exit(2)
 	}
+	gc, gcFrom := o.applyGC(os.Getenv)
+	log.Info("garbage collector", zap.Int("gc_percent", gc), zap.String("from", gcFrom))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	a, err := newApp(o, log, level)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,9 @@ type options struct {
 	adminTokenFile  string
 	histogramBounds string
 	pprof           bool
+	// gcPercent is the Go collector's target (debug.SetGCPercent); 0 means
+	// the flag was not given.
+	gcPercent int
 
 	sec securityOptions
 }
@@ -74,6 +78,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token management calls need; without it they are accepted from loopback only")
 	fs.StringVar(&o.histogramBounds, "histogram-buckets", "", "latency histogram upper bounds in seconds, comma separated (default 100us to 10s)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the metrics port; keep that port off untrusted networks")
+	fs.IntVar(&o.gcPercent, "gc-percent", 0, "Go garbage collector target, as GOGC: heap growth in percent of the live heap before a collection, -1 turns it off (default $GOGC, else 400)")
 	o.sec.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -103,6 +108,9 @@ func parseOptions(args []string) (*options, error) {
 	if o.shutdownDelay < 0 || o.drainTimeout <= 0 || o.pollInterval <= 0 || o.settle < 0 {
 		return nil, errors.New("--shutdown-delay must be >= 0; --drain-timeout and --repository-poll-interval must be > 0")
 	}
+	if o.gcPercent < -1 {
+		return nil, fmt.Errorf("--gc-percent: want a percentage > 0, or -1 for off; got %d", o.gcPercent)
+	}
 	if o.maxRequestBody <= 0 || o.maxGRPCRecv <= 0 || o.maxGRPCSend <= 0 {
 		return nil, errors.New("message size limits must be > 0")
 	}
@@ -110,6 +118,33 @@ func parseOptions(args []string) (*options, error) {
 		return nil, err
 	}
 	return o, nil
+}
+
+// defaultGCPercent is the collector target when neither --gc-percent nor
+// GOGC names one. The server's live Go heap is small (model weights live in
+// ONNX Runtime's memory) while it allocates per request, so Go's default of
+// 100 collects many times a second under load, each time scanning every
+// connection's goroutine stack; 400 trades a few tens of MiB of heap for
+// roughly a third of the server's CPU per request (bench/RESULTS.md).
+const defaultGCPercent = 400
+
+// applyGC sets the collector target and reports the one in force, and where
+// it came from. GOMEMLIMIT, read by the Go runtime itself, still caps the
+// heap whatever the target.
+func (o *options) applyGC(getenv func(string) string) (percent int, source string) {
+	switch {
+	case o.gcPercent != 0:
+		debug.SetGCPercent(o.gcPercent)
+		return o.gcPercent, "--gc-percent"
+	case getenv("GOGC") != "":
+		// The runtime has read it already; SetGCPercent reports it back.
+		p := debug.SetGCPercent(100)
+		debug.SetGCPercent(p)
+		return p, "GOGC"
+	default:
+		debug.SetGCPercent(defaultGCPercent)
+		return defaultGCPercent, "default"
+	}
 }
 
 // defaultBuckets spans 100µs to 10s, the range of one inference request.
