@@ -14,8 +14,8 @@ import (
 
 // decodeInputs turns a request's inputs into tensors. Raw contents are
 // aliased, not copied: the request message outlives the Infer call that
-// reads them, and protobuf unmarshalling already gave the message its own
-// copy of the wire bytes. lim is checked before anything is allocated for
+// reads them, and the codec already gave the message its own copy of the
+// wire bytes. lim is checked before anything is allocated for
 // an input.
 func decodeInputs(req *inference.ModelInferRequest, lim transport.Limits) ([]tensor.Tensor, error) {
 	if err := lim.CheckInputs(len(req.GetInputs())); err != nil {

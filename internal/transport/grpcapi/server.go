@@ -196,6 +196,7 @@ type Server struct {
 	cfg    Config
 
 	rejectLog transport.RejectLog
+	codec     *codec
 
 	quit     chan struct{} // closed when Stop begins
 	stopOnce sync.Once
@@ -208,9 +209,9 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 		log = zap.NewNop()
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{log: log, cfg: cfg, quit: make(chan struct{})}
+	s := &Server{log: log, cfg: cfg, quit: make(chan struct{}), codec: newCodec()}
 	s.health = newHealthService(b, cfg.HealthWatchInterval, s.quit)
-	svc := &service{b: b, cfg: cfg, log: log, quit: s.quit, health: s.health}
+	svc := &service{b: b, cfg: cfg, log: log, quit: s.quit, health: s.health, codec: s.codec}
 
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
@@ -220,6 +221,7 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 		grpc.KeepaliveEnforcementPolicy(cfg.KeepalivePolicy),
 		grpc.ConnectionTimeout(cfg.ConnectionTimeout),
 		grpc.MaxHeaderListSize(maxHeaderListSize),
+		grpc.ForceServerCodecV2(s.codec),
 		// Outermost first: a panic anywhere is recovered, then every
 		// status message is scrubbed, then the caller is authenticated.
 		grpc.ChainUnaryInterceptor(s.recoverUnary, s.scrubUnary, s.authUnary),
@@ -279,6 +281,12 @@ func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServ
 	defer func() {
 		if p := recover(); p != nil {
 			resp, err = nil, panicError(s.log, info.FullMethod, p)
+		}
+		// The outermost interceptor runs for every decoded call, whoever
+		// answered it. A success means the serving core ran the call to the
+		// end, so nothing reads its inputs any more.
+		if r, ok := req.(*inference.ModelInferRequest); ok {
+			s.codec.release(r, err == nil)
 		}
 	}()
 	return h(ctx, req)

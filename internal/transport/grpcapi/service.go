@@ -50,6 +50,7 @@ type service struct {
 	log    *zap.Logger
 	quit   <-chan struct{}
 	health *healthService
+	codec  *codec // releases stream requests' receive buffers
 }
 
 func (s *service) ServerLive(context.Context, *inference.ServerLiveRequest) (*inference.ServerLiveResponse, error) {

@@ -77,6 +77,7 @@ func (s *service) ModelStreamInfer(stream inference.GRPCInferenceService_ModelSt
 			case slots <- struct{}{}:
 			case <-ctx.Done():
 				s.observe(req, nil, context.Cause(ctx), time.Since(c.start))
+				s.codec.release(req, false)
 				return
 			}
 			mu.Lock()
@@ -85,6 +86,7 @@ func (s *service) ModelStreamInfer(stream inference.GRPCInferenceService_ModelSt
 				// it; it is still counted.
 				mu.Unlock()
 				s.observe(req, nil, why, time.Since(c.start))
+				s.codec.release(req, false)
 				return
 			}
 			pending <- c
@@ -146,6 +148,9 @@ func (s *service) ModelStreamInfer(stream inference.GRPCInferenceService_ModelSt
 // runCall runs one stream request; it never panics and always closes done.
 func (s *service) runCall(ctx context.Context, c *streamCall) {
 	defer close(c.done)
+	// As for unary calls: reuse the buffer only after a full answer. This
+	// runs after the recovery below has set c.err.
+	defer func() { s.codec.release(c.req, c.err == nil) }()
 	defer func() {
 		if p := recover(); p != nil {
 			c.resp, c.err = nil, panicError(s.log, "ModelStreamInfer", p)

@@ -1,0 +1,283 @@
+package grpcapi
+
+import (
+	"math/bits"
+	"runtime"
+	"sync"
+	"weak"
+
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	inference "github.com/onnxserve/onnxserve/proto"
+)
+
+// Field numbers of the tensor payloads, from proto/inference.proto.
+const (
+	fieldRawInputContents  protowire.Number = 7 // ModelInferRequest.raw_input_contents
+	fieldRawOutputContents protowire.Number = 6 // ModelInferResponse.raw_output_contents
+	fieldStreamError       protowire.Number = 1 // ModelStreamInferResponse.error_message
+	fieldStreamResponse    protowire.Number = 2 // ModelStreamInferResponse.infer_response
+)
+
+// separateOutput is the size from which a raw output travels as its own
+// buffer rather than being copied behind the message's other fields.
+const separateOutput = 4 << 10
+
+// aliasFrom is the request size from which raw inputs alias the received
+// message. Below it protobuf's small copies cost less than the codec's own
+// pass over the fields.
+const aliasFrom = 4 << 10
+
+// codec is the server's wire codec: the standard protobuf codec, with the
+// tensor payloads of inference calls kept out of protobuf's copies. A large
+// request is copied once into a recycled buffer and its raw_input_contents
+// alias that buffer, instead of protobuf allocating and copying each payload
+// again; the buffer goes back for reuse once the call has been answered
+// (release). A response's large raw_output_contents go to the transport as
+// they are instead of being copied into the marshalled message. Every other
+// message, and every field but those payloads, goes through the standard
+// codec. Safe for concurrent use.
+type codec struct {
+	std  encoding.CodecV2
+	bufs bufferPool
+	// held maps a decoded request to the buffer its inputs alias. Keys are
+	// weak and every entry has a cleanup, so a request dropped without
+	// release only costs its buffer's reuse, never the memory.
+	mu   sync.Mutex
+	held map[weak.Pointer[inference.ModelInferRequest]]heldBuffer
+}
+
+type heldBuffer struct {
+	buf     *[]byte
+	cleanup runtime.Cleanup
+}
+
+// newCodec returns the codec, delegating to the registered protobuf codec.
+func newCodec() *codec {
+	return &codec{std: encoding.GetCodecV2(grpcproto.Name), held: map[weak.Pointer[inference.ModelInferRequest]]heldBuffer{}}
+}
+
+// Name is the content subtype the codec serves: plain protobuf on the wire.
+func (*codec) Name() string { return grpcproto.Name }
+
+// Unmarshal decodes data into v.
+func (c *codec) Unmarshal(data mem.BufferSlice, v any) error {
+	req, ok := v.(*inference.ModelInferRequest)
+	if !ok || data.Len() < aliasFrom {
+		return c.std.Unmarshal(data, v)
+	}
+	buf := c.bufs.get(data.Len())
+	data.CopyTo(*buf)
+	if err := unmarshalInfer(*buf, req); err != nil {
+		c.bufs.put(buf)
+		// Malformed wire data: let the standard codec parse it again, so
+		// the caller sees protobuf's own error.
+		return c.std.Unmarshal(data, v)
+	}
+	key := weak.Make(req)
+	h := heldBuffer{buf: buf, cleanup: runtime.AddCleanup(req, c.forget, key)}
+	c.mu.Lock()
+	c.held[key] = h
+	c.mu.Unlock()
+	return nil
+}
+
+// release ends req's hold on its receive buffer, if it has one. With reuse
+// the buffer is recycled, which the caller may ask for only when nothing
+// reads req's inputs any more: the serving core answered the call itself
+// (a call abandoned on its deadline may still be read by a batch). After
+// release req's raw_input_contents are gone.
+func (c *codec) release(req *inference.ModelInferRequest, reuse bool) {
+	if req == nil || len(req.RawInputContents) == 0 {
+		return
+	}
+	key := weak.Make(req)
+	c.mu.Lock()
+	h, ok := c.held[key]
+	delete(c.held, key)
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	h.cleanup.Stop()
+	req.RawInputContents = nil
+	if reuse {
+		c.bufs.put(h.buf)
+	}
+}
+
+// forget drops the entry of a request collected without release.
+func (c *codec) forget(key weak.Pointer[inference.ModelInferRequest]) {
+	c.mu.Lock()
+	delete(c.held, key)
+	c.mu.Unlock()
+}
+
+// holding reports how many requests hold receive buffers (for tests).
+func (c *codec) holding() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.held)
+}
+
+// bufferPool recycles receive buffers in power-of-two size classes.
+type bufferPool struct {
+	classes [64]sync.Pool
+}
+
+func (p *bufferPool) get(n int) *[]byte {
+	class := bits.Len(uint(n - 1))
+	if v, ok := p.classes[class].Get().(*[]byte); ok {
+		*v = (*v)[:n]
+		return v
+	}
+	b := make([]byte, n, 1<<class)
+	return &b
+}
+
+func (p *bufferPool) put(b *[]byte) {
+	class := bits.Len(uint(cap(*b) - 1))
+	if cap(*b) == 1<<class {
+		p.classes[class].Put(b)
+	}
+}
+
+// unmarshalInfer decodes b into req: raw_input_contents as slices of b,
+// every other field with protobuf. Protobuf writers emit fields in number
+// order, so the other fields usually form a prefix of b and are parsed in
+// place; otherwise they are gathered first.
+func unmarshalInfer(b []byte, req *inference.ModelInferRequest) error {
+	var raws [][]byte
+	var rest []byte   // the other fields, when they are not one prefix
+	prefix := len(b)  // where the first raw_input_contents starts
+	gathered := false // rest holds every other field
+	for off := 0; off < len(b); {
+		num, typ, n := protowire.ConsumeTag(b[off:])
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[off+n:])
+		if m < 0 {
+			return protowire.ParseError(m)
+		}
+		field := b[off : off+n+m]
+		if num == fieldRawInputContents && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b[off+n:])
+			// Full slice expressions: appending to one tensor can never
+			// write over the next field.
+			raws = append(raws, v[:len(v):len(v)])
+			if prefix == len(b) {
+				prefix = off
+			}
+		} else if off > prefix || gathered {
+			if !gathered {
+				rest = append(rest, b[:prefix]...)
+				gathered = true
+			}
+			rest = append(rest, field...)
+		}
+		off += n + m
+	}
+	if !gathered {
+		rest = b[:prefix]
+	}
+	if err := proto.Unmarshal(rest, req); err != nil {
+		return err
+	}
+	req.RawInputContents = raws
+	return nil
+}
+
+// Marshal encodes v.
+func (c *codec) Marshal(v any) (mem.BufferSlice, error) {
+	switch m := v.(type) {
+	case *inference.ModelInferResponse:
+		if hasLargeOutput(m) {
+			parts, _, err := marshalInfer(m, nil)
+			if err != nil {
+				return nil, err
+			}
+			return buffers(parts), nil
+		}
+	case *inference.ModelStreamInferResponse:
+		if hasLargeOutput(m.GetInferResponse()) {
+			return marshalStream(m)
+		}
+	}
+	return c.std.Marshal(v)
+}
+
+func hasLargeOutput(m *inference.ModelInferResponse) bool {
+	for _, r := range m.GetRawOutputContents() {
+		if len(r) >= separateOutput {
+			return true
+		}
+	}
+	return false
+}
+
+// marshalInfer encodes m as parts whose concatenation is the message,
+// after head (which the first part extends): every field but
+// raw_output_contents through protobuf, then each raw output as a field
+// of its own, small ones copied, large ones as their own part. m is left
+// as it was. size is the message's encoded length, head excluded.
+func marshalInfer(m *inference.ModelInferResponse, head []byte) (parts [][]byte, size int, err error) {
+	raws := m.RawOutputContents
+	m.RawOutputContents = nil
+	cur, err := proto.MarshalOptions{}.MarshalAppend(head, m)
+	m.RawOutputContents = raws
+	if err != nil {
+		return nil, 0, err
+	}
+	size = len(cur) - len(head)
+	for _, r := range raws {
+		cur = protowire.AppendTag(cur, fieldRawOutputContents, protowire.BytesType)
+		cur = protowire.AppendVarint(cur, uint64(len(r)))
+		size += protowire.SizeTag(fieldRawOutputContents) + protowire.SizeVarint(uint64(len(r))) + len(r)
+		if len(r) < separateOutput {
+			cur = append(cur, r...)
+			continue
+		}
+		parts = append(parts, cur, r)
+		cur = nil
+	}
+	if len(cur) > 0 {
+		parts = append(parts, cur)
+	}
+	return parts, size, nil
+}
+
+// marshalStream encodes a stream response whose inner response carries a
+// large output: error_message, then infer_response's tag and length ahead
+// of marshalInfer's parts.
+func marshalStream(m *inference.ModelStreamInferResponse) (mem.BufferSlice, error) {
+	var head []byte
+	if e := m.GetErrorMessage(); e != "" {
+		head = protowire.AppendTag(head, fieldStreamError, protowire.BytesType)
+		head = protowire.AppendString(head, e)
+	}
+	inner := m.GetInferResponse()
+	// The inner length comes first on the wire, so measure it on its own.
+	parts, size, err := marshalInfer(inner, nil)
+	if err != nil {
+		return nil, err
+	}
+	head = protowire.AppendTag(head, fieldStreamResponse, protowire.BytesType)
+	head = protowire.AppendVarint(head, uint64(size))
+	return buffers(append([][]byte{head}, parts...)), nil
+}
+
+// buffers hands parts to the transport without copying them. The parts are
+// never written again: raw outputs are the serving core's, which nobody
+// modifies once they are answered.
+func buffers(parts [][]byte) mem.BufferSlice {
+	out := make(mem.BufferSlice, len(parts))
+	for i, p := range parts {
+		out[i] = mem.SliceBuffer(p)
+	}
+	return out
+}
