@@ -30,10 +30,11 @@ tools: ## install test tools (protoc, prometheus) when missing and permitted
 test: lib tools ## every test, with the race detector, against the real ONNX Runtime
 	ONNXSERVE_REQUIRE_ORT=1 ONNXSERVE_REQUIRE_TOOLS=$$(scripts/ensure-tools.sh --check && echo 1 || echo 0) \
 		$(GO) test -race -count=1 -timeout 15m ./...
-	@# A brief live fuzz of the request decoder and tensor validation; the
+	@# A brief live fuzz of the request decoders and tensor validation; the
 	@# corpora of every target were replayed above. `make fuzz` runs longer.
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInferRequest$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/transport/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateSplit$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/tensor
+	$(GO) test -run '^$$' -fuzz '^FuzzCodecUnmarshal$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/transport/grpcapi
 
 test-short: lib
 	ONNXSERVE_REQUIRE_ORT=1 $(GO) test -count=1 -short ./...
