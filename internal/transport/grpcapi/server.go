@@ -223,8 +223,9 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 		grpc.MaxHeaderListSize(maxHeaderListSize),
 		grpc.ForceServerCodecV2(s.codec),
 		// Outermost first: a panic anywhere is recovered, then every
-		// status message is scrubbed, then the caller is authenticated.
-		grpc.ChainUnaryInterceptor(s.recoverUnary, s.scrubUnary, s.authUnary),
+		// status message is scrubbed, then the caller is authenticated;
+		// unary calls get the same in one interceptor.
+		grpc.UnaryInterceptor(s.unary),
 		grpc.ChainStreamInterceptor(s.recoverStream, s.scrubStream, s.authStream),
 		// Stop returns only once every handler has: the caller may close
 		// the backend right after.
@@ -277,19 +278,27 @@ func (s *Server) Stop(ctx context.Context) {
 // shutdown, taken while calls are still served so load balancers notice.
 func (s *Server) SetNotServing() { s.health.setNotServing() }
 
-func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+// unary wraps every unary call: outermost, panic recovery and the release
+// of the call's receive buffer; inside them, status messages scrubbed of
+// host paths; innermost, authentication. One interceptor where a chain of
+// three would cost grpc's per-call closures.
+func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			resp, err = nil, panicError(s.log, info.FullMethod, p)
 		}
-		// The outermost interceptor runs for every decoded call, whoever
-		// answered it. A success means the serving core ran the call to the
-		// end, so nothing reads its inputs any more.
+		// This runs for every decoded call, whoever answered it. A success
+		// means the serving core ran the call to the end, so nothing reads
+		// its inputs any more.
 		if r, ok := req.(*inference.ModelInferRequest); ok {
 			s.codec.release(r, err == nil)
 		}
 	}()
-	return h(ctx, req)
+	ctx, err = s.authenticate(ctx, info.FullMethod)
+	if err == nil {
+		resp, err = h(ctx, req)
+	}
+	return resp, s.scrub(err)
 }
 
 func (s *Server) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
