@@ -618,6 +618,7 @@ func (p *dataParser) value() error {
 	if err := s.open('['); err != nil {
 		return tensor.Invalidf("input %q: %v", p.name, err)
 	}
+	float := isFloat(p.dt)
 	for i := 0; ; i++ {
 		ok, err := s.more(']', i)
 		if err != nil {
@@ -626,22 +627,95 @@ func (p *dataParser) value() error {
 		if !ok {
 			return nil
 		}
-		if s.ws() == '[' {
-			if err := p.value(); err != nil {
-				return err
+		switch c := s.ws(); {
+		case c == '[':
+			err = p.value()
+		case float && (c == '-' || c-'0' <= 9):
+			var closed bool
+			if closed, err = p.floatRun(); closed {
+				return nil
 			}
-			continue
+		default:
+			err = p.element()
 		}
-		if err := p.element(); err != nil {
+		if err != nil {
 			return err
 		}
 	}
 }
 
+// isFloat reports whether elements of dt are written as JSON numbers and
+// stored as floats.
+func isFloat(dt tensor.DataType) bool {
+	return dt == tensor.FP32 || dt == tensor.FP64 || dt == tensor.FP16 || dt == tensor.BF16
+}
+
+// floatRun reads the elements of a float array from the number at s.pos
+// on, for as long as numbers follow one another separated by commas, and
+// reports whether it read the array's closing ']'. It is element and more
+// fused for the common case, a flat array of numbers, and keeps the output
+// in a local slice, since storing it to p for each element would cost a
+// write barrier. Anything else after a number (a nested array, another kind
+// of value, a syntax error) ends the run before the comma, where value's
+// loop takes over and gives its usual errors.
+func (p *dataParser) floatRun() (closed bool, err error) {
+	b, i, out := p.s.buf, p.s.pos, p.buf
+	fp32 := p.dt == tensor.FP32
+	var n numberToken
+	for {
+		if p.n >= p.maxElements {
+			p.s.pos, p.buf = i, out
+			return false, p.overLimit()
+		}
+		if scanNumber(b, i, &n) != numberOK {
+			p.buf = out
+			return false, p.errorf("malformed number")
+		}
+		// FP32 takes the fast conversion here rather than through
+		// appendFloat: a call and its frame are a tenth of the time a
+		// number takes.
+		var f float32
+		ok := false
+		if fp32 {
+			f, ok = n.float32()
+		}
+		if ok {
+			out = binary.LittleEndian.AppendUint32(out, math.Float32bits(f))
+		} else if out, err = p.appendFloat(out, &n, b[i:n.end]); err != nil {
+			p.buf = out
+			return false, err
+		}
+		p.n++
+		i = n.end
+		// Compact JSON has the comma and the next number right here; the
+		// whitespace skips are for the rest.
+		if i >= len(b) || b[i] != ',' && b[i] != ']' {
+			i = skipWS(b, i)
+		}
+		if i < len(b) && b[i] == ']' {
+			p.s.pos, p.buf = i+1, out
+			p.s.depth--
+			return true, nil
+		}
+		if i >= len(b) || b[i] != ',' {
+			break
+		}
+		j := i + 1
+		if j >= len(b) || b[j] != '-' && b[j]-'0' > 9 {
+			if j = skipWS(b, j); j >= len(b) || b[j] != '-' && b[j]-'0' > 9 {
+				break
+			}
+		}
+		i = j
+	}
+	p.s.pos, p.buf = i, out
+	return false, nil
+}
+
 func (p *dataParser) element() error {
 	s := &p.s
 	if p.n >= p.maxElements {
-		return transport.Limits{MaxTensorElements: p.maxElements}.CheckElements(p.name, p.n+1)
+		return p.overLimit()
 	}
 	switch p.dt {
 	case tensor.Bool:
@@ -677,6 +751,11 @@ func (p *dataParser) element() error {
 	}
 	p.n++
 	return nil
+}
+
+// overLimit is the error for one element more than maxElements.
+func (p *dataParser) overLimit() error {
+	return transport.Limits{MaxTensorElements: p.maxElements}.CheckElements(p.name, p.n+1)
 }
 
 func (p *dataParser) errorf(format string, args ...any) error {
@@ -747,165 +826,134 @@ func (p *dataParser) integer() error {
 }
 
 func (p *dataParser) float() error {
-	tok, _, err := p.token()
-	if err != nil {
-		return err
+	s := &p.s
+	if c := s.ws(); c != '-' && c-'0' > 9 {
+		return p.errorf("expected a number")
 	}
+	var n numberToken
+	if scanNumber(s.buf, s.pos, &n) != numberOK {
+		return p.errorf("malformed number")
+	}
+	var err error
+	p.buf, err = p.appendFloat(p.buf, &n, s.buf[s.pos:n.end])
+	s.pos = n.end
+	return err
+}
+
+// appendFloat appends number n, whose text is tok, to out in p.dt's layout.
+func (p *dataParser) appendFloat(out []byte, n *numberToken, tok []byte) ([]byte, error) {
 	if p.dt == tensor.FP64 {
-		f, ok := fastFloat64(tok)
+		f, ok := n.float64()
 		if !ok {
+			var err error
 			if f, err = strconv.ParseFloat(string(tok), 64); err != nil {
-				return p.errorf("%s is out of range for FP64", tok)
+				return out, p.errorf("%s is out of range for FP64", tok)
 			}
 		}
-		p.buf = binary.LittleEndian.AppendUint64(p.buf, math.Float64bits(f))
-		return nil
+		return binary.LittleEndian.AppendUint64(out, math.Float64bits(f)), nil
 	}
-	f, ok := fastFloat32(tok)
+	f, ok := n.float32()
 	if !ok {
 		f64, err := strconv.ParseFloat(string(tok), 32)
 		if err != nil {
-			return p.errorf("%s is out of range for %s", tok, p.dt)
+			return out, p.errorf("%s is out of range for %s", tok, p.dt)
 		}
 		f = float32(f64)
 	}
 	switch p.dt {
 	case tensor.FP32:
-		p.buf = binary.LittleEndian.AppendUint32(p.buf, math.Float32bits(f))
+		return binary.LittleEndian.AppendUint32(out, math.Float32bits(f)), nil
 	case tensor.FP16:
 		h := tensor.Float32ToFP16(f)
 		if h&0x7fff == 0x7c00 {
-			return p.errorf("%s is out of range for FP16", tok)
+			return out, p.errorf("%s is out of range for FP16", tok)
 		}
-		p.buf = binary.LittleEndian.AppendUint16(p.buf, h)
+		return binary.LittleEndian.AppendUint16(out, h), nil
 	default:
 		h := tensor.Float32ToBF16(f)
 		if h&0x7fff == 0x7f80 {
-			return p.errorf("%s is out of range for BF16", tok)
+			return out, p.errorf("%s is out of range for BF16", tok)
 		}
-		p.buf = binary.LittleEndian.AppendUint16(p.buf, h)
+		return binary.LittleEndian.AppendUint16(out, h), nil
 	}
-	return nil
-}
-
-// decimal splits a JSON number token into mantissa digits and a power of
-// ten. ok is false when the mantissa needs more than 19 digits or the
-// exponent is absurd; the caller then falls back to strconv.
-func decimal(tok []byte) (mant uint64, exp int, neg, ok bool) {
-	i := 0
-	if tok[0] == '-' {
-		neg = true
-		i++
-	}
-	digits := 0
-	for ; i < len(tok) && tok[i] >= '0' && tok[i] <= '9'; i++ {
-		if mant != 0 || tok[i] != '0' {
-			digits++
-		}
-		mant = mant*10 + uint64(tok[i]-'0')
-	}
-	if i < len(tok) && tok[i] == '.' {
-		for i++; i < len(tok) && tok[i] >= '0' && tok[i] <= '9'; i++ {
-			if mant != 0 || tok[i] != '0' {
-				digits++
-			}
-			mant = mant*10 + uint64(tok[i]-'0')
-			exp--
-		}
-	}
-	if digits > 19 {
-		return 0, 0, false, false
-	}
-	if i < len(tok) {
-		i++ // 'e' or 'E'
-		eneg := false
-		if tok[i] == '+' || tok[i] == '-' {
-			eneg = tok[i] == '-'
-			i++
-		}
-		e := 0
-		for ; i < len(tok); i++ {
-			if e > 10000 {
-				return 0, 0, false, false
-			}
-			e = e*10 + int(tok[i]-'0')
-		}
-		if eneg {
-			e = -e
-		}
-		exp += e
-	}
-	return mant, exp, neg, true
 }
 
 var pow10f64 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
 	1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
 
-var pow10f32 = [...]float32{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10}
-
-// fastFloat64 converts tok exactly when the mantissa and the power of ten
-// are both exact float64 values: one correctly rounded multiply or divide
-// then gives the correctly rounded result. Most numbers clients send qualify.
-func fastFloat64(tok []byte) (float64, bool) {
-	mant, exp, neg, ok := decimal(tok)
-	if !ok || mant > 1<<53 || exp < -22 || exp > 22 {
-		if ok && mant == 0 {
-			return math.Copysign(0, sign(neg)), true
-		}
+// float64 converts n exactly when the mantissa and the power of ten are
+// both exact float64 values: one correctly rounded multiply or divide then
+// gives the correctly rounded result. Most numbers clients send qualify;
+// for the others ok is false and the caller asks strconv.
+func (n *numberToken) float64() (f float64, ok bool) {
+	switch {
+	case n.long:
+		return 0, false
+	case n.mant == 0:
+		return math.Copysign(0, sign(n.neg)), true
+	case n.mant > 1<<53 || n.exp < -22 || n.exp > 22:
 		return 0, false
 	}
-	f := float64(mant)
-	if exp < 0 {
-		f /= pow10f64[-exp]
+	f = float64(n.mant)
+	if n.exp < 0 {
+		f /= pow10f64[-n.exp]
 	} else {
-		f *= pow10f64[exp]
+		f *= pow10f64[n.exp]
 	}
-	if neg {
+	if n.neg {
 		f = -f
 	}
 	return f, true
 }
 
-// fastFloat32 is fastFloat64's float32 counterpart. Numbers with more
-// digits than float32's exact path takes (clients print float32 values with
-// up to nine) go through the float64 path and are rounded to float32; that
-// second rounding is exact unless the float64 lands exactly on a float32
-// halfway point, which is left to strconv.
-func fastFloat32(tok []byte) (float32, bool) {
-	mant, exp, neg, ok := decimal(tok)
-	if !ok {
+// Powers of ten for float32 conversions, from 1e-64 (a 19-digit mantissa
+// times it is still below float32's normal range) to 1e38 (above it).
+const (
+	minPow10f32 = -64
+	maxPow10f32 = 38
+)
+
+// pow10f32 holds 10^k for k from minPow10f32 on, each the float64 nearest
+// to it: strconv rounds correctly, where computing the powers would not.
+var pow10f32 = func() (t [maxPow10f32 - minPow10f32 + 1]float64) {
+	for i := range t {
+		t[i], _ = strconv.ParseFloat("1e"+strconv.Itoa(i+minPow10f32), 64)
+	}
+	return t
+}()
+
+// float32 converts n to the nearest float32 through one float64 multiply,
+// and reports false, leaving n to strconv, where that cannot be proved
+// right.
+//
+// float64(mant), pow10f32[exp] and their product each round once, by at
+// most 2^-53 relatively, so the product is within a little over 3 units in
+// its last place (ulps) of the exact value. The exact value and the product
+// then round to the same float32 unless a float32 rounding boundary, a
+// halfway point between two float32 neighbours, lies between them. Within
+// the normal float32 range a halfway point is a float64 whose low 29
+// mantissa bits are 1<<28, so a product 4 or more ulps away from that
+// pattern has none within reach; the margin of 8 is to spare, and costs a
+// fallback for one number in tens of millions. A power of two, where the
+// ulp changes, has those bits zero, far from the pattern. Results outside
+// the normal float32 range, and mantissas of more than 19 digits, go to
+// strconv. A division by an exact power of ten would need no margin, but
+// it takes several times as long as the multiply.
+func (n *numberToken) float32() (float32, bool) {
+	switch {
+	case n.long:
+		return 0, false
+	case n.mant == 0:
+		return float32(math.Copysign(0, sign(n.neg))), true
+	case n.exp < minPow10f32 || n.exp > maxPow10f32:
 		return 0, false
 	}
-	if mant == 0 {
-		return float32(math.Copysign(0, sign(neg))), true
-	}
-	if mant <= 1<<24 && exp >= -10 && exp <= 10 {
-		f := float32(mant)
-		if exp < 0 {
-			f /= pow10f32[-exp]
-		} else {
-			f *= pow10f32[exp]
-		}
-		if neg {
-			f = -f
-		}
-		return f, true
-	}
-	if mant > 1<<53 || exp < -22 || exp > 22 {
+	f := float64(n.mant) * pow10f32[n.exp-minPow10f32]
+	const margin = 8
+	if f < 0x1p-126 || f > math.MaxFloat32 || math.Float64bits(f)&(1<<29-1)-(1<<28-margin) <= 2*margin {
 		return 0, false
 	}
-	f := float64(mant)
-	if exp < 0 {
-		f /= pow10f64[-exp]
-	} else {
-		f *= pow10f64[exp]
-	}
-	// Only normal float32 magnitudes, where a float32 halfway point has its
-	// low 29 float64 mantissa bits equal to 1<<28.
-	if f < 0x1p-126 || f > math.MaxFloat32 || math.Float64bits(f)&(1<<29-1) == 1<<28 {
-		return 0, false
-	}
-	if neg {
+	if n.neg {
 		f = -f
 	}
 	return float32(f), true

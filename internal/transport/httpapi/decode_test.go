@@ -575,19 +575,21 @@ func TestFastFloatMatchesStrconv(t *testing.T) {
 	toks = append(toks, "1.00000005960464477539062500", "16777217", "0.100000001490116119384765625")
 	fast := 0
 	for _, tok := range toks {
-		if _, ok := fastFloat32([]byte(tok)); ok {
-			fast++
+		var n numberToken
+		if bad := scanNumber([]byte(tok), 0, &n); bad != numberOK || n.end != len(tok) {
+			t.Fatalf("scanNumber(%s) = %d, %+v; want the whole token", tok, bad, n)
 		}
-		if f, ok := fastFloat64([]byte(tok)); ok {
+		if f, ok := n.float64(); ok {
 			want, err := strconv.ParseFloat(tok, 64)
 			if err != nil || math.Float64bits(f) != math.Float64bits(want) {
-				t.Fatalf("fastFloat64(%s) = %v, strconv says %v (%v)", tok, f, want, err)
+				t.Fatalf("float64(%s) = %v, strconv says %v (%v)", tok, f, want, err)
 			}
 		}
-		if f, ok := fastFloat32([]byte(tok)); ok {
+		if f, ok := n.float32(); ok {
+			fast++
 			want, err := strconv.ParseFloat(tok, 32)
 			if err != nil || math.Float32bits(f) != math.Float32bits(float32(want)) {
-				t.Fatalf("fastFloat32(%s) = %v, strconv says %v (%v)", tok, f, want, err)
+				t.Fatalf("float32(%s) = %v, strconv says %v (%v)", tok, f, want, err)
 			}
 		}
 	}

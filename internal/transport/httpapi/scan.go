@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"encoding/binary"
 	"errors"
+	"math/bits"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -54,16 +56,25 @@ func (s *scanner) errorf(format string, args ...any) error {
 
 // ws skips whitespace and returns the next byte, or 0 at the end.
 func (s *scanner) ws() byte {
-	for s.pos < len(s.buf) {
-		switch c := s.buf[s.pos]; c {
-		case ' ', '\t', '\n', '\r':
-			s.pos++
-		default:
-			return c
-		}
+	s.pos = skipWS(s.buf, s.pos)
+	if s.pos < len(s.buf) {
+		return s.buf[s.pos]
 	}
 	return 0
 }
+
+// skipWS returns the index of the first byte from b[i] on that is not JSON
+// whitespace, or len(b).
+func skipWS(b []byte, i int) int {
+	for i < len(b) && isSpace[b[i]] {
+		i++
+	}
+	return i
+}
+
+// isSpace marks JSON's four whitespace bytes; a table lookup is one load
+// where a switch is several compares.
+var isSpace = [256]bool{' ': true, '\t': true, '\n': true, '\r': true}
 
 // end requires that nothing but whitespace follows.
 func (s *scanner) end() error {
@@ -246,54 +257,147 @@ func (s *scanner) hex4() (rune, bool) {
 // zeros, no leading '+', no hex, no NaN) and reports whether it has a
 // fraction or an exponent.
 func (s *scanner) number() (tok []byte, frac bool, err error) {
-	start := s.pos
-	b := s.buf
-	i := start
+	var n numberToken
+	if bad := scanNumber(s.buf, s.pos, &n); bad != numberOK {
+		return nil, false, s.numberError(n.end, bad)
+	}
+	tok = s.buf[s.pos:n.end]
+	s.pos = n.end
+	return tok, n.frac, nil
+}
+
+// numberError turns scanNumber's verdict into the scanner's error, with the
+// offset where the token went wrong.
+func (s *scanner) numberError(at int, bad numberSyntax) error {
+	if bad == numberNone {
+		return s.mismatch("a number")
+	}
+	s.pos = at
+	switch bad {
+	case numberNoFraction:
+		return s.errorf("expected a digit after '.'")
+	case numberNoExponent:
+		return s.errorf("expected a digit in the exponent")
+	}
+	return s.errorf("expected a digit")
+}
+
+// numberSyntax says what is wrong with a number token, if anything.
+type numberSyntax uint8
+
+const (
+	numberOK numberSyntax = iota
+	// numberNone: neither '-' nor a digit, so no number starts here.
+	numberNone
+	// numberNoDigit: a '-' without a digit after it.
+	numberNoDigit
+	// numberNoFraction: a '.' without a digit after it.
+	numberNoFraction
+	// numberNoExponent: an 'e' without a digit after it or its sign.
+	numberNoExponent
+)
+
+// numberToken is one number as scanNumber reads it: the token ends at end,
+// and its value is mant × 10^exp, negative when neg.
+type numberToken struct {
+	// end is the index just past the token, or where it went wrong.
+	end  int
+	mant uint64
+	exp  int
+	neg  bool
+	// frac says the token has a fraction or an exponent.
+	frac bool
+	// long says the token has more than 19 significant digits, which mant
+	// may not hold: its value is then meaningless.
+	long bool
+}
+
+// scanNumber reads the number token that starts at b[i] into n and, in the
+// same pass, its decimal mantissa and exponent, so float data is read once.
+// The exponent saturates far beyond any float's range, so a hostile one
+// cannot overflow it.
+//
+// n is filled through a pointer rather than returned: a returned struct is
+// spilled with narrow stores and copied with wide loads, which the CPU
+// cannot forward, and that stall cost more than the parsing.
+func scanNumber(b []byte, i int, n *numberToken) numberSyntax {
+	*n = numberToken{}
+	start := i
 	if i < len(b) && b[i] == '-' {
+		n.neg = true
 		i++
 	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
+	if i >= len(b) || b[i]-'0' > 9 {
+		n.end = i
+		if i == start {
+			return numberNone
 		}
-	case i == start:
-		return nil, false, s.mismatch("a number")
-	default:
-		s.pos = i
-		return nil, false, s.errorf("expected a digit")
+		return numberNoDigit
 	}
+	first := i
+	if b[i] == '0' {
+		i++ // JSON allows no other digit after a leading zero
+	} else {
+		i, n.mant = digitRun(b, i, 0)
+	}
+	digits := i - first
 	if i < len(b) && b[i] == '.' {
 		i++
-		frac = true
-		d := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
+		frac := i
+		i, n.mant = digitRun(b, i, n.mant)
+		if i == frac {
+			n.end = i
+			return numberNoFraction
 		}
-		if i == d {
-			s.pos = i
-			return nil, false, s.errorf("expected a digit after '.'")
-		}
+		digits += i - frac
+		n.exp = frac - i
+		n.frac = true
 	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+	if digits > 19 {
+		n.long = significant(b, first, digits) > 19
+	}
+	if i < len(b) && b[i]|0x20 == 'e' { // 'e' or 'E'
 		i++
-		frac = true
+		n.frac = true
+		eneg := false
 		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			eneg = b[i] == '-'
 			i++
 		}
-		d := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
+		exp := i
+		e := 0
+		for ; i < len(b) && b[i]-'0' <= 9; i++ {
+			if e < 100000 {
+				e = e*10 + int(b[i]-'0')
+			}
 		}
-		if i == d {
-			s.pos = i
-			return nil, false, s.errorf("expected a digit in the exponent")
+		if i == exp {
+			n.end = i
+			return numberNoExponent
 		}
+		if eneg {
+			e = -e
+		}
+		n.exp += e
 	}
-	s.pos = i
-	return b[start:i], frac, nil
+	n.end = i
+	return numberOK
+}
+
+// significant counts the significant digits of a mantissa of digits digits
+// starting at b[first]: all but the zeros before the first non-zero one,
+// which a JSON number has only in the form "0.000123". Zeros add nothing to
+// a mantissa that is still zero, so scanNumber counts them only when the
+// count decides whether the mantissa fits.
+func significant(b []byte, first, digits int) int {
+	if b[first] != '0' {
+		return digits
+	}
+	z := first + 2 // past "0."
+	for z < len(b) && b[z] == '0' {
+		z++
+	}
+	return digits - (z - first - 1) // the zeros after the point and the one before
 }
 
 // literal consumes word ("true", "false" or "null") if it is next.
@@ -411,4 +515,74 @@ func parseMagnitude(tok []byte) (uint64, bool) {
 		n = n*10 + d
 	}
 	return n, true
+}
+
+// digitRun reads the digits from b[i] on into m and returns the index after
+// them. m wraps around after 19 digits; scanNumber's caller knows not to
+// trust it then.
+//
+// It reads sixteen bytes at a time, as two words, while sixteen are left.
+// The digits a client prints for a float32 fill seven, eight or nine bytes;
+// taking the second word's digits only when the first word is all digits,
+// by masking rather than by a branch, spares the mispredicted branch that
+// deciding between those lengths one word at a time costs.
+func digitRun(b []byte, i int, m uint64) (int, uint64) {
+	for i+16 <= len(b) {
+		n1, d1 := leadingDigits(binary.LittleEndian.Uint64(b[i:]))
+		n2, d2 := leadingDigits(binary.LittleEndian.Uint64(b[i+8:]))
+		keep := -(n1 >> 3) // all ones when n1 is 8, zero when it is less
+		n2, d2 = n2&keep, d2&keep
+		m = (m*pow10u64[n1]+d1)*pow10u64[n2] + d2
+		i += int(n1 + n2)
+		if n2 < 8 {
+			return i, m
+		}
+	}
+	if i+8 <= len(b) {
+		n, d := leadingDigits(binary.LittleEndian.Uint64(b[i:]))
+		m = m*pow10u64[n] + d
+		i += int(n)
+		if n < 8 {
+			return i, m
+		}
+	}
+	for i < len(b) {
+		d := b[i] - '0'
+		if d > 9 {
+			break
+		}
+		m = m*10 + uint64(d)
+		i++
+	}
+	return i, m
+}
+
+// pow10u64 holds 10^n for a step of n digits.
+var pow10u64 = [...]uint64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8}
+
+// leadingDigits returns how many of the eight bytes in v, the first in the
+// lowest byte, are digits before the first that is not, and their value.
+func leadingDigits(v uint64) (n, value uint64) {
+	// A byte is a digit when its high nibble is 3 and its low nibble plus 6
+	// does not carry past 15; bad has a bit set in each byte that is not.
+	// Neither step carries from one byte into the next.
+	high := (v & 0xf0f0f0f0f0f0f0f0) ^ 0x3030303030303030
+	low := ((v & 0x0f0f0f0f0f0f0f0f) + 0x0606060606060606) & 0xf0f0f0f0f0f0f0f0
+	bad := high | low
+	n = uint64(bits.TrailingZeros64(bad)) / 8
+	// Shifting the digits up puts zeros, not other bytes, in front of them
+	// (the lowest byte is the most significant digit) and drops the rest;
+	// a shift by 64 leaves nothing, as it should for n == 0.
+	return n, eightDigits((v & 0x0f0f0f0f0f0f0f0f) << (8 * (8 - n)))
+}
+
+// eightDigits returns the value of eight decimal digits, one per byte, the
+// first (most significant) in the lowest byte. Each step joins neighbouring
+// lanes, the more significant one times its weight, into lanes twice as
+// wide: pairs (at most 99), then quadruples (9999), then the whole. No lane
+// overflows into the next, so one multiply does every lane of a step.
+func eightDigits(v uint64) uint64 {
+	v = (v*10 + (v >> 8)) & 0x00ff00ff00ff00ff
+	v = (v*100 + (v >> 16)) & 0x0000ffff0000ffff
+	return (v&0xffffffff)*10000 + (v >> 32)
 }
