@@ -226,7 +226,7 @@ func runSuite(ctx context.Context, c *config) error {
 	logf("%d repetitions of %d points, about %s", c.reps, res.plannedPoints(models), res.estimate(models).Round(time.Second))
 
 	srv, err := startServer(ctx, c.serverBin, c.serverCPU, repo, filepath.Join(c.work, "server.log"), servedNames(models),
-		append([]string{"--histogram-buckets", latencyBuckets()}, c.serverArgs...)...)
+		append([]string{"--histogram-buckets", latencyBuckets(), "--pprof"}, c.serverArgs...)...)
 	if err != nil {
 		return err
 	}
@@ -243,6 +243,11 @@ func runSuite(ctx context.Context, c *config) error {
 	}
 	if err := e.runHalfRate(ctx, res, models); err != nil {
 		return err
+	}
+	if !c.quick && slices.Contains(c.concurrency, profileConcurrency) {
+		if err := e.runCosts(ctx, res, models); err != nil {
+			return err
+		}
 	}
 	res.Meta.Elapsed = time.Since(start).Round(time.Second).String()
 	res.Meta.Retried = e.retried

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ type profiled struct {
 	objectsTop string
 	objects    float64 // allocated objects in the profile window
 	bytes      string  // allocated bytes in the profile window, as pprof prints it
+	costs      costProfile
 }
 
 // runProfile profiles the server under load on each of --profile-models
@@ -71,7 +73,7 @@ func runProfile(ctx context.Context, c *config) error {
 	var out []profiled
 	for _, m := range models {
 		for _, protocol := range []string{"grpc", "http-binary", "http-json"} {
-			p, err := profileOne(ctx, c, srv, m, protocol, dir, goTool)
+			p, err := profileOne(ctx, c, srv, m, protocol, dir, goTool, c.profileFor)
 			if err != nil {
 				return err
 			}
@@ -88,7 +90,9 @@ func runProfile(ctx context.Context, c *config) error {
 	return nil
 }
 
-func profileOne(ctx context.Context, c *config, srv *server, m *model, protocol, dir, goTool string) (profiled, error) {
+// profileOne profiles the server for d while the load generator drives m
+// over protocol.
+func profileOne(ctx context.Context, c *config, srv *server, m *model, protocol, dir, goTool string, d time.Duration) (profiled, error) {
 	p := profiled{model: m.name, protocol: protocol}
 	addr := srv.grpc
 	if protocol != "grpc" {
@@ -97,7 +101,7 @@ func profileOne(ctx context.Context, c *config, srv *server, m *model, protocol,
 	warm := time.Second
 	// The window outlasts the profiles by a margin on each side, so they
 	// see steady load only.
-	window := c.profileFor + 2*time.Second
+	window := d + 2*time.Second
 	cmd := pinned(ctx, c.clientCPU, c.loadgenBin, "--protocol", protocol, "--addr", addr, "--model", m.name, "--workload", m.name,
 		"--concurrency", strconv.Itoa(profileConcurrency), "--warmup", warm.String(), "--duration", window.String())
 	var stdout, stderr bytes.Buffer
@@ -112,16 +116,26 @@ func profileOne(ctx context.Context, c *config, srv *server, m *model, protocol,
 		_ = cmd.Wait()
 		return p, ctx.Err()
 	}
-	secs := strconv.Itoa(int(c.profileFor / time.Second))
+	secs := strconv.Itoa(int(d / time.Second))
 	cpuFile := filepath.Join(dir, m.name+"-"+protocol+"-cpu.pprof")
 	allocFile := filepath.Join(dir, m.name+"-"+protocol+"-allocs.pprof")
-	client := &http.Client{Timeout: c.profileFor + 30*time.Second}
+	client := &http.Client{Timeout: d + 30*time.Second}
 	var wg sync.WaitGroup
 	var cpuErr, allocErr error
+	cpu0, err := procCPU(srv.pid)
+	if err != nil {
+		return p, err
+	}
+	t0 := time.Now()
 	wg.Go(func() { cpuErr = fetch(client, "http://"+srv.metrics+"/debug/pprof/profile?seconds="+secs, cpuFile) })
 	// A delta profile: only what was allocated during the window.
 	wg.Go(func() { allocErr = fetch(client, "http://"+srv.metrics+"/debug/pprof/allocs?seconds="+secs, allocFile) })
 	wg.Wait()
+	cpu1, err := procCPU(srv.pid)
+	if err != nil {
+		return p, err
+	}
+	elapsed := time.Since(t0)
 	if err := cmd.Wait(); err != nil {
 		return p, fmt.Errorf("loadgen: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
@@ -133,7 +147,13 @@ func profileOne(ctx context.Context, c *config, srv *server, m *model, protocol,
 		return p, fmt.Errorf("loadgen output: %w", err)
 	}
 	p.throughput, p.errors = res.Throughput, res.Errors
-	var err error
+	// The profile covers d of the load generator's steady window.
+	inferences := p.throughput * d.Seconds()
+	p.costs = costProfile{Model: m.name, Protocol: protocol, Throughput: p.throughput,
+		ServerMicros: (cpu1 - cpu0).Seconds() * 1e6 / (p.throughput * elapsed.Seconds())}
+	if p.costs.Shares, p.costs.SampledORT, err = attribute(cpuFile, inferences); err != nil {
+		return p, err
+	}
 	if p.cpuTop, err = pprofTop(goTool, c.serverBin, cpuFile); err != nil {
 		return p, err
 	}
@@ -230,7 +250,14 @@ func profileMarkdown(c *config, ps []profiled) string {
 		}
 		w("| %s | %s | %s | %d | %s | %s |\n", p.model, p.protocol, thousands(p.throughput), p.errors, p.bytes, per)
 	}
-	w("\n")
+	w("\n## Where the CPU goes\n\n")
+	w("Server CPU per inference over each profile's window, broken down by kind of work from the CPU profile (each sample counted once: allocation, garbage collection and syscalls wherever they happen, the rest by the nearest function of a known kind). ")
+	w("ONNX Runtime's thread is not always visible to Go's profiler, so its sampled share is left out; `make bench` sets the breakdown beside the raw baseline in RESULTS.md.\n\n")
+	var cs []costProfile
+	for _, p := range ps {
+		cs = append(cs, p.costs)
+	}
+	w("%s\n", costsMarkdown(cs))
 	for _, p := range ps {
 		w("## %s over %s\n\n### CPU (top %d by flat time)\n\n```\n%s\n```\n\n", p.model, p.protocol, profileNodes, p.cpuTop)
 		w("### CPU (top %d by cumulative time)\n\n```\n%s\n```\n\n", profileNodes, p.cpuCum)
@@ -238,4 +265,46 @@ func profileMarkdown(c *config, ps []profiled) string {
 	}
 	w("Reproduce: `make bench-profile`; the raw profiles stay in `%s` for `go tool pprof -http`.\n", filepath.Join(c.work, "profile"))
 	return b.String()
+}
+
+// suiteProfiles are the model and protocol pairs whose costs `make bench`
+// breaks down, and suiteProfileFor the length of each CPU profile.
+var suiteProfiles = []struct{ model, protocol, mode string }{
+	{"simple", "grpc", modeGRPC}, {"simple", "http-json", modeJSON},
+	{"ocr_cls", "grpc", modeGRPC}, {"ocr_cls", "http-binary", modeBinary}, {"ocr_cls", "http-json", modeJSON},
+}
+
+const suiteProfileFor = 5 * time.Second
+
+// runCosts profiles the suite's server under the suite's top load on each
+// of suiteProfiles it measured, and sets each breakdown beside the raw
+// baseline at the batch size the same load gave in the main table.
+func (e *env) runCosts(ctx context.Context, res *results, models []*model) error {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		return fmt.Errorf("the go command is needed for `go tool pprof`: %w", err)
+	}
+	dir := filepath.Join(e.cfg.work, "profile")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, sp := range suiteProfiles {
+		i := slices.IndexFunc(models, func(m *model) bool { return m.name == sp.model })
+		if i < 0 || !slices.Contains(e.cfg.modes, sp.mode) {
+			continue
+		}
+		e.waitQuiet(ctx)
+		p, err := profileOne(ctx, e.cfg, e.srv, models[i], sp.protocol, dir, goTool, suiteProfileFor)
+		if err != nil {
+			return err
+		}
+		if s, ok := res.get(pointKey{Model: sp.model, Mode: sp.mode, Concurrency: profileConcurrency}); ok {
+			if _, raw, ok := res.rawAt(sp.model, max(s.MeanBatch, 1)); ok {
+				p.costs.RawMicros = raw * 1000
+			}
+		}
+		logf("costs of %s over %s: %.1f µs of server CPU per inference", sp.model, sp.protocol, p.costs.ServerMicros)
+		res.Costs = append(res.Costs, p.costs)
+	}
+	return nil
 }

@@ -234,6 +234,7 @@ func (r *results) markdown(plots map[string][]string) string {
 	}
 	r.batchingSection(&b)
 	r.overheadSection(&b)
+	r.costsSection(&b)
 	r.ghzSection(&b)
 	w("## Reproduce\n\n")
 	w("```\nmake bench          # this file, results.json and the plots (10 to 14 minutes on 2 cores)\nmake bench-quick    # one short repetition into .cache/bench-quick/\nmake bench-profile  # CPU and allocation profiles of the server into bench/PROFILE.md\n```\n")
@@ -458,6 +459,22 @@ func (r *results) overheadSection(b *strings.Builder) {
 		}
 	}
 	w("\nAt low concurrency the server idles between requests, and the Go runtime's and the batcher's wake-ups are spread over fewer inferences, so the figure is highest there.\n\n")
+}
+
+// costsSection lists the top costs per request, from CPU profiles taken
+// at the end of the run.
+func (r *results) costsSection(b *strings.Builder) {
+	if len(r.Costs) == 0 {
+		return
+	}
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Where the server's CPU goes, per inference\n\n")
+	w("After the measurements, the same server was profiled (Go's CPU profiler, %s each) under the same closed-loop load at concurrency %d. ", suiteProfileFor, profileConcurrency)
+	w("Its CPU per inference over each profile's window (from `/proc`) is set against raw ONNX Runtime's CPU per item at the batch size that load gave in the tables above; the difference is broken down by kind of work from the profile. ")
+	w("Each sample counts once: memory allocation, garbage collection and socket syscalls wherever they happen, the rest by the nearest function of a known kind (a copy made in onnxserve's decoder counts as the decoder's). ")
+	w("The last row is what the Go profile cannot see: the kernel's share of the server's CPU, and ONNX Runtime running slower in the server than alone, its core shared with the network work (the server's compute time per batch, in results.json, runs above the raw baseline's).\n\n")
+	w("%s\n", costsMarkdown(r.Costs))
+	w("`make bench-profile` writes the full CPU and allocation profiles (top functions, objects per inference) to PROFILE.md.\n\n")
 }
 
 func (r *results) ghzSection(b *strings.Builder) {

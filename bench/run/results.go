@@ -76,6 +76,8 @@ type results struct {
 	Points      []*point           `json:"points"`
 	HalfRate    map[string]float64 `json:"half_rate"`
 	GhzCommands map[string]string  `json:"ghz_commands"`
+	// Costs break the server's CPU per inference down by kind of work.
+	Costs []costProfile `json:"costs,omitempty"`
 
 	cfg    *config
 	models []*model
