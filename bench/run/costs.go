@@ -66,6 +66,9 @@ type costProfile struct {
 	// SampledORT is the CPU profile's time inside ONNX Runtime per
 	// inference; the profiler does not always see that thread.
 	SampledORT float64 `json:"sampled_ort_us_per_inference"`
+	// SampleMicros is what one profile sample (10 ms of CPU) comes to per
+	// inference: the breakdown's resolution.
+	SampleMicros float64 `json:"sample_us_per_inference"`
 }
 
 // attribute reads a CPU profile and returns its time per inference by
@@ -203,6 +206,7 @@ func costsMarkdown(cs []costProfile) string {
 			return "–"
 		})
 	}
+	row("*resolution: one 10 ms profile sample*", func(c costProfile) string { return fmt.Sprintf("*%.2f*", c.SampleMicros) })
 	row("&nbsp;&nbsp;not in the Go profile (kernel, ONNX Runtime slowed by sharing its core)", func(c costProfile) string {
 		if c.RawMicros == 0 {
 			return "–"

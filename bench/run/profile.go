@@ -18,6 +18,10 @@ import (
 	"time"
 )
 
+// profileSample is the CPU time one sample of Go's CPU profiler stands for
+// (it samples at 100 Hz).
+const profileSample = 10 * time.Millisecond
+
 // profileConcurrency is the closed-loop load under which the server is
 // profiled: enough to keep its core busy and its batches full.
 const profileConcurrency = 128
@@ -150,7 +154,8 @@ func profileOne(ctx context.Context, c *config, srv *server, m *model, protocol,
 	// The profile covers d of the load generator's steady window.
 	inferences := p.throughput * d.Seconds()
 	p.costs = costProfile{Model: m.name, Protocol: protocol, Throughput: p.throughput,
-		ServerMicros: (cpu1 - cpu0).Seconds() * 1e6 / (p.throughput * elapsed.Seconds())}
+		ServerMicros: (cpu1 - cpu0).Seconds() * 1e6 / (p.throughput * elapsed.Seconds()),
+		SampleMicros: profileSample.Seconds() * 1e6 / inferences}
 	if p.costs.Shares, p.costs.SampledORT, err = attribute(cpuFile, inferences); err != nil {
 		return p, err
 	}
