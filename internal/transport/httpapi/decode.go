@@ -131,18 +131,7 @@ func (d *decoder) document(req *inferRequest) error {
 	if err := s.open('{'); err != nil {
 		return fieldError(err, "the request must be a JSON object")
 	}
-	for i := 0; ; i++ {
-		ok, err := s.more('}', i)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		k, err := s.key()
-		if err != nil {
-			return err
-		}
+	err := s.members(func(k []byte) error {
 		switch string(k) {
 		case "id":
 			id, err := s.str()
@@ -150,18 +139,19 @@ func (d *decoder) document(req *inferRequest) error {
 				return fieldError(err, "field \"id\": must be a string")
 			}
 			req.ID = string(id)
+			return nil
 		case "parameters":
-			err = d.requestParameters(req)
+			return d.requestParameters(req)
 		case "inputs":
-			err = d.inputs(req)
+			return d.inputs(req)
 		case "outputs":
-			err = d.outputs(req)
+			return d.outputs(req)
 		default:
-			err = s.skip()
+			return s.skip()
 		}
-		if err != nil {
-			return err
-		}
+	})
+	if err != nil {
+		return err
 	}
 	if err := s.end(); err != nil {
 		return err
@@ -177,15 +167,8 @@ func (d *decoder) requestParameters(req *inferRequest) error {
 	if err := s.open('{'); err != nil {
 		return fieldError(err, "field \"parameters\": must be an object")
 	}
-	for i := 0; ; i++ {
-		ok, err := s.more('}', i)
-		if err != nil || !ok {
-			return err
-		}
-		k, err := s.key()
-		if err != nil {
-			return err
-		}
+	return s.members(func(k []byte) error {
+		var err error
 		switch string(k) {
 		case paramTimeout:
 			req.Timeout, err = d.signed()
@@ -211,13 +194,12 @@ func (d *decoder) requestParameters(req *inferRequest) error {
 					return fieldError(err, "parameter %q: must be a string or an integer", d.stickyKey)
 				}
 				req.RoutingKey, d.sticky = v, true
-				continue
+				return nil
 			}
-			if err := s.skip(); err != nil {
-				return err
-			}
+			return s.skip()
 		}
-	}
+		return nil
+	})
 }
 
 // routingKey reads a routing key parameter: a string, or an integer taken
@@ -305,54 +287,44 @@ func (d *decoder) input(i int) (tensor.Tensor, int64, error) {
 	if err := s.open('{'); err != nil {
 		return t, 0, fieldError(err, "input #%d: must be an object", i)
 	}
-	for j := 0; ; j++ {
-		ok, err := s.more('}', j)
-		if err != nil {
-			return t, 0, err
-		}
-		if !ok {
-			break
-		}
-		k, err := s.key()
-		if err != nil {
-			return t, 0, err
-		}
+	err := s.members(func(k []byte) error {
+		var err error
 		switch string(k) {
 		case "name":
 			v, err := s.str()
 			if err != nil {
-				return t, 0, fieldError(err, "input #%d: \"name\" must be a string", i)
+				return fieldError(err, "input #%d: \"name\" must be a string", i)
 			}
 			t.Name, haveName = string(v), true
 		case "datatype":
 			v, err := s.str()
 			if err != nil {
-				return t, 0, fieldError(err, "input %s: \"datatype\" must be a string", d.label(t.Name, i))
+				return fieldError(err, "input %s: \"datatype\" must be a string", d.label(t.Name, i))
 			}
 			dt, ok := tensor.ParseDataType(string(v))
 			if !ok {
-				return t, 0, tensor.Invalidf("input %s: unknown datatype %q", d.label(t.Name, i), v)
+				return tensor.Invalidf("input %s: unknown datatype %q", d.label(t.Name, i), v)
 			}
 			t.DataType, haveType = dt, true
 		case "shape":
 			if shape, err = d.shape(shape[:0]); err != nil {
-				return t, 0, fieldError(err, "input %s: \"shape\" must be an array of non-negative integers", d.label(t.Name, i))
+				return fieldError(err, "input %s: \"shape\" must be an array of non-negative integers", d.label(t.Name, i))
 			}
 			if shape == nil {
 				shape = []int64{}
 			}
 			if n, err := tensor.ElementCount(shape); err == nil {
 				if err := d.lim.CheckElements(t.Name, n); err != nil {
-					return t, 0, err
+					return err
 				}
 			}
 		case "parameters":
 			if binSize, err = d.inputParameters(t.Name, i); err != nil {
-				return t, 0, err
+				return err
 			}
 		case "data":
 			if haveData {
-				return t, 0, tensor.Invalidf("input %s: \"data\" given twice", d.label(t.Name, i))
+				return tensor.Invalidf("input %s: \"data\" given twice", d.label(t.Name, i))
 			}
 			haveData = true
 			if haveName && haveType {
@@ -362,21 +334,25 @@ func (d *decoder) input(i int) (tensor.Tensor, int64, error) {
 				}
 				t.Data, count, err = d.data(t.Name, t.DataType, want, d.lim)
 				if err != nil {
-					return t, 0, err
+					return err
 				}
-				continue
+				return nil
 			}
 			s.ws()
 			deferred.start = s.pos
 			if err := s.skip(); err != nil {
-				return t, 0, err
+				return err
 			}
 			deferred.end = s.pos
 		default:
 			if err := s.skip(); err != nil {
-				return t, 0, err
+				return err
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return t, 0, err
 	}
 	switch {
 	case !haveName || t.Name == "":
@@ -452,28 +428,20 @@ func (d *decoder) inputParameters(name string, i int) (int64, error) {
 	if err := s.open('{'); err != nil {
 		return 0, fieldError(err, "input %s: \"parameters\" must be an object", d.label(name, i))
 	}
-	for i := 0; ; i++ {
-		ok, err := s.more('}', i)
-		if err != nil {
-			return 0, err
+	err := s.members(func(k []byte) error {
+		if string(k) != paramBinaryDataSize {
+			return s.skip()
 		}
-		if !ok {
-			return size, nil
+		var err error
+		if size, err = s.uint(); err != nil {
+			return fieldError(err, "input %s: parameter %q must be a non-negative integer", d.label(name, i), paramBinaryDataSize)
 		}
-		k, err := s.key()
-		if err != nil {
-			return 0, err
-		}
-		if string(k) == paramBinaryDataSize {
-			if size, err = s.uint(); err != nil {
-				return 0, fieldError(err, "input %s: parameter %q must be a non-negative integer", d.label(name, i), paramBinaryDataSize)
-			}
-			continue
-		}
-		if err := s.skip(); err != nil {
-			return 0, err
-		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
+	return size, nil
 }
 
 func (d *decoder) outputs(req *inferRequest) error {
@@ -500,33 +468,23 @@ func (d *decoder) output(i int) (outputRequest, error) {
 	if err := s.open('{'); err != nil {
 		return o, fieldError(err, "output #%d: must be an object", i)
 	}
-	for j := 0; ; j++ {
-		ok, err := s.more('}', j)
-		if err != nil {
-			return o, err
-		}
-		if !ok {
-			break
-		}
-		k, err := s.key()
-		if err != nil {
-			return o, err
-		}
+	err := s.members(func(k []byte) error {
 		switch string(k) {
 		case "name":
 			v, err := s.str()
 			if err != nil {
-				return o, fieldError(err, "output #%d: \"name\" must be a string", i)
+				return fieldError(err, "output #%d: \"name\" must be a string", i)
 			}
 			o.Name = string(v)
+			return nil
 		case "parameters":
-			err = d.outputParameters(&o, i)
+			return d.outputParameters(&o, i)
 		default:
-			err = s.skip()
+			return s.skip()
 		}
-		if err != nil {
-			return o, err
-		}
+	})
+	if err != nil {
+		return o, err
 	}
 	if o.Name == "" {
 		return o, tensor.Invalidf("output #%d: missing \"name\"", i)
@@ -539,15 +497,7 @@ func (d *decoder) outputParameters(o *outputRequest, i int) error {
 	if err := s.open('{'); err != nil {
 		return fieldError(err, "output %s: \"parameters\" must be an object", d.label(o.Name, i))
 	}
-	for j := 0; ; j++ {
-		ok, err := s.more('}', j)
-		if err != nil || !ok {
-			return err
-		}
-		k, err := s.key()
-		if err != nil {
-			return err
-		}
+	return s.members(func(k []byte) error {
 		switch string(k) {
 		case paramBinaryData:
 			b, err := s.boolean()
@@ -563,11 +513,10 @@ func (d *decoder) outputParameters(o *outputRequest, i int) error {
 			// class labels would be a wrong answer, not a degraded one.
 			return tensor.Invalidf("output %s: parameter %q is not supported", d.label(o.Name, i), paramClassification)
 		default:
-			if err := s.skip(); err != nil {
-				return err
-			}
+			return s.skip()
 		}
-	}
+		return nil
+	})
 }
 
 // data parses a data value, flat or nested, into a fresh buffer in the

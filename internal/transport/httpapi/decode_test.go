@@ -276,6 +276,10 @@ func TestDecodeErrors(t *testing.T) {
 		{"outputs not array", `{"outputs":{}}`, `"outputs": must be an array`},
 		{"end inside array", `{"inputs":[`, "unexpected end of input"},
 		{"binary without header", in(`"name":"x","shape":[1],"datatype":"INT8","parameters":{"binary_data_size":1}`), "no Inference-Header-Content-Length"},
+		// The input's position names it before its name is read, not the
+		// parameter's position among the parameters.
+		{"bad binary size before name", `{"inputs":[{"name":"a","shape":[1],"datatype":"INT8","data":[1]},{"parameters":{"x":1,"y":2,"binary_data_size":-1}}]}`,
+			`input #1: parameter "binary_data_size" must be a non-negative integer`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -76,6 +76,25 @@ func skipWS(b []byte, i int) int {
 // where a switch is several compares.
 var isSpace = [256]bool{' ': true, '\t': true, '\n': true, '\r': true}
 
+// members reads the rest of an object whose '{' has been read: for each
+// member it reads the key and calls each with it, which must read the
+// value. It stops at the closing '}' or at the first error.
+func (s *scanner) members(each func(key []byte) error) error {
+	for i := 0; ; i++ {
+		ok, err := s.more('}', i)
+		if err != nil || !ok {
+			return err
+		}
+		k, err := s.key()
+		if err != nil {
+			return err
+		}
+		if err := each(k); err != nil {
+			return err
+		}
+	}
+}
+
 // end requires that nothing but whitespace follows.
 func (s *scanner) end() error {
 	if s.ws() != 0 {
