@@ -4,7 +4,9 @@
 // direction classifier), starts onnxserve pinned to one core, drives it
 // with bench/loadgen (and ghz for simple over gRPC) pinned to the other,
 // runs the raw ONNX Runtime baseline (cmd/ortbench) on the server's core,
-// and writes RESULTS.md, results.json and PNG plots.
+// ends by profiling the same server under the top load to break its CPU
+// per inference down by kind of work, and writes RESULTS.md, results.json
+// and PNG plots.
 //
 //	go run ./bench/run --out bench          # the full suite; `make bench`
 //	go run ./bench/run --quick --out .cache/bench-quick
