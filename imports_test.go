@@ -27,6 +27,7 @@ var allowed = map[string][]string{
 	"internal/runtime":           {"internal/tensor"},
 	"internal/tensor":            {},
 	"internal/onnxgen":           {},
+	"internal/testcert":          {},
 	"proto":                      {},
 	"bench":                      {"proto"},
 	"deploy":                     {},
@@ -67,12 +68,16 @@ func rel(path string) string {
 }
 
 // TestImportRules enforces DESIGN.md §3: each package imports only the
-// internal packages its row allows.
+// internal packages its row allows, and internal/testcert, whose keys are
+// made on the spot and never protected, is imported by tests alone.
 func TestImportRules(t *testing.T) {
 	for _, p := range listPackages(t) {
 		name := rel(p.ImportPath)
 		if name == "." {
 			continue
+		}
+		if slices.Contains(p.Imports, module+"/internal/testcert") {
+			t.Errorf("%s imports internal/testcert outside its tests; only tests may", name)
 		}
 		rule, ok := allowed[name]
 		if strings.HasPrefix(name, "bench/") {

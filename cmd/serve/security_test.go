@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/onnxserve/onnxserve/internal/testcert"
 	"github.com/onnxserve/onnxserve/internal/transport"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
@@ -111,11 +112,11 @@ func ctxTimeout(t *testing.T) context.Context {
 // and wrong certificates do not, and a new certificate is served without a
 // restart.
 func TestTLSEndToEnd(t *testing.T) {
-	serverCA, clientCA, otherCA := newTestCA(t, "server CA"), newTestCA(t, "client CA"), newTestCA(t, "other CA")
+	serverCA, clientCA, otherCA := testcert.NewCA(t, "server CA"), testcert.NewCA(t, "client CA"), testcert.NewCA(t, "other CA")
 	dir := t.TempDir()
-	certFile, keyFile := serverCA.valid(t).write(t, dir)
+	certFile, keyFile := serverCA.Valid(t).Write(t, dir)
 	caFile := filepath.Join(dir, "clients.pem")
-	writeStamped(t, caFile, clientCA.pem)
+	testcert.WriteFile(t, caFile, clientCA.PEM)
 	core, logs := observer.New(zapcore.InfoLevel)
 	ts := startLogged(t, zap.New(core), copyRepo(t), "--tls-cert", certFile, "--tls-key", keyFile, "--tls-client-ca", caFile,
 		"--metrics-tls", "--tls-reload-interval", "20ms")
@@ -123,7 +124,7 @@ func TestTLSEndToEnd(t *testing.T) {
 	metricsURL := "https://" + ts.a.metricsLn.Addr().String() + "/metrics"
 	grpcAddr := ts.a.grpcLn.Addr().String()
 
-	good := httpsClient(clientTLS(serverCA, clientCA.valid(t).tlsCert(t)))
+	good := httpsClient(testcert.ClientConfig(serverCA, clientCA.Valid(t).TLSCertificate(t)))
 	waitOK(t, func() (*http.Response, error) { return good.Get(httpsURL + "/v2/health/ready") })
 
 	t.Run("https with a client certificate", func(t *testing.T) {
@@ -145,19 +146,19 @@ func TestTLSEndToEnd(t *testing.T) {
 		}
 	})
 	refused := map[string]*http.Client{
-		"no client certificate":             httpsClient(clientTLS(serverCA)),
-		"client certificate of another CA":  httpsClient(clientTLS(serverCA, otherCA.valid(t).tlsCert(t))),
-		"expired client certificate":        httpsClient(clientTLS(serverCA, clientCA.expired(t).tlsCert(t))),
-		"client that does not trust the CA": httpsClient(clientTLS(otherCA, clientCA.valid(t).tlsCert(t))),
+		"no client certificate":             httpsClient(testcert.ClientConfig(serverCA)),
+		"client certificate of another CA":  httpsClient(testcert.ClientConfig(serverCA, otherCA.Valid(t).TLSCertificate(t))),
+		"expired client certificate":        httpsClient(testcert.ClientConfig(serverCA, clientCA.Expired(t).TLSCertificate(t))),
+		"client that does not trust the CA": httpsClient(testcert.ClientConfig(otherCA, clientCA.Valid(t).TLSCertificate(t))),
 		"plaintext":                         {Timeout: testTimeout},
 		"plaintext keep-alive":              {Timeout: testTimeout, Transport: &http.Transport{}},
 		"TLS 1.1 with a client certificate": httpsClient(func() *tls.Config {
-			c := clientTLS(serverCA, clientCA.valid(t).tlsCert(t))
+			c := testcert.ClientConfig(serverCA, clientCA.Valid(t).TLSCertificate(t))
 			c.MaxVersion = tls.VersionTLS11
 			return c
 		}()),
 		"TLS 1.2 CBC with a client cert": httpsClient(func() *tls.Config {
-			c := clientTLS(serverCA, clientCA.valid(t).tlsCert(t))
+			c := testcert.ClientConfig(serverCA, clientCA.Valid(t).TLSCertificate(t))
 			c.MaxVersion, c.CipherSuites = tls.VersionTLS12, []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}
 			return c
 		}()),
@@ -182,7 +183,7 @@ func TestTLSEndToEnd(t *testing.T) {
 	}
 
 	t.Run("grpc", func(t *testing.T) {
-		ok := grpcClient(t, grpcAddr, credentials.NewTLS(clientTLS(serverCA, clientCA.valid(t).tlsCert(t))))
+		ok := grpcClient(t, grpcAddr, credentials.NewTLS(testcert.ClientConfig(serverCA, clientCA.Valid(t).TLSCertificate(t))))
 		resp, err := ok.ModelInfer(ctxTimeout(t), simpleGRPC())
 		if err != nil {
 			t.Fatal(err)
@@ -192,8 +193,8 @@ func TestTLSEndToEnd(t *testing.T) {
 		}
 		for name, creds := range map[string]credentials.TransportCredentials{
 			"plaintext":             insecure.NewCredentials(),
-			"no client certificate": credentials.NewTLS(clientTLS(serverCA)),
-			"another CA":            credentials.NewTLS(clientTLS(serverCA, otherCA.valid(t).tlsCert(t))),
+			"no client certificate": credentials.NewTLS(testcert.ClientConfig(serverCA)),
+			"another CA":            credentials.NewTLS(testcert.ClientConfig(serverCA, otherCA.Valid(t).TLSCertificate(t))),
 		} {
 			c := grpcClient(t, grpcAddr, creds)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -206,7 +207,7 @@ func TestTLSEndToEnd(t *testing.T) {
 	})
 
 	t.Run("certificate reload", func(t *testing.T) {
-		client := clientTLS(serverCA, clientCA.valid(t).tlsCert(t))
+		client := testcert.ClientConfig(serverCA, clientCA.Valid(t).TLSCertificate(t))
 		presented := func() int64 {
 			conn, err := tls.Dial("tcp", ts.a.httpLn.Addr().String(), client)
 			if err != nil {
@@ -215,25 +216,25 @@ func TestTLSEndToEnd(t *testing.T) {
 			defer conn.Close()
 			return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
 		}
-		next := serverCA.valid(t)
-		next.write(t, dir)
+		next := serverCA.Valid(t)
+		next.Write(t, dir)
 		deadline := time.Now().Add(testTimeout)
-		for sn := presented(); sn != next.serial; sn = presented() {
+		for sn := presented(); sn != next.Serial; sn = presented() {
 			if time.Now().After(deadline) {
-				t.Fatalf("the server still presents certificate %d, not the new %d", sn, next.serial)
+				t.Fatalf("the server still presents certificate %d, not the new %d", sn, next.Serial)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 		// A broken pair is logged, and the working one stays in service.
-		writeStamped(t, certFile, []byte("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"))
+		testcert.WriteFile(t, certFile, []byte("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"))
 		for logs.FilterMessage("tls certificate reload failed; still serving the previous certificate").Len() == 0 {
 			if time.Now().After(deadline) {
 				t.Fatal("a broken certificate file was not reported")
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		if sn := presented(); sn != next.serial {
-			t.Fatalf("after a bad rotation the server presents %d, want %d", sn, next.serial)
+		if sn := presented(); sn != next.Serial {
+			t.Fatalf("after a bad rotation the server presents %d, want %d", sn, next.Serial)
 		}
 	})
 }
@@ -242,14 +243,14 @@ func TestTLSEndToEnd(t *testing.T) {
 // expired; the server starts anyway (and logs it), so a renewal can be
 // dropped in without a restart.
 func TestExpiredServerCertificate(t *testing.T) {
-	ca := newTestCA(t, "server CA")
-	certFile, keyFile := ca.expired(t).write(t, t.TempDir())
+	ca := testcert.NewCA(t, "server CA")
+	certFile, keyFile := ca.Expired(t).Write(t, t.TempDir())
 	core, logs := observer.New(zapcore.InfoLevel)
 	ts := startLogged(t, zap.New(core), copyRepo(t), "--tls-cert", certFile, "--tls-key", keyFile)
 	if logs.FilterMessage("tls certificate is outside its validity period; clients will refuse it").Len() != 1 {
 		t.Errorf("no error logged for the expired certificate: %v", logs.All())
 	}
-	_, err := httpsClient(clientTLS(ca)).Get("https://" + ts.a.httpLn.Addr().String() + "/v2/health/live")
+	_, err := httpsClient(testcert.ClientConfig(ca)).Get("https://" + ts.a.httpLn.Addr().String() + "/v2/health/live")
 	var invalid x509.CertificateInvalidError
 	if !errors.As(err, &invalid) || invalid.Reason != x509.Expired {
 		t.Fatalf("GET with an expired server certificate: %v, want an expired-certificate error", err)

@@ -10,6 +10,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/onnxserve/onnxserve/internal/testcert"
 )
 
 // acceptAll accepts from ln until it fails, handing connections out on a
@@ -99,14 +101,13 @@ func TestLimitListener(t *testing.T) {
 // TestRejectConnTLS checks that a refused TLS client reads the reply
 // through TLS.
 func TestRejectConnTLS(t *testing.T) {
-	ca := newCA(t, "ca")
-	certPEM, keyPEM, _ := ca.valid(t)
+	ca := testcert.NewCA(t, "ca")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	server := &tls.Config{Certificates: []tls.Certificate{clientCert(t, certPEM, keyPEM)}}
+	server := &tls.Config{Certificates: []tls.Certificate{ca.Valid(t).TLSCertificate(t)}}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -116,7 +117,7 @@ func TestRejectConnTLS(t *testing.T) {
 		}
 		RejectConn(c, server, ReplyAfterRequest([]byte("busy")))
 	}()
-	c, err := tls.Dial("tcp", ln.Addr().String(), clientConfig(ca))
+	c, err := tls.Dial("tcp", ln.Addr().String(), testcert.ClientConfig(ca))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,129 +2,20 @@ package transport
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
-	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/onnxserve/onnxserve/internal/testcert"
 )
 
 const tlsTestTimeout = 10 * time.Second
-
-// testCA is a certificate authority made up for a test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-var serial atomic.Int64
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-func newCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial.Add(1)),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue signs a leaf for 127.0.0.1 valid from notBefore to notAfter; it
-// returns the PEM certificate and key and the serial number.
-func (ca *testCA) issue(t *testing.T, notBefore, notAfter time.Time) (certPEM, keyPEM []byte, sn int64) {
-	t.Helper()
-	key := newKey(t)
-	sn = serial.Add(1)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(sn),
-		Subject:      pkix.Name{CommonName: "onnxserve-test"},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:     []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), sn
-}
-
-// valid issues a leaf valid now.
-func (ca *testCA) valid(t *testing.T) (certPEM, keyPEM []byte, sn int64) {
-	return ca.issue(t, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-}
-
-// client issues a client certificate valid now.
-func (ca *testCA) client(t *testing.T) tls.Certificate {
-	certPEM, keyPEM, _ := ca.valid(t)
-	return clientCert(t, certPEM, keyPEM)
-}
-
-// clientCert is a tls.Certificate from PEM.
-func clientCert(t *testing.T, certPEM, keyPEM []byte) tls.Certificate {
-	t.Helper()
-	c, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// writeFile writes data and gives the file a modification time of its
-// own, so a rewrite is a change even on a file system with coarse times.
-func writeFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	mod := time.Now().Add(time.Duration(serial.Add(1)) * time.Second)
-	if err := os.Chtimes(path, mod, mod); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // handshake runs a TLS handshake between server and client configs over
 // loopback TCP and returns the client's error and the serial number of the
@@ -180,43 +71,33 @@ func handshake(t *testing.T, server, client *tls.Config) (int64, error) {
 	return sn, err
 }
 
-func clientConfig(roots *testCA, certs ...tls.Certificate) *tls.Config {
-	pool := x509.NewCertPool()
-	pool.AddCert(roots.cert)
-	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: certs}
-}
-
 // pairFiles writes a certificate pair (and optional CA bundle) into dir.
-func pairFiles(t *testing.T, dir string, certPEM, keyPEM, caPEM []byte) (certFile, keyFile, caFile string) {
+func pairFiles(t *testing.T, dir string, pair testcert.Leaf, caPEM []byte) (certFile, keyFile, caFile string) {
 	t.Helper()
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	writeFile(t, certFile, certPEM)
-	writeFile(t, keyFile, keyPEM)
+	certFile, keyFile = pair.Write(t, dir)
 	if caPEM != nil {
 		caFile = filepath.Join(dir, "ca.crt")
-		writeFile(t, caFile, caPEM)
+		testcert.WriteFile(t, caFile, caPEM)
 	}
 	return certFile, keyFile, caFile
 }
 
 func TestServerConfigHandshakes(t *testing.T) {
-	serverCA, clientCA, otherCA := newCA(t, "server CA"), newCA(t, "client CA"), newCA(t, "other CA")
-	certPEM, keyPEM, _ := serverCA.valid(t)
-	expiredPEM, expiredKey, _ := serverCA.issue(t, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
-	goodClient := clientCA.client(t)
-	wrongClient := otherCA.client(t)
-	expPEM, expKey, _ := clientCA.issue(t, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour))
-	expiredClient := clientCert(t, expPEM, expKey)
+	serverCA, clientCA, otherCA := testcert.NewCA(t, "server CA"), testcert.NewCA(t, "client CA"), testcert.NewCA(t, "other CA")
+	served, expired := serverCA.Valid(t), serverCA.Expired(t)
+	goodClient := clientCA.Valid(t).TLSCertificate(t)
+	wrongClient := otherCA.Valid(t).TLSCertificate(t)
+	expiredClient := clientCA.Expired(t).TLSCertificate(t)
 
-	plain := func(t *testing.T, cert, key []byte) *tls.Config {
-		r, err := NewCertReloader(pairFilesIn(t, cert, key, nil))
+	plain := func(t *testing.T, pair testcert.Leaf) *tls.Config {
+		r, err := NewCertReloader(pairFilesIn(t, pair, nil))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return r.ServerConfig("http/1.1")
 	}
 	mutual := func(t *testing.T) *tls.Config {
-		r, err := NewCertReloader(pairFilesIn(t, certPEM, keyPEM, clientCA.pem))
+		r, err := NewCertReloader(pairFilesIn(t, served, clientCA.PEM))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,31 +109,31 @@ func TestServerConfigHandshakes(t *testing.T) {
 		client *tls.Config
 		ok     bool
 	}{
-		{"valid certificate", func(t *testing.T) *tls.Config { return plain(t, certPEM, keyPEM) }, clientConfig(serverCA), true},
-		{"expired server certificate", func(t *testing.T) *tls.Config { return plain(t, expiredPEM, expiredKey) }, clientConfig(serverCA), false},
-		{"client trusts another CA", func(t *testing.T) *tls.Config { return plain(t, certPEM, keyPEM) }, clientConfig(otherCA), false},
-		{"TLS 1.1 refused", func(t *testing.T) *tls.Config { return plain(t, certPEM, keyPEM) },
+		{"valid certificate", func(t *testing.T) *tls.Config { return plain(t, served) }, testcert.ClientConfig(serverCA), true},
+		{"expired server certificate", func(t *testing.T) *tls.Config { return plain(t, expired) }, testcert.ClientConfig(serverCA), false},
+		{"client trusts another CA", func(t *testing.T) *tls.Config { return plain(t, served) }, testcert.ClientConfig(otherCA), false},
+		{"TLS 1.1 refused", func(t *testing.T) *tls.Config { return plain(t, served) },
 			func() *tls.Config {
-				c := clientConfig(serverCA)
+				c := testcert.ClientConfig(serverCA)
 				c.MinVersion, c.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
 				return c
 			}(), false},
-		{"TLS 1.2 with an AEAD suite", func(t *testing.T) *tls.Config { return plain(t, certPEM, keyPEM) },
+		{"TLS 1.2 with an AEAD suite", func(t *testing.T) *tls.Config { return plain(t, served) },
 			func() *tls.Config {
-				c := clientConfig(serverCA)
+				c := testcert.ClientConfig(serverCA)
 				c.MaxVersion, c.CipherSuites = tls.VersionTLS12, []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}
 				return c
 			}(), true},
-		{"TLS 1.2 CBC suite refused", func(t *testing.T) *tls.Config { return plain(t, certPEM, keyPEM) },
+		{"TLS 1.2 CBC suite refused", func(t *testing.T) *tls.Config { return plain(t, served) },
 			func() *tls.Config {
-				c := clientConfig(serverCA)
+				c := testcert.ClientConfig(serverCA)
 				c.MaxVersion, c.CipherSuites = tls.VersionTLS12, []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}
 				return c
 			}(), false},
-		{"mTLS client certificate", mutual, clientConfig(serverCA, goodClient), true},
-		{"mTLS no client certificate", mutual, clientConfig(serverCA), false},
-		{"mTLS client certificate of another CA", mutual, clientConfig(serverCA, wrongClient), false},
-		{"mTLS expired client certificate", mutual, clientConfig(serverCA, expiredClient), false},
+		{"mTLS client certificate", mutual, testcert.ClientConfig(serverCA, goodClient), true},
+		{"mTLS no client certificate", mutual, testcert.ClientConfig(serverCA), false},
+		{"mTLS client certificate of another CA", mutual, testcert.ClientConfig(serverCA, wrongClient), false},
+		{"mTLS expired client certificate", mutual, testcert.ClientConfig(serverCA, expiredClient), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -266,26 +147,26 @@ func TestServerConfigHandshakes(t *testing.T) {
 
 // pairFilesIn is pairFiles in a fresh folder, in NewCertReloader's
 // argument order, with a no-op logger.
-func pairFilesIn(t *testing.T, certPEM, keyPEM, caPEM []byte) (string, string, string, *zap.Logger) {
-	c, k, ca := pairFiles(t, t.TempDir(), certPEM, keyPEM, caPEM)
+func pairFilesIn(t *testing.T, pair testcert.Leaf, caPEM []byte) (string, string, string, *zap.Logger) {
+	c, k, ca := pairFiles(t, t.TempDir(), pair, caPEM)
 	return c, k, ca, zap.NewNop()
 }
 
 func TestNewCertReloaderErrors(t *testing.T) {
-	ca := newCA(t, "ca")
-	certA, keyA, _ := ca.valid(t)
-	_, keyB, _ := ca.valid(t)
+	ca := testcert.NewCA(t, "ca")
+	a, b := ca.Valid(t), ca.Valid(t)
 	tests := []struct {
-		name                string
-		cert, key, clientCA []byte
+		name     string
+		pair     testcert.Leaf
+		clientCA []byte
 	}{
-		{"key of another certificate", certA, keyB, nil},
-		{"key is no key", certA, []byte("not a key"), nil},
-		{"client CA bundle without certificates", certA, keyA, []byte("nothing here")},
+		{"key of another certificate", testcert.Leaf{CertPEM: a.CertPEM, KeyPEM: b.KeyPEM}, nil},
+		{"key is no key", testcert.Leaf{CertPEM: a.CertPEM, KeyPEM: []byte("not a key")}, nil},
+		{"client CA bundle without certificates", a, []byte("nothing here")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := NewCertReloader(pairFilesIn(t, tt.cert, tt.key, tt.clientCA)); err == nil {
+			if _, err := NewCertReloader(pairFilesIn(t, tt.pair, tt.clientCA)); err == nil {
 				t.Fatal("NewCertReloader accepted a bad set")
 			}
 		})
@@ -302,18 +183,17 @@ func TestNewCertReloaderErrors(t *testing.T) {
 // bundle under a live configuration: good sets take effect, a bad set is
 // logged once and the previous set keeps serving.
 func TestCertReloaderReload(t *testing.T) {
-	serverCA, clientCA1, clientCA2 := newCA(t, "server CA"), newCA(t, "client CA 1"), newCA(t, "client CA 2")
-	certA, keyA, snA := serverCA.valid(t)
-	dir := t.TempDir()
-	certFile, keyFile, caFile := pairFiles(t, dir, certA, keyA, clientCA1.pem)
+	serverCA, clientCA1, clientCA2 := testcert.NewCA(t, "server CA"), testcert.NewCA(t, "client CA 1"), testcert.NewCA(t, "client CA 2")
+	a := serverCA.Valid(t)
+	certFile, keyFile, caFile := pairFiles(t, t.TempDir(), a, clientCA1.PEM)
 	core, logs := observer.New(zapcore.InfoLevel)
 	r, err := NewCertReloader(certFile, keyFile, caFile, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := r.ServerConfig("http/1.1")
-	client1 := clientConfig(serverCA, clientCA1.client(t))
-	client2 := clientConfig(serverCA, clientCA2.client(t))
+	client1 := testcert.ClientConfig(serverCA, clientCA1.Valid(t).TLSCertificate(t))
+	client2 := testcert.ClientConfig(serverCA, clientCA2.Valid(t).TLSCertificate(t))
 
 	expect := func(t *testing.T, client *tls.Config, wantSN int64, ok bool) {
 		t.Helper()
@@ -333,45 +213,44 @@ func TestCertReloaderReload(t *testing.T) {
 		}
 	}
 
-	expect(t, client1, snA, true)
+	expect(t, client1, a.Serial, true)
 	expect(t, client2, 0, false)
 	reload(t, false, false) // nothing changed
 
 	// A new pair takes effect without a restart.
-	certB, keyB, snB := serverCA.valid(t)
-	writeFile(t, certFile, certB)
-	writeFile(t, keyFile, keyB)
+	b := serverCA.Valid(t)
+	testcert.WriteFile(t, certFile, b.CertPEM)
+	testcert.WriteFile(t, keyFile, b.KeyPEM)
 	reload(t, true, false)
-	expect(t, client1, snB, true)
+	expect(t, client1, b.Serial, true)
 	if logs.FilterMessage("tls certificate reloaded").Len() != 1 {
 		t.Errorf("logs %v, want one reload line", logs.All())
 	}
 
 	// A certificate written before its key: the mismatched pair fails and
 	// the previous one keeps serving; the same files are not retried.
-	certC, keyC, snC := serverCA.valid(t)
-	writeFile(t, certFile, certC)
+	c := serverCA.Valid(t)
+	testcert.WriteFile(t, certFile, c.CertPEM)
 	reload(t, false, true)
-	expect(t, client1, snB, true)
+	expect(t, client1, b.Serial, true)
 	reload(t, false, false)
 	// The key arrives: the new pair takes over.
-	writeFile(t, keyFile, keyC)
+	testcert.WriteFile(t, keyFile, c.KeyPEM)
 	reload(t, true, false)
-	expect(t, client1, snC, true)
+	expect(t, client1, c.Serial, true)
 
 	// Rotating the client CA bundle changes who may connect.
-	writeFile(t, caFile, clientCA2.pem)
+	testcert.WriteFile(t, caFile, clientCA2.PEM)
 	reload(t, true, false)
-	expect(t, client2, snC, true)
+	expect(t, client2, c.Serial, true)
 	expect(t, client1, 0, false)
 }
 
 // TestCertReloaderRun checks that the polling loop notices a change on its
 // own and stops with its context.
 func TestCertReloaderRun(t *testing.T) {
-	ca := newCA(t, "ca")
-	certA, keyA, _ := ca.valid(t)
-	certFile, keyFile, _ := pairFiles(t, t.TempDir(), certA, keyA, nil)
+	ca := testcert.NewCA(t, "ca")
+	certFile, keyFile := ca.Valid(t).Write(t, t.TempDir())
 	r, err := NewCertReloader(certFile, keyFile, "", zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
@@ -382,13 +261,13 @@ func TestCertReloaderRun(t *testing.T) {
 		r.Run(ctx, 10*time.Millisecond)
 		close(done)
 	}()
-	certB, keyB, snB := ca.valid(t)
-	writeFile(t, keyFile, keyB)
-	writeFile(t, certFile, certB)
+	next := ca.Valid(t)
+	testcert.WriteFile(t, keyFile, next.KeyPEM)
+	testcert.WriteFile(t, certFile, next.CertPEM)
 	deadline := time.After(tlsTestTimeout)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for r.Certificate().Leaf.SerialNumber.Int64() != snB {
+	for r.Certificate().Leaf.SerialNumber.Int64() != next.Serial {
 		select {
 		case <-deadline:
 			t.Fatal("Run did not pick up the new certificate")
