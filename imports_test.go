@@ -14,23 +14,24 @@ const module = "github.com/onnxserve/onnxserve"
 // allowed lists, for each package, the module's internal packages it may
 // import directly. A package missing from the table may import none.
 var allowed = map[string][]string{
-	"cmd/serve":                  {"*"},
-	"cmd/genmodels":              {"internal/onnxgen"},
-	"cmd/ortbench":               {"internal/runtime", "internal/tensor", "internal/onnxgen"},
-	"internal/transport":         {"internal/serving", "internal/tensor"},
-	"internal/transport/httpapi": {"internal/transport", "internal/serving", "internal/tensor"},
-	"internal/transport/grpcapi": {"internal/transport", "internal/serving", "internal/tensor", "proto"},
-	"internal/serving":           {"internal/batcher", "internal/router", "internal/repository", "internal/tensor"},
-	"internal/router":            {},
-	"internal/repository":        {},
-	"internal/batcher":           {"internal/tensor"},
-	"internal/runtime":           {"internal/tensor"},
-	"internal/tensor":            {},
-	"internal/onnxgen":           {},
-	"internal/testcert":          {},
-	"proto":                      {},
-	"bench":                      {"proto"},
-	"deploy":                     {},
+	"cmd/serve":                    {"*"},
+	"cmd/genmodels":                {"internal/onnxgen"},
+	"cmd/ortbench":                 {"internal/runtime", "internal/tensor", "internal/onnxgen"},
+	"internal/transport":           {"internal/serving", "internal/tensor"},
+	"internal/transport/httpapi":   {"internal/transport", "internal/serving", "internal/tensor"},
+	"internal/transport/grpcapi":   {"internal/transport", "internal/serving", "internal/tensor", "proto"},
+	"internal/serving":             {"internal/batcher", "internal/router", "internal/repository", "internal/tensor"},
+	"internal/router":              {},
+	"internal/repository":          {},
+	"internal/batcher":             {"internal/tensor"},
+	"internal/runtime":             {"internal/tensor"},
+	"internal/tensor":              {},
+	"internal/onnxgen":             {},
+	"internal/testcert":            {},
+	"internal/serving/servingtest": {"internal/tensor"},
+	"proto":                        {},
+	"bench":                        {"proto"},
+	"deploy":                       {},
 }
 
 type pkgInfo struct {
@@ -68,16 +69,20 @@ func rel(path string) string {
 }
 
 // TestImportRules enforces DESIGN.md §3: each package imports only the
-// internal packages its row allows, and internal/testcert, whose keys are
-// made on the spot and never protected, is imported by tests alone.
+// internal packages its row allows, and the test-support packages
+// (internal/testcert, whose keys are made on the spot and never protected,
+// and internal/serving/servingtest's fake models) are imported by tests
+// alone.
 func TestImportRules(t *testing.T) {
 	for _, p := range listPackages(t) {
 		name := rel(p.ImportPath)
 		if name == "." {
 			continue
 		}
-		if slices.Contains(p.Imports, module+"/internal/testcert") {
-			t.Errorf("%s imports internal/testcert outside its tests; only tests may", name)
+		for _, testOnly := range []string{"internal/testcert", "internal/serving/servingtest"} {
+			if slices.Contains(p.Imports, module+"/"+testOnly) {
+				t.Errorf("%s imports %s outside its tests; only tests may", name, testOnly)
+			}
 		}
 		rule, ok := allowed[name]
 		if strings.HasPrefix(name, "bench/") {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/onnxserve/onnxserve/internal/serving"
+	"github.com/onnxserve/onnxserve/internal/serving/servingtest"
 	"github.com/onnxserve/onnxserve/internal/tensor"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
@@ -100,7 +101,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
 	e := &env{gate: newGate(), gate8: newGate(), obs: make(chan observation, 1024), served: make(chan error, 1)}
 	loader := &fakeLoader{models: map[string]func() (serving.Model, error){
-		"simple": func() (serving.Model, error) { return simpleModel(), nil },
+		"simple": func() (serving.Model, error) { return servingtest.Simple(), nil },
 		"gate":   func() (serving.Model, error) { return e.gate.model(), nil },
 		"gate8":  func() (serving.Model, error) { return e.gate8.model(), nil },
 		"fail":   func() (serving.Model, error) { return failingModel(), nil },

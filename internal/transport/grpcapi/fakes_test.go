@@ -14,53 +14,16 @@ import (
 
 	"github.com/onnxserve/onnxserve/internal/repository"
 	"github.com/onnxserve/onnxserve/internal/serving"
+	"github.com/onnxserve/onnxserve/internal/serving/servingtest"
 	"github.com/onnxserve/onnxserve/internal/tensor"
 )
 
-// fakeModel is a serving.Model whose Run is a Go function.
-type fakeModel struct {
-	in, out []tensor.Spec
-	run     func(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error)
-}
-
-func (m *fakeModel) Inputs() []tensor.Spec  { return m.in }
-func (m *fakeModel) Outputs() []tensor.Spec { return m.out }
-func (m *fakeModel) Close() error           { return nil }
-func (m *fakeModel) Run(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
-	return m.run(ctx, in)
-}
-
-// simpleModel adds and subtracts two INT32 [-1,16] inputs.
-func simpleModel() *fakeModel {
-	spec := func(name string) tensor.Spec {
-		return tensor.Spec{Name: name, DataType: tensor.Int32, Shape: []int64{-1, 16}}
-	}
-	return &fakeModel{
-		in:  []tensor.Spec{spec("INPUT0"), spec("INPUT1")},
-		out: []tensor.Spec{spec("OUTPUT0"), spec("OUTPUT1")},
-		run: func(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
-			a, b := in[0].Data, in[1].Data
-			sum, diff := make([]byte, len(a)), make([]byte, len(a))
-			for i := 0; i+4 <= len(a); i += 4 {
-				x, y := int32(binary.LittleEndian.Uint32(a[i:])), int32(binary.LittleEndian.Uint32(b[i:]))
-				binary.LittleEndian.PutUint32(sum[i:], uint32(x+y))
-				binary.LittleEndian.PutUint32(diff[i:], uint32(x-y))
-			}
-			shape := slices.Clone(in[0].Shape)
-			return []tensor.Tensor{
-				{Name: "OUTPUT0", DataType: tensor.Int32, Shape: shape, Data: sum},
-				{Name: "OUTPUT1", DataType: tensor.Int32, Shape: shape, Data: diff},
-			}, nil
-		},
-	}
-}
-
 // identityModel returns its one input of datatype dt, copied, as OUTPUT0.
-func identityModel(dt tensor.DataType) *fakeModel {
-	return &fakeModel{
-		in:  []tensor.Spec{{Name: "INPUT0", DataType: dt, Shape: []int64{-1}}},
-		out: []tensor.Spec{{Name: "OUTPUT0", DataType: dt, Shape: []int64{-1}}},
-		run: func(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
+func identityModel(dt tensor.DataType) *servingtest.Model {
+	return &servingtest.Model{
+		In:  []tensor.Spec{{Name: "INPUT0", DataType: dt, Shape: []int64{-1}}},
+		Out: []tensor.Spec{{Name: "OUTPUT0", DataType: dt, Shape: []int64{-1}}},
+		RunFunc: func(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
 			return []tensor.Tensor{{Name: "OUTPUT0", DataType: dt, Shape: slices.Clone(in[0].Shape), Data: slices.Clone(in[0].Data)}}, nil
 		},
 	}
@@ -102,14 +65,14 @@ func (g *gate) finished() []int32 {
 	return slices.Clone(g.ran)
 }
 
-func (g *gate) model() *fakeModel {
+func (g *gate) model() *servingtest.Model {
 	spec := func(name string) tensor.Spec {
 		return tensor.Spec{Name: name, DataType: tensor.Int32, Shape: []int64{-1}}
 	}
-	return &fakeModel{
-		in:  []tensor.Spec{spec("INPUT0")},
-		out: []tensor.Spec{spec("OUTPUT0")},
-		run: func(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
+	return &servingtest.Model{
+		In:  []tensor.Spec{spec("INPUT0")},
+		Out: []tensor.Spec{spec("OUTPUT0")},
+		RunFunc: func(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
 			v := int32(binary.LittleEndian.Uint32(in[0].Data))
 			g.started <- v
 			select {
@@ -131,9 +94,9 @@ func (g *gate) model() *fakeModel {
 var errRuntime = errors.New("onnxruntime: kernel failed")
 
 // failingModel fails every run.
-func failingModel() *fakeModel {
+func failingModel() *servingtest.Model {
 	m := identityModel(tensor.FP32)
-	m.run = func(context.Context, []tensor.Tensor) ([]tensor.Tensor, error) { return nil, errRuntime }
+	m.RunFunc = func(context.Context, []tensor.Tensor) ([]tensor.Tensor, error) { return nil, errRuntime }
 	return m
 }
 

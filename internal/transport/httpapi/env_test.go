@@ -3,7 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/onnxserve/onnxserve/internal/repository"
 	"github.com/onnxserve/onnxserve/internal/serving"
+	"github.com/onnxserve/onnxserve/internal/serving/servingtest"
 	"github.com/onnxserve/onnxserve/internal/tensor"
 )
 
@@ -49,52 +49,12 @@ func TestMain(m *testing.M) {
 // errModelFailed is what the "fail" model returns from every run.
 var errModelFailed = errors.New("kernel exploded")
 
-// fakeModel is a serving.Model whose Run is a Go function.
-type fakeModel struct {
-	inputs, outputs []tensor.Spec
-	run             func(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error)
-}
-
-func (m *fakeModel) Inputs() []tensor.Spec  { return m.inputs }
-func (m *fakeModel) Outputs() []tensor.Spec { return m.outputs }
-func (m *fakeModel) Close() error           { return nil }
-func (m *fakeModel) Run(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
-	return m.run(ctx, in)
-}
-
-// simpleModel is the classic "simple" example: OUTPUT0 = INPUT0 + INPUT1
-// and OUTPUT1 = INPUT0 - INPUT1 on INT32 [-1,16].
-func simpleModel() *fakeModel {
-	spec := func(name string) tensor.Spec {
-		return tensor.Spec{Name: name, DataType: tensor.Int32, Shape: []int64{-1, 16}}
-	}
-	return &fakeModel{
-		inputs:  []tensor.Spec{spec("INPUT0"), spec("INPUT1")},
-		outputs: []tensor.Spec{spec("OUTPUT0"), spec("OUTPUT1")},
-		run: func(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
-			a, b := in[0].Data, in[1].Data
-			sum := make([]byte, len(a))
-			diff := make([]byte, len(a))
-			for i := 0; i+4 <= len(a); i += 4 {
-				x, y := int32(binary.LittleEndian.Uint32(a[i:])), int32(binary.LittleEndian.Uint32(b[i:]))
-				binary.LittleEndian.PutUint32(sum[i:], uint32(x+y))
-				binary.LittleEndian.PutUint32(diff[i:], uint32(x-y))
-			}
-			shape := append([]int64(nil), in[0].Shape...)
-			return []tensor.Tensor{
-				{Name: "OUTPUT0", DataType: tensor.Int32, Shape: shape, Data: sum},
-				{Name: "OUTPUT1", DataType: tensor.Int32, Shape: shape, Data: diff},
-			}, nil
-		},
-	}
-}
-
 // identityModel copies its one input "IN" of type dt to "OUT".
-func identityModel(dt tensor.DataType) *fakeModel {
-	return &fakeModel{
-		inputs:  []tensor.Spec{{Name: "IN", DataType: dt, Shape: []int64{-1}}},
-		outputs: []tensor.Spec{{Name: "OUT", DataType: dt, Shape: []int64{-1}}},
-		run: func(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
+func identityModel(dt tensor.DataType) *servingtest.Model {
+	return &servingtest.Model{
+		In:  []tensor.Spec{{Name: "IN", DataType: dt, Shape: []int64{-1}}},
+		Out: []tensor.Spec{{Name: "OUT", DataType: dt, Shape: []int64{-1}}},
+		RunFunc: func(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
 			return []tensor.Tensor{{Name: "OUT", DataType: dt, Shape: append([]int64(nil), in[0].Shape...), Data: bytes.Clone(in[0].Data)}}, nil
 		},
 	}
@@ -117,11 +77,11 @@ func (l *fakeLoader) Load(_ context.Context, path string, _ repository.Instances
 	}
 	switch name {
 	case "simple", "split":
-		return simpleModel(), nil
+		return servingtest.Simple(), nil
 	case "block":
 		m := identityModel(tensor.Int32)
-		inner := m.run
-		m.run = func(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
+		inner := m.RunFunc
+		m.RunFunc = func(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
 			l.started <- struct{}{}
 			select {
 			case <-l.release:
@@ -133,11 +93,11 @@ func (l *fakeLoader) Load(_ context.Context, path string, _ repository.Instances
 		return m, nil
 	case "fail":
 		m := identityModel(tensor.Int32)
-		m.run = func(context.Context, []tensor.Tensor) ([]tensor.Tensor, error) { return nil, errModelFailed }
+		m.RunFunc = func(context.Context, []tensor.Tensor) ([]tensor.Tensor, error) { return nil, errModelFailed }
 		return m, nil
 	case "badout":
 		m := identityModel(tensor.FP32)
-		m.run = func(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
+		m.RunFunc = func(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
 			// One byte short of its own shape.
 			return []tensor.Tensor{{Name: "OUT", DataType: tensor.FP32, Shape: in[0].Shape, Data: make([]byte, len(in[0].Data)-1)}}, nil
 		}
