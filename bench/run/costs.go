@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/google/pprof/profile"
@@ -168,18 +169,21 @@ func costsMarkdown(cs []costProfile) string {
 		}
 	}
 	row("**server CPU, all of it** (`/proc`)", func(c costProfile) string { return fmt.Sprintf("**%.1f**", c.ServerMicros) })
-	row("ONNX Runtime's own run, raw baseline at the same batch size", func(c costProfile) string {
-		if c.RawMicros == 0 {
-			return "–"
-		}
-		return fmt.Sprintf("%.1f", c.RawMicros)
-	})
-	row("**beyond ONNX Runtime**", func(c costProfile) string {
-		if c.RawMicros == 0 {
-			return "–"
-		}
-		return fmt.Sprintf("**%.1f**", c.ServerMicros-c.RawMicros)
-	})
+	haveRaw := slices.ContainsFunc(cs, func(c costProfile) bool { return c.RawMicros > 0 })
+	if haveRaw {
+		row("ONNX Runtime's own run, raw baseline at the same batch size", func(c costProfile) string {
+			if c.RawMicros == 0 {
+				return "–"
+			}
+			return fmt.Sprintf("%.1f", c.RawMicros)
+		})
+		row("**beyond ONNX Runtime**", func(c costProfile) string {
+			if c.RawMicros == 0 {
+				return "–"
+			}
+			return fmt.Sprintf("**%.1f**", c.ServerMicros-c.RawMicros)
+		})
+	}
 	// Rows by their total over the columns, largest first.
 	totals := map[string]float64{}
 	for _, c := range cs {
@@ -207,16 +211,18 @@ func costsMarkdown(cs []costProfile) string {
 		})
 	}
 	row("*resolution: one 10 ms profile sample*", func(c costProfile) string { return fmt.Sprintf("*%.2f*", c.SampleMicros) })
-	row("&nbsp;&nbsp;not in the Go profile (kernel, ONNX Runtime slowed by sharing its core)", func(c costProfile) string {
-		if c.RawMicros == 0 {
-			return "–"
-		}
-		rest := c.ServerMicros - c.RawMicros
-		for _, s := range c.Shares {
-			rest -= s.Micros
-		}
-		return fmt.Sprintf("%.1f", rest)
-	})
+	if haveRaw {
+		row("&nbsp;&nbsp;not in the Go profile (kernel, ONNX Runtime slowed by sharing its core)", func(c costProfile) string {
+			if c.RawMicros == 0 {
+				return "–"
+			}
+			rest := c.ServerMicros - c.RawMicros
+			for _, s := range c.Shares {
+				rest -= s.Micros
+			}
+			return fmt.Sprintf("%.1f", rest)
+		})
+	}
 	w("\n")
 	return b.String()
 }

@@ -69,3 +69,13 @@ func TestCostsMarkdown(t *testing.T) {
 		}
 	}
 }
+
+func TestCostsMarkdownWithoutRaw(t *testing.T) {
+	md := costsMarkdown([]costProfile{{Model: "simple", Protocol: "grpc", ServerMicros: 20, Shares: []costShare{{"protobuf", 4}}}})
+	if strings.Contains(md, "beyond ONNX Runtime") || strings.Contains(md, "not in the Go profile") {
+		t.Fatalf("rows that need the raw baseline shown without it:\n%s", md)
+	}
+	if !strings.Contains(md, "| &nbsp;&nbsp;protobuf | 4.0 |") {
+		t.Fatalf("table lacks its share:\n%s", md)
+	}
+}

@@ -246,7 +246,8 @@ func profileMarkdown(c *config, ps []profiled) string {
 	w("server pinned to CPU %d with one intra-op thread, load generator on CPU %d, loopback only. Each profile covers %s of steady load. ", c.serverCPU, c.clientCPU, c.profileFor)
 	w("Date %s, commit `%s`, `%s`.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), gitCommit(), c.command)
 	w("The allocation profiles are delta profiles over the same window; objects per inference = allocated objects / (throughput × window). ")
-	w("Throughput is lower than in RESULTS.md: the profiler itself costs the server CPU.\n\n")
+	w("Throughput is lower than in RESULTS.md: the profiler itself costs the server CPU. ")
+	w("Go publishes allocation samples at garbage collections, so a window with few collections shows only what was published: where a server allocates little (the classifier over gRPC recycles its payload buffers), read the allocation figures as lower bounds.\n\n")
 	w("| model | protocol | inferences/s while profiled | errors | allocated in window | objects per inference |\n|---|---|---:|---:|---:|---:|\n")
 	for _, p := range ps {
 		per := "–"
