@@ -4,6 +4,7 @@ import (
 	"math/bits"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"weak"
 
 	"google.golang.org/grpc/encoding"
@@ -49,6 +50,9 @@ type codec struct {
 	// release only costs its buffer's reuse, never the memory.
 	mu   sync.Mutex
 	held map[weak.Pointer[inference.ModelInferRequest]]heldBuffer
+	// nheld is len(held), read without the lock: while no request holds a
+	// buffer, release skips the weak pointer and the lookup.
+	nheld atomic.Int64
 }
 
 type heldBuffer struct {
@@ -82,6 +86,7 @@ func (c *codec) Unmarshal(data mem.BufferSlice, v any) error {
 	h := heldBuffer{buf: buf, cleanup: runtime.AddCleanup(req, c.forget, key)}
 	c.mu.Lock()
 	c.held[key] = h
+	c.nheld.Store(int64(len(c.held)))
 	c.mu.Unlock()
 	return nil
 }
@@ -92,13 +97,14 @@ func (c *codec) Unmarshal(data mem.BufferSlice, v any) error {
 // (a call abandoned on its deadline may still be read by a batch). After
 // release req's raw_input_contents are gone.
 func (c *codec) release(req *inference.ModelInferRequest, reuse bool) {
-	if req == nil || len(req.RawInputContents) == 0 {
+	if req == nil || len(req.RawInputContents) == 0 || c.nheld.Load() == 0 {
 		return
 	}
 	key := weak.Make(req)
 	c.mu.Lock()
 	h, ok := c.held[key]
 	delete(c.held, key)
+	c.nheld.Store(int64(len(c.held)))
 	c.mu.Unlock()
 	if !ok {
 		return
@@ -114,6 +120,7 @@ func (c *codec) release(req *inference.ModelInferRequest, reuse bool) {
 func (c *codec) forget(key weak.Pointer[inference.ModelInferRequest]) {
 	c.mu.Lock()
 	delete(c.held, key)
+	c.nheld.Store(int64(len(c.held)))
 	c.mu.Unlock()
 }
 
