@@ -28,9 +28,10 @@ const (
 // buffer rather than being copied behind the message's other fields.
 const separateOutput = 4 << 10
 
-// aliasFrom is the request size from which raw inputs alias the received
-// message. Below it protobuf's small copies cost less than the codec's own
-// pass over the fields.
+// aliasFrom is the request size from which raw inputs alias a recycled
+// copy of the received message; below it a copy of the garbage
+// collector's serves (unmarshalSmall), which costs less than keeping
+// track of a recycled one.
 const aliasFrom = 4 << 10
 
 // codec is the server's wire codec: the standard protobuf codec, with the
@@ -71,8 +72,11 @@ func (*codec) Name() string { return grpcproto.Name }
 // Unmarshal decodes data into v.
 func (c *codec) Unmarshal(data mem.BufferSlice, v any) error {
 	req, ok := v.(*inference.ModelInferRequest)
-	if !ok || data.Len() < aliasFrom {
+	if !ok {
 		return c.std.Unmarshal(data, v)
+	}
+	if data.Len() < aliasFrom {
+		return unmarshalSmall(data.Materialize(), req)
 	}
 	buf := c.bufs.get(data.Len())
 	data.CopyTo(*buf)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -222,23 +223,29 @@ func TestCodecMarshal(t *testing.T) {
 	}
 }
 
-// FuzzCodecUnmarshal holds the codec's aliasing decoder to protobuf's own
-// decoding on arbitrary bytes: the same message, or an error in both.
+// FuzzCodecUnmarshal holds the codec's decoders, for large and for small
+// requests, to protobuf's own decoding on arbitrary bytes: the same
+// message, or an error in both.
 func FuzzCodecUnmarshal(f *testing.F) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	f.Add([]byte{})
 	f.Add(wire(&testing.T{}, inferRequest(rng, 8, 3)))
 	f.Add(shuffleFields(&testing.T{}, rng, wire(&testing.T{}, inferRequest(rng, 5, 0, 2))))
+	f.Add(wire(&testing.T{}, commonRequest()))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		want := &inference.ModelInferRequest{}
 		stdErr := proto.Unmarshal(b, want)
-		got := &inference.ModelInferRequest{}
-		err := unmarshalInfer(bytes.Clone(b), got)
-		if (err == nil) != (stdErr == nil) {
-			t.Fatalf("codec error %v, protobuf error %v", err, stdErr)
-		}
-		if err == nil && !proto.Equal(got, want) {
-			t.Fatalf("codec decoded\n%v\nprotobuf decoded\n%v", got, want)
+		for name, decode := range map[string]func([]byte, *inference.ModelInferRequest) error{
+			"aliasing": unmarshalInfer, "small": unmarshalSmall,
+		} {
+			got := &inference.ModelInferRequest{}
+			err := decode(bytes.Clone(b), got)
+			if (err == nil) != (stdErr == nil) {
+				t.Fatalf("%s decoder error %v, protobuf error %v", name, err, stdErr)
+			}
+			if err == nil && !proto.Equal(got, want) {
+				t.Fatalf("%s decoder decoded\n%v\nprotobuf decoded\n%v", name, got, want)
+			}
 		}
 	})
 }
@@ -259,7 +266,12 @@ func BenchmarkCodec(b *testing.B) {
 		name    string
 		in, out []int
 	}{{"simple", []int{64, 64}, []int{64, 64}}, {"image", []int{3 * 48 * 192 * 4}, []int{8, 3 * 48 * 192 * 4}}} {
-		req := wire(&testing.T{}, inferRequest(rng, size.in...))
+		// simple's request as clients send it; the image request carries
+		// parameters as well.
+		req := wire(&testing.T{}, commonRequest())
+		if size.name != "simple" {
+			req = wire(&testing.T{}, inferRequest(rng, size.in...))
+		}
 		resp := &inference.ModelInferResponse{ModelName: "m", ModelVersion: "1", Id: "r"}
 		for i, n := range size.out {
 			resp.Outputs = append(resp.Outputs, &inference.ModelInferResponse_InferOutputTensor{Name: "OUT" + strconv.Itoa(i), Datatype: "UINT8", Shape: []int64{1, int64(n)}})
@@ -418,5 +430,60 @@ func TestCodecForgetsDroppedRequests(t *testing.T) {
 	c.release(req, true)
 	if c.holding() != 0 || req.RawInputContents != nil {
 		t.Fatalf("after release: holding %d, raw contents %d", c.holding(), len(req.RawInputContents))
+	}
+}
+
+// commonRequest is what most clients send: no parameters, no typed
+// contents.
+func commonRequest() *inference.ModelInferRequest {
+	return &inference.ModelInferRequest{
+		ModelName: "simple", ModelVersion: "1", Id: "r1",
+		Inputs: []*inference.ModelInferRequest_InferInputTensor{
+			{Name: "INPUT0", Datatype: "INT32", Shape: []int64{1, 16}},
+			{Name: "INPUT1", Datatype: "INT32", Shape: []int64{1, -3, 1 << 40}},
+		},
+		Outputs:          []*inference.ModelInferRequest_InferRequestedOutputTensor{{Name: "OUTPUT1"}},
+		RawInputContents: [][]byte{make([]byte, 64), {1, 2, 3}},
+	}
+}
+
+// TestDecodeCommon checks that the small-request decoder takes common
+// requests itself, aliasing the message rather than copying from it, and
+// leaves the rest to protobuf.
+func TestDecodeCommon(t *testing.T) {
+	b := wire(t, commonRequest())
+	got := &inference.ModelInferRequest{}
+	if !decodeCommon(b, got) {
+		t.Fatal("a common request fell back to protobuf")
+	}
+	if !proto.Equal(got, commonRequest()) {
+		t.Fatalf("decoded\n%v\nwant\n%v", got, commonRequest())
+	}
+	inside := func(p unsafe.Pointer) bool {
+		return uintptr(p) >= uintptr(unsafe.Pointer(&b[0])) && uintptr(p) < uintptr(unsafe.Pointer(&b[0]))+uintptr(len(b))
+	}
+	if !inside(unsafe.Pointer(unsafe.StringData(got.ModelName))) || !inside(unsafe.Pointer(&got.RawInputContents[0][0])) {
+		t.Fatal("strings or raw contents were copied, not aliased")
+	}
+	// Unpacked shapes are valid protobuf too.
+	unpacked := protowire.AppendTag(nil, fieldTensorShape, protowire.VarintType)
+	unpacked = protowire.AppendVarint(unpacked, 7)
+	in := protowire.AppendBytes(protowire.AppendTag(nil, fieldInputs, protowire.BytesType), unpacked)
+	got = &inference.ModelInferRequest{}
+	if !decodeCommon(in, got) || len(got.Inputs) != 1 || !slices.Equal(got.Inputs[0].Shape, []int64{7}) {
+		t.Fatalf("unpacked shape: %v", got)
+	}
+	for name, req := range map[string]*inference.ModelInferRequest{
+		"request parameters": {Parameters: map[string]*inference.InferParameter{"p": {}}},
+		"typed contents":     {Inputs: []*inference.ModelInferRequest_InferInputTensor{{Contents: &inference.InferTensorContents{IntContents: []int32{1}}}}},
+		"input parameters":   {Inputs: []*inference.ModelInferRequest_InferInputTensor{{Parameters: map[string]*inference.InferParameter{"p": {}}}}},
+		"output parameters":  {Outputs: []*inference.ModelInferRequest_InferRequestedOutputTensor{{Parameters: map[string]*inference.InferParameter{"p": {}}}}},
+	} {
+		if decodeCommon(wire(t, req), &inference.ModelInferRequest{}) {
+			t.Errorf("%s: taken by the small decoder, which does not read them", name)
+		}
+	}
+	if decodeCommon([]byte{0x0a, 0x02, 0xff, 0xfe}, &inference.ModelInferRequest{}) {
+		t.Error("a model name that is not UTF-8 was accepted")
 	}
 }

@@ -1,0 +1,172 @@
+package grpcapi
+
+import (
+	"unicode/utf8"
+	"unsafe"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	inference "github.com/onnxserve/onnxserve/proto"
+)
+
+// Field numbers of ModelInferRequest and its nested messages that
+// decodeCommon reads, from proto/inference.proto.
+const (
+	fieldModelName    protowire.Number = 1 // ModelInferRequest.model_name
+	fieldModelVersion protowire.Number = 2 // ModelInferRequest.model_version
+	fieldID           protowire.Number = 3 // ModelInferRequest.id
+	fieldInputs       protowire.Number = 5 // ModelInferRequest.inputs
+	fieldOutputs      protowire.Number = 6 // ModelInferRequest.outputs
+	fieldTensorName   protowire.Number = 1 // InferInputTensor.name, InferRequestedOutputTensor.name
+	fieldTensorType   protowire.Number = 2 // InferInputTensor.datatype
+	fieldTensorShape  protowire.Number = 3 // InferInputTensor.shape
+)
+
+// decodeCommon decodes b into req when b holds only what most requests
+// carry: names, version, id, inputs with name, datatype and shape, outputs
+// by name, and raw contents. It reports false for anything else
+// (parameters, typed contents, unknown fields, malformed or non-UTF-8
+// data), leaving req to protobuf's own decoder, so its results are always
+// protobuf's. Strings and raw contents alias b, which must not change
+// afterwards; skipping protobuf's reflection and its copies is what makes
+// it cheaper for the small requests that dominate an overhead-bound load.
+func decodeCommon(b []byte, req *inference.ModelInferRequest) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || typ != protowire.BytesType {
+			return false
+		}
+		v, m := protowire.ConsumeBytes(b[n:])
+		if m < 0 {
+			return false
+		}
+		b = b[n+m:]
+		var ok bool
+		switch num {
+		case fieldModelName:
+			req.ModelName, ok = aliasString(v)
+		case fieldModelVersion:
+			req.ModelVersion, ok = aliasString(v)
+		case fieldID:
+			req.Id, ok = aliasString(v)
+		case fieldInputs:
+			in := &inference.ModelInferRequest_InferInputTensor{}
+			ok = decodeInput(v, in)
+			req.Inputs = append(req.Inputs, in)
+		case fieldOutputs:
+			out := &inference.ModelInferRequest_InferRequestedOutputTensor{}
+			ok = decodeOutput(v, out)
+			req.Outputs = append(req.Outputs, out)
+		case fieldRawInputContents:
+			req.RawInputContents, ok = append(req.RawInputContents, v[:len(v):len(v)]), true
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func decodeInput(b []byte, in *inference.ModelInferRequest_InferInputTensor) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		switch {
+		case num == fieldTensorShape && typ == protowire.VarintType:
+			x, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return false
+			}
+			in.Shape = append(in.Shape, int64(x))
+			b = b[m:]
+		case typ != protowire.BytesType:
+			return false
+		default:
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return false
+			}
+			b = b[m:]
+			var ok bool
+			switch num {
+			case fieldTensorName:
+				in.Name, ok = aliasString(v)
+			case fieldTensorType:
+				in.Datatype, ok = aliasString(v)
+			case fieldTensorShape: // packed
+				ok = appendPacked(v, &in.Shape)
+			}
+			if !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func decodeOutput(b []byte, out *inference.ModelInferRequest_InferRequestedOutputTensor) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num != fieldTensorName || typ != protowire.BytesType {
+			return false
+		}
+		v, m := protowire.ConsumeBytes(b[n:])
+		if m < 0 {
+			return false
+		}
+		var ok bool
+		if out.Name, ok = aliasString(v); !ok {
+			return false
+		}
+		b = b[n+m:]
+	}
+	return true
+}
+
+// appendPacked appends a packed run of int64 varints to dst.
+func appendPacked(b []byte, dst *[]int64) bool {
+	if *dst == nil {
+		// One element per byte without its continuation bit.
+		n := 0
+		for _, c := range b {
+			if c < 0x80 {
+				n++
+			}
+		}
+		*dst = make([]int64, 0, n)
+	}
+	for len(b) > 0 {
+		x, m := protowire.ConsumeVarint(b)
+		if m < 0 {
+			return false
+		}
+		*dst = append(*dst, int64(x))
+		b = b[m:]
+	}
+	return true
+}
+
+// aliasString views b as a string, as proto3 requires valid UTF-8.
+func aliasString(b []byte) (string, bool) {
+	if len(b) == 0 {
+		return "", true
+	}
+	if !utf8.Valid(b) {
+		return "", false
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b)), true
+}
+
+// unmarshalSmall decodes a request below aliasFrom bytes: decodeCommon on
+// a copy of the message the garbage collector owns, which its strings and
+// raw contents may alias for as long as they live, else protobuf.
+func unmarshalSmall(b []byte, req *inference.ModelInferRequest) error {
+	if decodeCommon(b, req) {
+		return nil
+	}
+	return proto.Unmarshal(b, req)
+}
