@@ -207,42 +207,39 @@ func unmarshalInfer(b []byte, req *inference.ModelInferRequest) error {
 func (c *codec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *inference.ModelInferResponse:
-		if hasLargeOutput(m) {
-			parts, _, err := marshalInfer(m, nil)
-			if err != nil {
-				return nil, err
-			}
-			return buffers(parts), nil
+		parts, _, err := marshalInfer(m, nil)
+		if err != nil {
+			return nil, err
 		}
+		return buffers(parts), nil
 	case *inference.ModelStreamInferResponse:
-		if hasLargeOutput(m.GetInferResponse()) {
+		if m.GetInferResponse() != nil {
 			return marshalStream(m)
 		}
 	}
 	return c.std.Marshal(v)
 }
 
-func hasLargeOutput(m *inference.ModelInferResponse) bool {
-	for _, r := range m.GetRawOutputContents() {
-		if len(r) >= separateOutput {
-			return true
-		}
-	}
-	return false
-}
-
 // marshalInfer encodes m as parts whose concatenation is the message,
 // after head (which the first part extends): every field but
-// raw_output_contents through protobuf, then each raw output as a field
-// of its own, small ones copied, large ones as their own part. m is left
-// as it was. size is the message's encoded length, head excluded.
+// raw_output_contents (directly for the responses the server builds,
+// through protobuf otherwise), then each raw output as a field of its own,
+// small ones copied, large ones as their own part. m is left as it was.
+// size is the message's encoded length, head excluded.
 func marshalInfer(m *inference.ModelInferResponse, head []byte) (parts [][]byte, size int, err error) {
 	raws := m.RawOutputContents
-	m.RawOutputContents = nil
-	cur, err := proto.MarshalOptions{}.MarshalAppend(head, m)
-	m.RawOutputContents = raws
-	if err != nil {
-		return nil, 0, err
+	if head == nil {
+		head = make([]byte, 0, sizeHint(m))
+	}
+	cur, ok := appendCommonResponse(head, m)
+	if !ok {
+		m.RawOutputContents = nil
+		var err error
+		cur, err = proto.MarshalOptions{}.MarshalAppend(head, m)
+		m.RawOutputContents = raws
+		if err != nil {
+			return nil, 0, err
+		}
 	}
 	size = len(cur) - len(head)
 	for _, r := range raws {
@@ -262,9 +259,26 @@ func marshalInfer(m *inference.ModelInferResponse, head []byte) (parts [][]byte,
 	return parts, size, nil
 }
 
-// marshalStream encodes a stream response whose inner response carries a
-// large output: error_message, then infer_response's tag and length ahead
-// of marshalInfer's parts.
+// sizeHint bounds from above the bytes of m that marshalInfer copies into
+// its first part, so that part is allocated once: every field's tag and
+// length take at most 11 bytes.
+func sizeHint(m *inference.ModelInferResponse) int {
+	n := 33 + len(m.ModelName) + len(m.ModelVersion) + len(m.Id)
+	for _, o := range m.Outputs {
+		n += 44 + len(o.GetName()) + len(o.GetDatatype()) + 10*len(o.GetShape())
+	}
+	for _, r := range m.RawOutputContents {
+		n += 11
+		if len(r) < separateOutput {
+			n += len(r)
+		}
+	}
+	return n
+}
+
+// marshalStream encodes a stream response that carries an inner response:
+// error_message, then infer_response's tag and length ahead of
+// marshalInfer's parts.
 func marshalStream(m *inference.ModelStreamInferResponse) (mem.BufferSlice, error) {
 	var head []byte
 	if e := m.GetErrorMessage(); e != "" {

@@ -10,8 +10,9 @@ import (
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
-// Field numbers of ModelInferRequest and its nested messages that
-// decodeCommon reads, from proto/inference.proto.
+// Field numbers of ModelInferRequest, ModelInferResponse and their nested
+// messages that decodeCommon and appendCommonResponse handle, from
+// proto/inference.proto (the response's first three match the request's).
 const (
 	fieldModelName    protowire.Number = 1 // ModelInferRequest.model_name
 	fieldModelVersion protowire.Number = 2 // ModelInferRequest.model_version
@@ -20,7 +21,9 @@ const (
 	fieldOutputs      protowire.Number = 6 // ModelInferRequest.outputs
 	fieldTensorName   protowire.Number = 1 // InferInputTensor.name, InferRequestedOutputTensor.name
 	fieldTensorType   protowire.Number = 2 // InferInputTensor.datatype
-	fieldTensorShape  protowire.Number = 3 // InferInputTensor.shape
+	fieldTensorShape  protowire.Number = 3 // InferInputTensor.shape, InferOutputTensor.shape
+
+	fieldResponseOutputs protowire.Number = 5 // ModelInferResponse.outputs
 )
 
 // decodeCommon decodes b into req when b holds only what most requests
@@ -169,4 +172,58 @@ func unmarshalSmall(b []byte, req *inference.ModelInferRequest) error {
 		return nil
 	}
 	return proto.Unmarshal(b, req)
+}
+
+// appendCommonResponse appends m without its raw_output_contents to b, in
+// protobuf's field order and encoding, when m is what the server builds:
+// names, version, id and outputs with name, datatype and shape. For
+// anything else (parameters, typed contents, unknown fields) it reports
+// false and m is left to protobuf.
+func appendCommonResponse(b []byte, m *inference.ModelInferResponse) ([]byte, bool) {
+	if len(m.Parameters) > 0 || len(m.ProtoReflect().GetUnknown()) > 0 {
+		return b, false
+	}
+	b = appendString(b, fieldModelName, m.ModelName)
+	b = appendString(b, fieldModelVersion, m.ModelVersion)
+	b = appendString(b, fieldID, m.Id)
+	for _, o := range m.Outputs {
+		if o == nil || len(o.Parameters) > 0 || o.Contents != nil || len(o.ProtoReflect().GetUnknown()) > 0 {
+			return b, false
+		}
+		shape := 0
+		for _, d := range o.Shape {
+			shape += protowire.SizeVarint(uint64(d))
+		}
+		size := stringSize(fieldTensorName, o.Name) + stringSize(fieldTensorType, o.Datatype)
+		if len(o.Shape) > 0 {
+			size += protowire.SizeTag(fieldTensorShape) + protowire.SizeBytes(shape)
+		}
+		b = protowire.AppendTag(b, fieldResponseOutputs, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(size))
+		b = appendString(b, fieldTensorName, o.Name)
+		b = appendString(b, fieldTensorType, o.Datatype)
+		if len(o.Shape) > 0 {
+			b = protowire.AppendTag(b, fieldTensorShape, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(shape))
+			for _, d := range o.Shape {
+				b = protowire.AppendVarint(b, uint64(d))
+			}
+		}
+	}
+	return b, true
+}
+
+// appendString appends a proto3 string field, which is left out when empty.
+func appendString(b []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return b
+	}
+	return protowire.AppendString(protowire.AppendTag(b, num, protowire.BytesType), s)
+}
+
+func stringSize(num protowire.Number, s string) int {
+	if s == "" {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
 }

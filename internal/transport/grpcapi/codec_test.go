@@ -487,3 +487,45 @@ func TestDecodeCommon(t *testing.T) {
 		t.Error("a model name that is not UTF-8 was accepted")
 	}
 }
+
+// TestAppendCommonResponse holds the direct encoding to protobuf's, byte
+// for byte, on the responses the server builds, and checks that anything
+// else is left to protobuf.
+func TestAppendCommonResponse(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for i := range 200 {
+		m := &inference.ModelInferResponse{Id: strconv.Itoa(i)}
+		if rng.IntN(2) == 0 {
+			m.ModelName, m.ModelVersion = "m"+strconv.Itoa(rng.IntN(1000)), strconv.Itoa(rng.IntN(3))
+		}
+		for j := range rng.IntN(4) {
+			o := &inference.ModelInferResponse_InferOutputTensor{Name: "OUT" + strconv.Itoa(j), Datatype: []string{"FP32", "INT64", ""}[rng.IntN(3)]}
+			for range rng.IntN(4) {
+				o.Shape = append(o.Shape, []int64{-1, 0, 1, 16, 1 << 33, -(1 << 40)}[rng.IntN(6)])
+			}
+			m.Outputs = append(m.Outputs, o)
+			m.RawOutputContents = append(m.RawOutputContents, make([]byte, rng.IntN(100)))
+		}
+		raws := m.RawOutputContents
+		m.RawOutputContents = nil
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.RawOutputContents = raws
+		got, ok := appendCommonResponse(nil, m)
+		if !ok || !bytes.Equal(got, want) {
+			t.Fatalf("response %d: direct encoding %x (taken %v), protobuf's %x", i, got, ok, want)
+		}
+	}
+	for name, m := range map[string]*inference.ModelInferResponse{
+		"parameters":        {Parameters: map[string]*inference.InferParameter{"p": {}}},
+		"output parameters": {Outputs: []*inference.ModelInferResponse_InferOutputTensor{{Parameters: map[string]*inference.InferParameter{"p": {}}}}},
+		"typed contents":    {Outputs: []*inference.ModelInferResponse_InferOutputTensor{{Contents: &inference.InferTensorContents{Fp32Contents: []float32{1}}}}},
+		"nil output":        {Outputs: []*inference.ModelInferResponse_InferOutputTensor{nil}},
+	} {
+		if _, ok := appendCommonResponse(nil, m); ok {
+			t.Errorf("%s: encoded directly, which leaves them out", name)
+		}
+	}
+}
