@@ -16,12 +16,24 @@ import (
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
-// Field numbers of the tensor payloads, from proto/inference.proto.
+// Field numbers the codec reads and writes itself, from
+// proto/inference.proto (the response's first three match the request's).
 const (
 	fieldRawInputContents  protowire.Number = 7 // ModelInferRequest.raw_input_contents
 	fieldRawOutputContents protowire.Number = 6 // ModelInferResponse.raw_output_contents
 	fieldStreamError       protowire.Number = 1 // ModelStreamInferResponse.error_message
 	fieldStreamResponse    protowire.Number = 2 // ModelStreamInferResponse.infer_response
+
+	fieldModelName    protowire.Number = 1 // ModelInferRequest.model_name
+	fieldModelVersion protowire.Number = 2 // ModelInferRequest.model_version
+	fieldID           protowire.Number = 3 // ModelInferRequest.id
+	fieldInputs       protowire.Number = 5 // ModelInferRequest.inputs
+	fieldOutputs      protowire.Number = 6 // ModelInferRequest.outputs
+	fieldTensorName   protowire.Number = 1 // InferInputTensor.name, InferRequestedOutputTensor.name
+	fieldTensorType   protowire.Number = 2 // InferInputTensor.datatype
+	fieldTensorShape  protowire.Number = 3 // InferInputTensor.shape, InferOutputTensor.shape
+
+	fieldResponseOutputs protowire.Number = 5 // ModelInferResponse.outputs
 )
 
 // separateOutput is the size from which a raw output travels as its own

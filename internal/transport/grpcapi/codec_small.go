@@ -10,22 +10,6 @@ import (
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
-// Field numbers of ModelInferRequest, ModelInferResponse and their nested
-// messages that decodeCommon and appendCommonResponse handle, from
-// proto/inference.proto (the response's first three match the request's).
-const (
-	fieldModelName    protowire.Number = 1 // ModelInferRequest.model_name
-	fieldModelVersion protowire.Number = 2 // ModelInferRequest.model_version
-	fieldID           protowire.Number = 3 // ModelInferRequest.id
-	fieldInputs       protowire.Number = 5 // ModelInferRequest.inputs
-	fieldOutputs      protowire.Number = 6 // ModelInferRequest.outputs
-	fieldTensorName   protowire.Number = 1 // InferInputTensor.name, InferRequestedOutputTensor.name
-	fieldTensorType   protowire.Number = 2 // InferInputTensor.datatype
-	fieldTensorShape  protowire.Number = 3 // InferInputTensor.shape, InferOutputTensor.shape
-
-	fieldResponseOutputs protowire.Number = 5 // ModelInferResponse.outputs
-)
-
 // decodeCommon decodes b into req when b holds only what most requests
 // carry: names, version, id, inputs with name, datatype and shape, outputs
 // by name, and raw contents. It reports false for anything else
@@ -35,16 +19,7 @@ const (
 // afterwards; skipping protobuf's reflection and its copies is what makes
 // it cheaper for the small requests that dominate an overhead-bound load.
 func decodeCommon(b []byte, req *inference.ModelInferRequest) bool {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || typ != protowire.BytesType {
-			return false
-		}
-		v, m := protowire.ConsumeBytes(b[n:])
-		if m < 0 {
-			return false
-		}
-		b = b[n+m:]
+	return eachBytesField(b, func(num protowire.Number, v []byte) bool {
 		var ok bool
 		switch num {
 		case fieldModelName:
@@ -59,14 +34,35 @@ func decodeCommon(b []byte, req *inference.ModelInferRequest) bool {
 			req.Inputs = append(req.Inputs, in)
 		case fieldOutputs:
 			out := &inference.ModelInferRequest_InferRequestedOutputTensor{}
-			ok = decodeOutput(v, out)
+			ok = eachBytesField(v, func(num protowire.Number, v []byte) bool {
+				var ok bool
+				if num == fieldTensorName {
+					out.Name, ok = aliasString(v)
+				}
+				return ok
+			})
 			req.Outputs = append(req.Outputs, out)
 		case fieldRawInputContents:
 			req.RawInputContents, ok = append(req.RawInputContents, v[:len(v):len(v)]), true
 		}
-		if !ok {
+		return ok
+	})
+}
+
+// eachBytesField calls f with each field of b, which must all be
+// length-delimited, and reports false as soon as one is not, b is
+// malformed or f returns false.
+func eachBytesField(b []byte, f func(num protowire.Number, v []byte) bool) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || typ != protowire.BytesType {
 			return false
 		}
+		v, m := protowire.ConsumeBytes(b[n:])
+		if m < 0 || !f(num, v) {
+			return false
+		}
+		b = b[n+m:]
 	}
 	return true
 }
@@ -107,25 +103,6 @@ func decodeInput(b []byte, in *inference.ModelInferRequest_InferInputTensor) boo
 				return false
 			}
 		}
-	}
-	return true
-}
-
-func decodeOutput(b []byte, out *inference.ModelInferRequest_InferRequestedOutputTensor) bool {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || num != fieldTensorName || typ != protowire.BytesType {
-			return false
-		}
-		v, m := protowire.ConsumeBytes(b[n:])
-		if m < 0 {
-			return false
-		}
-		var ok bool
-		if out.Name, ok = aliasString(v); !ok {
-			return false
-		}
-		b = b[n+m:]
 	}
 	return true
 }
