@@ -23,6 +23,11 @@ import (
 // afterwards. When the model has a batch dimension, every output must have
 // one too, with one row per input row. ctx is the batcher's, not a
 // request's: it ends only when Close gives up waiting.
+//
+// An error from Run is taken as possibly caused by one request's data: the
+// batcher re-runs a failed batch's requests in smaller groups to find the
+// request at fault and answers the others. Run must therefore be safe to
+// call again with a subset of a batch that failed.
 type Runner interface {
 	Run(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error)
 }
@@ -64,6 +69,10 @@ type Config struct {
 	Instances int
 	// Model and Version label the metrics and logs; they have no other use.
 	Model, Version string
+	// WarmedUp says the Runner has already run other input successfully
+	// (a warmup), so a failure pinned on the first requests' data is
+	// already their fault rather than a sign of a broken model.
+	WarmedUp bool
 }
 
 // Errors returned by Submit, beside the Runner's own errors, validation
@@ -142,6 +151,8 @@ type Batcher struct {
 	metrics        *Metrics
 	obs            observers
 	stats          statCounters
+	health         runHealth
+	rejectLog      rateLog
 	preferredSizes []int64
 
 	// mu orders Submit's send against Close's close of in.
@@ -215,6 +226,7 @@ func New(r Runner, cfg Config, log *zap.Logger, m *Metrics) (*Batcher, error) {
 		b.preferredSizes = append(b.preferredSizes, int64(p))
 	}
 	b.runCtx, b.cancelRun = context.WithCancel(context.Background())
+	b.health.proven.Store(cfg.WarmedUp)
 	b.obs = m.attach(b)
 	b.live.Store(int32(cfg.Instances))
 	for range cfg.Instances {

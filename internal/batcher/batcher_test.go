@@ -604,7 +604,10 @@ func TestLayoutsBatchSeparately(t *testing.T) {
 	})
 }
 
-func TestRunFailureFailsOnlyItsBatch(t *testing.T) {
+// TestRunFailureFailsOnlyItsRequest: a batch that fails is isolated, and
+// only the request at fault gets the runner's error; a batch beside it is
+// untouched.
+func TestRunFailureFailsOnlyItsRequest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := newRecorder(func(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
 			if slices.Contains(rowIDs(in[0]), 13) {
@@ -616,24 +619,30 @@ func TestRunFailureFailsOnlyItsBatch(t *testing.T) {
 		defer mustClose(t, b)
 		ctx := context.Background()
 		var replies []<-chan reply
+		var ins [][]tensor.Tensor
 		for _, id := range []int64{11, 13, 21, 22} {
-			replies = append(replies, submitAsync(ctx, b, ids("x", 1, id)))
+			in := []tensor.Tensor{ids("x", 1, id)}
+			ins = append(ins, in)
+			replies = append(replies, submitAsync(ctx, b, in...))
 			synctest.Wait()
 		}
 		for i, ch := range replies {
 			r := await(t, ch)
-			if i < 2 {
-				if !errors.Is(r.err, errBoom) {
-					t.Errorf("request %d in the failed batch: %v, want the runner's error", i, r.err)
+			if i == 1 {
+				if !errors.Is(r.err, errBoom) || !errors.Is(r.err, ErrRejected) {
+					t.Errorf("the request at fault: %v, want a rejection with the runner's error", r.err)
 				}
 				continue
 			}
 			if r.err != nil {
-				t.Errorf("request %d in the good batch: %v", i, r.err)
+				t.Errorf("request %d: %v", i, r.err)
+				continue
 			}
+			checkAddOne(t, ins[i], r.out)
 		}
-		if n := len(rec.records()); n != 2 {
-			t.Errorf("%d batches, want 2", n)
+		// The failed batch and its two halves, then the good batch.
+		if n := len(rec.records()); n != 4 {
+			t.Errorf("%d runs, want 4", n)
 		}
 	})
 }
@@ -654,13 +663,17 @@ func TestPanicIsRecovered(t *testing.T) {
 		defer mustClose(t, b)
 		ctx := context.Background()
 		first, second := submitAsync(ctx, b, ids("x", 1, 12)), submitAsync(ctx, b, ids("x", 1, 13))
-		for _, ch := range []<-chan reply{first, second} {
-			if r := await(t, ch); !errors.Is(r.err, ErrPanic) || !strings.Contains(r.err.Error(), "model exploded") {
-				t.Errorf("request in the panicking batch: %v, want ErrPanic with the panic value", r.err)
+		if r := await(t, first); r.err != nil {
+			t.Errorf("the companion of the panicking request: %v", r.err)
+		}
+		for _, ch := range []<-chan reply{second} {
+			if r := await(t, ch); !errors.Is(r.err, ErrPanic) || !strings.Contains(r.err.Error(), "model exploded") || errors.Is(r.err, tensor.ErrInvalid) {
+				t.Errorf("request in the panicking batch: %v, want ErrPanic with the panic value, not the client's fault", r.err)
 			}
 		}
-		if logs.FilterMessage("runner panicked").Len() != 1 {
-			t.Errorf("panic logs = %v, want one at error level", logs.All())
+		// The batch, then the request at fault alone.
+		if logs.FilterMessage("runner panicked").Len() != 2 {
+			t.Errorf("panic logs = %v, want two at error level", logs.All())
 		}
 		in := []tensor.Tensor{ids("x", 1, 14, 15)}
 		out, err := b.Submit(ctx, in)

@@ -24,6 +24,8 @@ type Metrics struct {
 	queueDuration   *prometheus.HistogramVec
 	computeDuration *prometheus.HistogramVec
 	batchSize       *prometheus.HistogramVec
+	isolations      *prometheus.CounterVec
+	rejections      *prometheus.CounterVec
 	queueDepth      *prometheus.Desc
 	inflight        *prometheus.Desc
 
@@ -62,6 +64,14 @@ func NewMetrics(reg prometheus.Registerer, buckets []float64) (*Metrics, error) 
 			Help:    "Rows per executed batch.",
 			Buckets: batchSizeBuckets,
 		}, names),
+		isolations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "onnxserve_batch_isolations_total",
+			Help: "Failed batches of several requests whose requests were re-run in smaller groups to pin the failure on the requests at fault.",
+		}, names),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "onnxserve_model_rejections_total",
+			Help: "Requests the model failed on alone while the version answers other input, answered as the client's fault (400 / INVALID_ARGUMENT).",
+		}, names),
 		queueDepth: prometheus.NewDesc("onnxserve_queue_depth",
 			"Requests waiting in the batcher now.", names, nil),
 		inflight: prometheus.NewDesc("onnxserve_inflight_requests",
@@ -85,6 +95,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	c.m.queueDuration.Describe(ch)
 	c.m.computeDuration.Describe(ch)
 	c.m.batchSize.Describe(ch)
+	c.m.isolations.Describe(ch)
+	c.m.rejections.Describe(ch)
 	ch <- c.m.queueDepth
 	ch <- c.m.inflight
 }
@@ -94,6 +106,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	m.queueDuration.Collect(ch)
 	m.computeDuration.Collect(ch)
 	m.batchSize.Collect(ch)
+	m.isolations.Collect(ch)
+	m.rejections.Collect(ch)
 
 	// The gauges read the batchers' own counters; batchers sharing labels
 	// are summed, since a series may be reported only once.
@@ -114,20 +128,26 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// observers are one batcher's histogram children, resolved once.
+// observers are one batcher's histogram and counter children, resolved
+// once.
 type observers struct {
-	queue, compute, batch prometheus.Observer
+	queue, compute, batch  prometheus.Observer
+	isolations, rejections incrementer
 }
+
+// incrementer is the part of prometheus.Counter the batcher uses.
+type incrementer interface{ Inc() }
 
 type discard struct{}
 
 func (discard) Observe(float64) {}
+func (discard) Inc()            {}
 
 // attach adds b to the live set and resolves its histogram children. It is
 // nil-safe: without Metrics the observations are discarded.
 func (m *Metrics) attach(b *Batcher) observers {
 	if m == nil {
-		return observers{discard{}, discard{}, discard{}}
+		return observers{discard{}, discard{}, discard{}, discard{}, discard{}}
 	}
 	l := labels{b.cfg.Model, b.cfg.Version}
 	m.mu.Lock()
@@ -135,9 +155,11 @@ func (m *Metrics) attach(b *Batcher) observers {
 	m.live[b] = struct{}{}
 	m.refs[l]++
 	return observers{
-		queue:   m.queueDuration.WithLabelValues(l.model, l.version),
-		compute: m.computeDuration.WithLabelValues(l.model, l.version),
-		batch:   m.batchSize.WithLabelValues(l.model, l.version),
+		queue:      m.queueDuration.WithLabelValues(l.model, l.version),
+		compute:    m.computeDuration.WithLabelValues(l.model, l.version),
+		batch:      m.batchSize.WithLabelValues(l.model, l.version),
+		isolations: m.isolations.WithLabelValues(l.model, l.version),
+		rejections: m.rejections.WithLabelValues(l.model, l.version),
 	}
 }
 
@@ -158,4 +180,6 @@ func (m *Metrics) detach(b *Batcher) {
 	m.queueDuration.DeleteLabelValues(l.model, l.version)
 	m.computeDuration.DeleteLabelValues(l.model, l.version)
 	m.batchSize.DeleteLabelValues(l.model, l.version)
+	m.isolations.DeleteLabelValues(l.model, l.version)
+	m.rejections.DeleteLabelValues(l.model, l.version)
 }

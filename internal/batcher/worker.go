@@ -22,6 +22,12 @@ type worker struct {
 	split   []tensor.Tensor
 	bufs    []*[]byte
 	nrows   int64 // rows in batch
+
+	// pinned collects the failures an isolation pinned on single
+	// requests, answered once the whole batch is settled; anyOK says
+	// whether some run of the batch succeeded.
+	pinned []pinnedFailure
+	anyOK  bool
 }
 
 func (b *Batcher) work() {
@@ -272,17 +278,29 @@ func (b *Batcher) run(w *worker) {
 		clear(w.members)
 		w.members = w.members[:0]
 	}()
+	w.anyOK = false
 
+	if err := b.exec(w, w.members, rows); err != nil {
+		b.runFailed(w, err)
+	}
+}
+
+// exec runs members (rows rows in all) as one batch and, when the run
+// succeeds, answers each with its own rows. It returns the Runner's error
+// without answering anyone, so the caller can isolate the failure. A
+// failure that is not the Runner's (stacking, a broken Runner contract) is
+// answered here, and exec returns nil.
+func (b *Batcher) exec(w *worker, members []*request, rows int64) error {
 	var in []tensor.Tensor
-	if len(w.members) == 1 {
-		in = w.members[0].in // nothing to stack: no copy
+	if len(members) == 1 {
+		in = members[0].in // nothing to stack: no copy
 	} else {
 		var err error
-		if in, err = b.stack(w); err != nil {
+		if in, err = b.stack(w, members); err != nil {
 			b.releaseBuffers(w)
 			b.log.Error("stacking a batch failed", zap.Error(err))
-			b.failAll(w, fmt.Errorf("batcher: stack inputs: %v", err))
-			return
+			b.failAll(members, fmt.Errorf("batcher: stack inputs: %v", err))
+			return nil
 		}
 	}
 	start := time.Now()
@@ -296,25 +314,27 @@ func (b *Batcher) run(w *worker) {
 	b.releaseBuffers(w)
 
 	if err != nil {
-		b.log.Debug("batch failed", zap.Int("requests", len(w.members)), zap.Int64("rows", rows), zap.Error(err))
-		b.failAll(w, fmt.Errorf("run batch of %d rows: %w", rows, err))
-		return
+		b.log.Debug("batch failed", zap.Int("requests", len(members)), zap.Int64("rows", rows), zap.Error(err))
+		return err
 	}
+	b.health.succeeded()
+	w.anyOK = true
 	if b.cfg.MaxBatchSize > 0 {
 		if err := checkOutputs(out, rows); err != nil {
 			b.log.Error("runner broke its contract", zap.Error(err))
-			b.failAll(w, err)
-			return
+			b.failAll(members, err)
+			return nil
 		}
 	}
-	if len(w.members) == 1 {
-		b.answer(w.members[0], result{out: out})
-		return
+	if len(members) == 1 {
+		b.answer(members[0], result{out: out})
+		return nil
 	}
-	if err := b.splitOutputs(w, out); err != nil {
+	if err := b.splitOutputs(w, members, out); err != nil {
 		b.log.Error("splitting a batch failed", zap.Error(err))
-		b.failAll(w, err)
+		b.failAll(members, err)
 	}
+	return nil
 }
 
 // call runs the batch, turning a panic into an error for its members.
@@ -328,8 +348,8 @@ func (b *Batcher) call(in []tensor.Tensor) (out []tensor.Tensor, err error) {
 	return b.runner.Run(b.runCtx, in)
 }
 
-func (b *Batcher) failAll(w *worker, err error) {
-	for _, r := range w.members {
+func (b *Batcher) failAll(members []*request, err error) {
+	for _, r := range members {
 		b.answer(r, result{err: err})
 	}
 }
@@ -350,12 +370,12 @@ func checkOutputs(out []tensor.Tensor, rows int64) error {
 }
 
 // stack concatenates the members' inputs, one pooled buffer per input.
-func (b *Batcher) stack(w *worker) ([]tensor.Tensor, error) {
-	first := w.members[0].in
+func (b *Batcher) stack(w *worker, members []*request) ([]tensor.Tensor, error) {
+	first := members[0].in
 	w.ins = w.ins[:0]
 	for j := range first {
 		w.parts = w.parts[:0]
-		for _, r := range w.members {
+		for _, r := range members {
 			w.parts = append(w.parts, r.in[j])
 		}
 		buf := b.getBuffer(tensor.ConcatSize(w.parts))
@@ -395,10 +415,10 @@ func (b *Batcher) releaseBuffers(w *worker) {
 }
 
 // splitOutputs answers each member with views of its own rows.
-func (b *Batcher) splitOutputs(w *worker, out []tensor.Tensor) error {
-	k, n := len(w.members), len(out)
+func (b *Batcher) splitOutputs(w *worker, members []*request, out []tensor.Tensor) error {
+	k, n := len(members), len(out)
 	w.rows = w.rows[:0]
-	for _, r := range w.members {
+	for _, r := range members {
 		w.rows = append(w.rows, r.rows)
 	}
 	if cap(w.split) < k {
@@ -415,7 +435,7 @@ func (b *Batcher) splitOutputs(w *worker, out []tensor.Tensor) error {
 			all[i*n+j] = split[i]
 		}
 	}
-	for i, r := range w.members {
+	for i, r := range members {
 		b.answer(r, result{out: all[i*n : (i+1)*n : (i+1)*n]})
 	}
 	return nil
