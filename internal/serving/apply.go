@@ -3,7 +3,9 @@ package serving
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,13 +109,11 @@ func (s *Server) Unload(name string) error {
 		}
 	}()
 	defer s.mu.Unlock()
-	m.mu.Lock()
-	for n, e := range m.entries {
-		if e.State != StateUnloading {
-			m.entries[n] = IndexEntry{Name: name, Version: e.Version, State: StateUnavailable, Reason: "unloaded"}
+	for n, st := range m.loaded(old).listed {
+		if st != StateUnloading {
+			s.moveState(m, n, st, StateUnavailable, "unloaded")
 		}
 	}
-	m.mu.Unlock()
 	return nil
 }
 
@@ -161,133 +161,171 @@ func (s *Server) applyModel(ctx context.Context, d Desired) {
 		s.models.Store(&next)
 	}
 	cur := m.serving.Load()
+	acts := plan(d, m.loaded(cur))
+
+	m.mu.Lock()
 	if d.ConfigErr != nil {
-		reason := "config.yaml: " + d.ConfigErr.Error()
-		m.mu.Lock()
-		m.reason = reason
-		m.mu.Unlock()
+		m.reason = "config.yaml: " + d.ConfigErr.Error()
+	} else {
+		m.reason = ""
+		m.cfg = d.Config
+	}
+	m.mu.Unlock()
+	if d.ConfigErr != nil {
 		s.log.Error("model config rejected; serving versions keep serving",
 			zap.String("model", d.Name), zap.Error(d.ConfigErr))
-		for _, dv := range d.Versions {
-			if _, ok := cur.byNumber[dv.Number]; !ok {
-				m.setEntry(dv.Number, StateUnavailable, reason)
-				s.metrics.setState(d.Name, fmt.Sprint(dv.Number), StateUnavailable)
+	}
+	s.execute(ctx, m, cur, d, acts)
+}
+
+// execute carries out a plan for model m whose serving set is cur, then
+// publishes the new serving set and retires what it replaced or dropped.
+// With a broken config nothing is loaded or retired: the serving set
+// stands.
+func (s *Server) execute(ctx context.Context, m *model, cur *servingSet, d Desired, acts []action) {
+	cfg := d.Config
+	next := make(map[int64]*version, len(acts))
+	type retiring struct {
+		v   *version
+		how retirement
+	}
+	var retired []retiring
+	for _, a := range acts {
+		old := cur.byNumber[a.number]
+		switch a.kind {
+		case actKeep, actHold:
+			if old != nil {
+				next[a.number] = old
 			}
+		case actUnavailable:
+			s.setState(m, a.number, StateUnavailable, a.reason)
+		case actFail:
+			s.versionFailed(m, a, old, a.want.Err, next)
+		case actLoad, actReload:
+			if old == nil {
+				s.setState(m, a.number, StateLoading, "")
+			}
+			nv, err := s.loadVersion(ctx, m.name, a.want, a.fingerprint, cfg, old)
+			if err != nil {
+				s.versionFailed(m, a, old, err, next)
+				continue
+			}
+			next[a.number] = nv
+			m.mu.Lock()
+			delete(m.failed, a.number)
+			m.mu.Unlock()
+			s.setState(m, a.number, StateReady, "")
+			if old != nil {
+				retired = append(retired, retiring{old, retireReplaced})
+			}
+			s.log.Info("version ready", zap.String("model", m.name), zap.String("version", nv.label),
+				zap.Bool("replaced", old != nil))
+		case actRetire:
+			retired = append(retired, retiring{old, retireRemoved})
+		case actForget:
+			s.moveState(m, a.number, a.from, stateGone, "")
 		}
+	}
+	if d.ConfigErr != nil {
 		return
 	}
-	m.mu.Lock()
-	m.reason = ""
-	m.cfg = d.Config
-	m.mu.Unlock()
+	m.serving.Store(newServingSet(next, cfg.Traffic))
+	for _, r := range retired {
+		s.retire(m, r.v, r.how)
+	}
+}
 
-	next := make(map[int64]*version, len(d.Versions))
-	var retired []*version
-	wanted := make(map[int64]bool, len(d.Versions))
-	for _, dv := range d.Versions {
-		wanted[dv.Number] = true
-		fp := dv.Fingerprint + "/" + d.ConfigHash
-		old := cur.byNumber[dv.Number]
-		if old != nil && old.fingerprint == fp {
-			next[dv.Number] = old
-			continue
-		}
-		label := fmt.Sprint(dv.Number)
-		if m.failedBefore(dv.Number, fp) {
-			if old != nil {
-				next[dv.Number] = old
-			}
-			continue // the same bytes failed already; wait for a change
-		}
-		if dv.Err != nil {
-			s.versionFailed(m, dv.Number, fp, old, dv.Err, next)
-			continue
-		}
-		if old == nil {
-			m.setEntry(dv.Number, StateLoading, "")
-			s.metrics.setState(d.Name, label, StateLoading)
-		}
-		nv, err := s.loadVersion(ctx, d.Name, dv, fp, d.Config)
-		if err == nil && old != nil {
-			if err = sameSignature(old, nv); err != nil {
-				s.closeVersion(nv)
-			}
-		}
-		if err != nil {
-			s.versionFailed(m, dv.Number, fp, old, err, next)
-			continue
-		}
-		next[dv.Number] = nv
-		m.mu.Lock()
-		delete(m.failed, dv.Number)
-		m.mu.Unlock()
-		m.setEntry(dv.Number, StateReady, "")
-		s.metrics.setState(d.Name, label, StateReady)
-		if old != nil {
-			retired = append(retired, old)
-		}
-		s.log.Info("version ready", zap.String("model", d.Name), zap.String("version", label),
-			zap.Bool("replaced", old != nil))
-	}
+// loaded is the model's state as plan reads it.
+func (m *model) loaded(cur *servingSet) loadedState {
+	st := loadedState{serving: make(map[int64]string, len(cur.byNumber))}
 	for n, v := range cur.byNumber {
-		if !wanted[n] {
-			retired = append(retired, v)
-		}
+		st.serving[n] = v.fingerprint
 	}
-	m.serving.Store(newServingSet(next, d.Config.Traffic))
-	for _, v := range retired {
-		how := retireReplaced
-		if !wanted[v.number] {
-			how = retireRemoved
-		}
-		s.retire(m, v, how)
-	}
-	// Versions that vanished without ever serving leave the index.
 	m.mu.Lock()
+	defer m.mu.Unlock()
+	st.failed = maps.Clone(m.failed)
+	st.listed = make(map[int64]State, len(m.entries))
 	for n, e := range m.entries {
-		if !wanted[n] && e.State != StateUnloading {
-			if _, serving := cur.byNumber[n]; !serving {
-				delete(m.entries, n)
-				s.metrics.deleteVersion(d.Name, e.Version)
-			}
-		}
+		st.listed[n] = e.State
 	}
-	m.mu.Unlock()
+	return st
+}
+
+// stateGone, as the target of moveState, removes the index entry and the
+// version's series.
+const stateGone State = ""
+
+// setState sets a version's index entry and state gauge together.
+func (s *Server) setState(m *model, n int64, to State, reason string) {
+	s.moveState(m, n, "", to, reason)
+}
+
+// moveState is the one writer of a version's index entry and state gauge,
+// which always change together. With from != "", nothing changes unless the
+// entry is in state from now; it reports whether the change happened.
+func (s *Server) moveState(m *model, n int64, from, to State, reason string) bool {
+	label := strconv.FormatInt(n, 10)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.entries[n]; from != "" && (!ok || e.State != from) {
+		return false
+	}
+	if to == stateGone {
+		delete(m.entries, n)
+		s.metrics.deleteVersion(m.name, label)
+		return true
+	}
+	m.entries[n] = IndexEntry{Name: m.name, Version: label, State: to, Reason: reason}
+	s.metrics.setState(m.name, label, to)
+	return true
 }
 
 // versionFailed records a failed load. If an older instance of the same
 // version is serving, it keeps serving: a bad file never takes a healthy
 // version down.
-func (s *Server) versionFailed(m *model, n int64, fp string, old *version, err error, next map[int64]*version) {
-	label := fmt.Sprint(n)
+func (s *Server) versionFailed(m *model, a action, old *version, err error, next map[int64]*version) {
 	m.mu.Lock()
-	m.failed[n] = fp
+	m.failed[a.number] = a.fingerprint
 	m.mu.Unlock()
-	s.log.Error("version failed to load", zap.String("model", m.name), zap.String("version", label), zap.Error(err))
+	s.log.Error("version failed to load", zap.String("model", m.name), zap.Int64("version", a.number), zap.Error(err))
 	if old != nil {
-		next[n] = old
-		m.setEntry(n, StateReady, "reload failed, previous instance still serving: "+err.Error())
+		next[a.number] = old
+		s.setState(m, a.number, StateReady, "reload failed, previous instance still serving: "+err.Error())
 		return
 	}
-	m.setEntry(n, StateUnavailable, err.Error())
-	s.metrics.setState(m.name, label, StateUnavailable)
+	s.setState(m, a.number, StateUnavailable, err.Error())
 }
 
-func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion, fp string, cfg repository.Config) (*version, error) {
+// loadVersion loads, checks and warms up one version and starts its
+// batcher. old, when not nil, is the instance it is to replace in place:
+// the new one must have the same signature. On any failure the session is
+// closed again (one deferred rollback).
+func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion, fp string, cfg repository.Config, old *version) (v *version, err error) {
 	sess, err := s.loader.Load(ctx, dv.Path, cfg.Instances)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	v := newVersion(dv.Number, fp, sess)
-	v.versionCounters = s.metrics.counters(name, v.label)
+	defer func() {
+		if err == nil {
+			return
+		}
+		if cerr := sess.Close(); cerr != nil {
+			s.log.Warn("closing a session that failed to load", zap.String("model", name), zap.Int64("version", dv.Number), zap.Error(cerr))
+		}
+	}()
+	v = newVersion(dv.Number, fp, sess)
+	if old != nil {
+		if err := sameSignature(old, v); err != nil {
+			return nil, err
+		}
+	}
 	if err := checkBatchDims(v, cfg.MaxBatchSize); err != nil {
-		_ = sess.Close()
 		return nil, err
 	}
 	if err := warmup(ctx, sess, v.inputs, cfg); err != nil {
-		_ = sess.Close()
 		return nil, fmt.Errorf("warmup: %w", err)
 	}
+	v.versionCounters = s.metrics.counters(name, v.label)
 	bc := batcher.Config{
 		MaxBatchSize:   cfg.MaxBatchSize,
 		Instances:      max(cfg.Instances.Count, 1),
@@ -295,6 +333,9 @@ func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion
 		DefaultTimeout: s.cfg.DefaultTimeout,
 		Model:          name,
 		Version:        v.label,
+		// A version that ran its warmup has answered other input, so a
+		// failure pinned on the first request is already a rejection.
+		WarmedUp: len(cfg.Warmup.BatchSizes) > 0,
 	}
 	if db := cfg.DynamicBatching; db != nil {
 		bc.Batching = true
@@ -303,9 +344,7 @@ func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion
 		bc.MaxQueueSize = db.MaxQueueSize
 		bc.DefaultTimeout = db.DefaultTimeout
 	}
-	v.batch, err = batcher.New(sess, bc, s.log.With(zap.String("model", name), zap.String("version", v.label)), s.bm)
-	if err != nil {
-		_ = sess.Close()
+	if v.batch, err = batcher.New(sess, bc, s.log.With(zap.String("model", name), zap.String("version", v.label)), s.bm); err != nil {
 		return nil, fmt.Errorf("batcher: %w", err)
 	}
 	return v, nil
@@ -378,8 +417,7 @@ func (s *Server) retire(m *model, v *version, how retirement) <-chan struct{} {
 	done := make(chan struct{})
 	v.retire()
 	if how != retireReplaced {
-		m.setEntry(v.number, StateUnloading, "")
-		s.metrics.setState(m.name, v.label, StateUnloading)
+		s.setState(m, v.number, StateUnloading, "")
 	}
 	s.wg.Add(1)
 	go func() {
@@ -396,17 +434,11 @@ func (s *Server) retire(m *model, v *version, how retirement) <-chan struct{} {
 		if how == retireReplaced {
 			return
 		}
-		m.mu.Lock()
-		if e, ok := m.entries[v.number]; ok && e.State == StateUnloading {
-			if how == retireUnloaded {
-				m.entries[v.number] = IndexEntry{Name: m.name, Version: v.label, State: StateUnavailable, Reason: "unloaded"}
-				s.metrics.setState(m.name, v.label, StateUnavailable)
-			} else {
-				delete(m.entries, v.number)
-				s.metrics.deleteVersion(m.name, v.label)
-			}
+		if how == retireUnloaded {
+			s.moveState(m, v.number, StateUnloading, StateUnavailable, "unloaded")
+		} else {
+			s.moveState(m, v.number, StateUnloading, stateGone, "")
 		}
-		m.mu.Unlock()
 		if s.cfg.OnRelease != nil {
 			s.cfg.OnRelease(m.name, v.label)
 		}
@@ -428,9 +460,16 @@ func (s *Server) closeVersion(v *version) {
 	}
 }
 
-// Close refuses new work, drains every version's queue, frees every session
-// and waits for background retirements. It returns ctx's error if the drain
-// did not finish in time.
+// ErrSessionsOpen means Close returned before every session was closed:
+// what the sessions depend on (the ONNX Runtime environment) must stay.
+var ErrSessionsOpen = errors.New("sessions still open")
+
+// Close refuses new work, drains every version's queue, frees every
+// session, waits for background retirements and stops the shadow copies. It
+// returns nil once every session is closed; if ctx ends first it returns an
+// error wrapping ctx's error and ErrSessionsOpen, and the retirements go on
+// in the background (each bounded by the drain timeout). Close may be
+// called again to wait for them.
 func (s *Server) Close(ctx context.Context) error {
 	s.shutting.Store(true)
 	s.mu.Lock()
@@ -444,12 +483,14 @@ func (s *Server) Close(ctx context.Context) error {
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	// Mirrored copies already queued still run while the versions drain;
+	// either way the shadow workers stop before Close returns.
+	defer s.shadow.close()
 	select {
 	case <-done:
-		s.shadow.close()
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("serving drain: %w", ctx.Err())
+		return fmt.Errorf("serving drain: %w: %w", ctx.Err(), ErrSessionsOpen)
 	}
 }
 

@@ -91,12 +91,6 @@ func (m *model) known(n int64) (IndexEntry, bool) {
 	return e, ok
 }
 
-func (m *model) setEntry(n int64, st State, reason string) {
-	m.mu.Lock()
-	m.entries[n] = IndexEntry{Name: m.name, Version: fmt.Sprint(n), State: st, Reason: reason}
-	m.mu.Unlock()
-}
-
 // failedBefore reports whether this exact file and config already failed
 // to load, so an unchanged broken file is not retried on every rescan.
 func (m *model) failedBefore(n int64, fp string) bool {

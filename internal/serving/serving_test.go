@@ -26,6 +26,7 @@ const testTimeout = 10 * time.Second
 // delta is fixed per instance so a response tells which instance served.
 type addModel struct {
 	delta  float32
+	inputs []tensor.Spec // nil: INPUT FP32 [-1,4]
 	closed atomic.Bool
 	runs   atomic.Int64
 	fail   error
@@ -34,6 +35,9 @@ type addModel struct {
 }
 
 func (m *addModel) Inputs() []tensor.Spec {
+	if m.inputs != nil {
+		return m.inputs
+	}
 	return []tensor.Spec{{Name: "INPUT", DataType: tensor.FP32, Shape: []int64{-1, 4}}}
 }
 
@@ -41,13 +45,17 @@ func (m *addModel) Outputs() []tensor.Spec {
 	return []tensor.Spec{{Name: "OUTPUT", DataType: tensor.FP32, Shape: []int64{-1, 4}}}
 }
 
-func (m *addModel) Run(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
+func (m *addModel) Run(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
 	if m.closed.Load() {
 		return nil, errors.New("run on a closed session")
 	}
 	m.runs.Add(1)
 	if m.block != nil {
-		<-m.block
+		select {
+		case <-m.block:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("run stopped: %w", ctx.Err())
+		}
 	}
 	if m.fail != nil {
 		return nil, m.fail
@@ -55,6 +63,9 @@ func (m *addModel) Run(_ context.Context, in []tensor.Tensor) ([]tensor.Tensor, 
 	out := make([]byte, len(in[0].Data))
 	for i := 0; i < len(out); i += 4 {
 		f := math.Float32frombits(binary.LittleEndian.Uint32(in[0].Data[i:]))
+		if f == poison {
+			return nil, errPoison
+		}
 		binary.LittleEndian.PutUint32(out[i:], math.Float32bits(f+m.delta))
 	}
 	return []tensor.Tensor{{Name: "OUTPUT", DataType: tensor.FP32, Shape: in[0].Shape, Data: out}}, nil
@@ -68,6 +79,12 @@ func (m *addModel) Close() error {
 	return nil
 }
 
+// poison is the input value addModel cannot take: a batch holding it fails
+// with errPoison, as a real model fails on data it cannot handle.
+const poison = -1
+
+var errPoison = errors.New("kernel failed: value out of range")
+
 // fakeLoader hands out addModels; a path's delta is set by the test, and a
 // path listed in fail refuses to load.
 type fakeLoader struct {
@@ -76,12 +93,13 @@ type fakeLoader struct {
 	fail   map[string]error
 	runErr map[string]error
 	block  map[string]chan struct{}
+	inputs map[string][]tensor.Spec
 	live   atomic.Int64
 	loads  atomic.Int64
 }
 
 func newFakeLoader() *fakeLoader {
-	return &fakeLoader{delta: map[string]float32{}, fail: map[string]error{}, runErr: map[string]error{}, block: map[string]chan struct{}{}}
+	return &fakeLoader{delta: map[string]float32{}, fail: map[string]error{}, runErr: map[string]error{}, block: map[string]chan struct{}{}, inputs: map[string][]tensor.Spec{}}
 }
 
 func (l *fakeLoader) set(path string, delta float32, fail error) {
@@ -99,7 +117,7 @@ func (l *fakeLoader) Load(_ context.Context, path string, _ repository.Instances
 	}
 	l.loads.Add(1)
 	l.live.Add(1)
-	return &addModel{delta: l.delta[path], loader: l, fail: l.runErr[path], block: l.block[path]}, nil
+	return &addModel{delta: l.delta[path], loader: l, fail: l.runErr[path], block: l.block[path], inputs: l.inputs[path]}, nil
 }
 
 func batchingConfig() repository.Config {

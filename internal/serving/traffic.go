@@ -137,12 +137,17 @@ type shadowQueue struct {
 	timeout time.Duration
 	log     *zap.Logger
 	wg      sync.WaitGroup
-	stop    chan struct{}
-	once    sync.Once
+	// ctx ends when the queue closes: it stops the copy running then.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.RWMutex // orders offer's send against close
+	closed bool
 }
 
 func newShadowQueue(size, workers int, timeout time.Duration, log *zap.Logger) *shadowQueue {
-	q := &shadowQueue{jobs: make(chan shadowJob, size), timeout: timeout, log: log, stop: make(chan struct{})}
+	q := &shadowQueue{jobs: make(chan shadowJob, size), timeout: timeout, log: log}
+	q.ctx, q.cancel = context.WithCancel(context.Background())
 	for range workers {
 		q.wg.Add(1)
 		go q.work()
@@ -153,7 +158,9 @@ func newShadowQueue(size, workers int, timeout time.Duration, log *zap.Logger) *
 // offer queues a copy of req for v, or drops it when the queue is full. The
 // inputs are copied because the caller's buffers are reused once it returns.
 func (q *shadowQueue) offer(m *model, v *version, in, primary []tensor.Tensor) {
-	if !v.acquire() {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if q.closed || !v.acquire() {
 		v.shadow.dropped.Inc()
 		return
 	}
@@ -175,7 +182,7 @@ func (q *shadowQueue) work() {
 	defer q.wg.Done()
 	for {
 		select {
-		case <-q.stop:
+		case <-q.ctx.Done():
 			return
 		case job := <-q.jobs:
 			q.run(job)
@@ -185,7 +192,7 @@ func (q *shadowQueue) work() {
 
 func (q *shadowQueue) run(job shadowJob) {
 	defer job.v.release()
-	ctx, cancel := context.WithTimeout(context.Background(), q.timeout)
+	ctx, cancel := context.WithTimeout(q.ctx, q.timeout)
 	defer cancel()
 	out, err := job.v.batch.Submit(ctx, job.in)
 	switch {
@@ -199,9 +206,14 @@ func (q *shadowQueue) run(job shadowJob) {
 	}
 }
 
-// close stops the workers; jobs still queued are released uncounted.
+// close stops the workers, cutting short the copy running now, and
+// releases the jobs still queued uncounted; later offers are dropped. It is
+// safe to call more than once.
 func (q *shadowQueue) close() {
-	q.once.Do(func() { close(q.stop) })
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cancel()
 	q.wg.Wait()
 	for {
 		select {
