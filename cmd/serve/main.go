@@ -97,6 +97,9 @@ type app struct {
 	grpc                      *grpcapi.Server
 	metrics                   *http.Server
 	startup                   []string
+	// ortShutdown destroys the ONNX Runtime environment (runtime.Shutdown;
+	// tests observe it).
+	ortShutdown func() error
 }
 
 // ortLoader joins ONNX Runtime to the serving core.
@@ -136,7 +139,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	if err != nil {
 		return nil, err
 	}
-	a = &app{o: o, log: log, level: level, reg: prometheus.NewRegistry(), sec: sec}
+	a = &app{o: o, log: log, level: level, reg: prometheus.NewRegistry(), sec: sec, ortShutdown: runtime.Shutdown}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bm, err := batcher.NewMetrics(a.reg, buckets)
 	if err != nil {
@@ -282,7 +285,8 @@ func (a *app) watch(ctx context.Context) error {
 	}
 	a.srv.Apply(ctx, serving.DesiredFromSnapshot(snap))
 	a.log.Info("repository loaded", zap.Int("models", len(snap.Models)), zap.Bool("ready", a.srv.Ready()))
-	w, err := repository.NewWatcher(a.o.modelRepository, a.o.pollInterval, a.log.Named("repository"))
+	w, err := repository.NewWatcher(a.o.modelRepository, a.o.pollInterval, a.log.Named("repository"),
+		repository.WithSettle(a.o.settle))
 	if err != nil {
 		return err
 	}
@@ -305,15 +309,24 @@ func (a *app) shutdown() error {
 	if err := <-httpDone; err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
-	if err := a.srv.Close(ctx); err != nil {
+	if err := a.closeServing(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if err := a.metrics.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("metrics shutdown: %w", err))
 	}
-	if err := runtime.Shutdown(); err != nil {
-		errs = append(errs, err)
-	}
 	a.log.Info("shutdown complete")
 	return errors.Join(errs...)
+}
+
+// closeServing drains and closes every version, then destroys the ONNX
+// Runtime environment, but only once every session is closed: sessions
+// still running past the drain timeout would otherwise run on a destroyed
+// environment. Then the environment is left for the process exit to free.
+func (a *app) closeServing(ctx context.Context) error {
+	if err := a.srv.Close(ctx); err != nil {
+		a.log.Error("sessions still open after the drain timeout; ONNX Runtime environment left in place", zap.Error(err))
+		return err
+	}
+	return a.ortShutdown()
 }

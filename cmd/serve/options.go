@@ -105,8 +105,8 @@ func parseOptions(args []string) (*options, error) {
 	if o.logFormat != "json" && o.logFormat != "console" {
 		return nil, fmt.Errorf("--log-format: want json or console, got %q", o.logFormat)
 	}
-	if o.shutdownDelay < 0 || o.drainTimeout <= 0 || o.pollInterval <= 0 || o.settle < 0 {
-		return nil, errors.New("--shutdown-delay must be >= 0; --drain-timeout and --repository-poll-interval must be > 0")
+	if o.shutdownDelay < 0 || o.drainTimeout <= 0 || o.pollInterval <= 0 || o.settle <= 0 {
+		return nil, errors.New("--shutdown-delay must be >= 0; --drain-timeout, --repository-poll-interval and --repository-settle must be > 0")
 	}
 	if o.gcPercent < -1 {
 		return nil, fmt.Errorf("--gc-percent: want a percentage > 0, or -1 for off; got %d", o.gcPercent)

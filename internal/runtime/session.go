@@ -219,6 +219,13 @@ func sessionOptions(opts Options) (*ort.SessionOptions, error) {
 	if err := so.SetGraphOptimizationLevel(level); err != nil {
 		return nil, fmt.Errorf("graph optimization: %w", err)
 	}
+	// Every failure of a run is returned, and the server logs it as it
+	// classifies it (an input the model rejects at warn, rate-limited).
+	// ONNX Runtime's own line on stderr for each failed run would repeat
+	// it at error level, unlimited, for every bad request.
+	if err := so.SetLogSeverityLevel(ort.LoggingLevelFatal); err != nil {
+		return nil, fmt.Errorf("log severity: %w", err)
+	}
 	intra := opts.IntraOpThreads
 	if intra == 0 {
 		intra = AvailableCPUs()
