@@ -287,7 +287,7 @@ func (s *Server) versionFailed(m *model, a action, old *version, err error, next
 	m.mu.Lock()
 	m.failed[a.number] = a.fingerprint
 	m.mu.Unlock()
-	s.log.Error("version failed to load", zap.String("model", m.name), zap.Int64("version", a.number), zap.Error(err))
+	s.log.Error("version failed to load", zap.String("model", m.name), zap.String("version", strconv.FormatInt(a.number, 10)), zap.Error(err))
 	if old != nil {
 		next[a.number] = old
 		s.setState(m, a.number, StateReady, "reload failed, previous instance still serving: "+err.Error())
@@ -310,7 +310,7 @@ func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion
 			return
 		}
 		if cerr := sess.Close(); cerr != nil {
-			s.log.Warn("closing a session that failed to load", zap.String("model", name), zap.Int64("version", dv.Number), zap.Error(cerr))
+			s.log.Warn("closing a session that failed to load", zap.String("model", name), zap.String("version", strconv.FormatInt(dv.Number, 10)), zap.Error(cerr))
 		}
 	}()
 	v = newVersion(dv.Number, fp, sess)
