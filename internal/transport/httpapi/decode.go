@@ -6,7 +6,7 @@ import (
 	"strconv"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
-	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
 // inferRequest is one decoded infer call, before it becomes a
@@ -91,7 +91,7 @@ const (
 // its deadline may leave its tensors in a batch that is still running after
 // the handler returned and fasthttp reused the body buffer, so sharing would
 // let that batch read another request's bytes.
-func decodeInferRequest(body []byte, headerLen int, stickyKey string, lim transport.Limits) (inferRequest, error) {
+func decodeInferRequest(body []byte, headerLen int, stickyKey string, lim guard.Limits) (inferRequest, error) {
 	var req inferRequest
 	js, bin := body, []byte(nil)
 	if headerLen >= 0 {
@@ -116,7 +116,7 @@ func decodeInferRequest(body []byte, headerLen int, stickyKey string, lim transp
 type decoder struct {
 	s         scanner
 	stickyKey string
-	lim       transport.Limits
+	lim       guard.Limits
 	// sticky says the routing key came from the stickyKey parameter, which
 	// routing_key must not overwrite.
 	sticky bool
@@ -523,7 +523,7 @@ func (d *decoder) outputParameters(o *outputRequest, i int) error {
 // tensor layout and returns it with its element count. want is the element
 // count the shape asks for, or -1 when the shape is not known yet; it only
 // sizes the buffer.
-func (d *decoder) data(name string, dt tensor.DataType, want int64, lim transport.Limits) ([]byte, int64, error) {
+func (d *decoder) data(name string, dt tensor.DataType, want int64, lim guard.Limits) ([]byte, int64, error) {
 	s := &d.s
 	var buf []byte
 	if size := dt.Size(); size > 0 && want > 0 {
@@ -686,7 +686,7 @@ func (p *dataParser) element() error {
 			return tensor.Invalidf("input %q: element %d: %v", p.name, p.n, err)
 		}
 		if int64(len(v)) > p.maxBytes {
-			return transport.Limits{MaxBytesElement: p.maxBytes}.CheckBytesElement(p.name, p.n, int64(len(v)))
+			return guard.Limits{MaxBytesElement: p.maxBytes}.CheckBytesElement(p.name, p.n, int64(len(v)))
 		}
 		p.buf = tensor.AppendBytesElement(p.buf, v)
 	case tensor.FP16, tensor.BF16, tensor.FP32, tensor.FP64:
@@ -704,7 +704,7 @@ func (p *dataParser) element() error {
 
 // overLimit is the error for one element more than maxElements.
 func (p *dataParser) overLimit() error {
-	return transport.Limits{MaxTensorElements: p.maxElements}.CheckElements(p.name, p.n+1)
+	return guard.Limits{MaxTensorElements: p.maxElements}.CheckElements(p.name, p.n+1)
 }
 
 func (p *dataParser) errorf(format string, args ...any) error {

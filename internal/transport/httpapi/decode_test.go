@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
-	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
 // le builds little-endian tensor data from values of the given width.
@@ -79,7 +79,7 @@ func TestDecodeRoundTrip(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.dt, func(t *testing.T) {
 			body := `{"inputs":[{"name":"x","shape":[3],"datatype":"` + tt.dt + `","data":` + tt.in + `}]}`
-			req, err := decodeInferRequest([]byte(body), -1, "", transport.Limits{})
+			req, err := decodeInferRequest([]byte(body), -1, "", guard.Limits{})
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
@@ -116,13 +116,13 @@ func TestDecodeNestedData(t *testing.T) {
 		"data before name":   `{"inputs":[{"datatype":"INT32","data":[1,2,3,4,5,6],"shape":[2,3],"name":"x"}]}`,
 		"whitespace":         " {\n\t\"inputs\" : [ { \"name\" : \"x\" , \"shape\" : [ 2 , 3 ] , \"datatype\" : \"INT32\" , \"data\" : [ [ 1 , 2 , 3 ] , [ 4 , 5 , 6 ] ] } ] }\r\n",
 	}
-	ref, err := decodeInferRequest([]byte(flat), -1, "", transport.Limits{})
+	ref, err := decodeInferRequest([]byte(flat), -1, "", guard.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for name, body := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := decodeInferRequest([]byte(body), -1, "", transport.Limits{})
+			got, err := decodeInferRequest([]byte(body), -1, "", guard.Limits{})
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
@@ -154,7 +154,7 @@ func TestDecodeRequestFields(t *testing.T) {
 			{"name": "w"}
 		]
 	}`
-	req, err := decodeInferRequest([]byte(body), -1, "", transport.Limits{})
+	req, err := decodeInferRequest([]byte(body), -1, "", guard.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestDecodeRoutingKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, err := decodeInferRequest([]byte(`{"parameters":`+tt.params+`,`+input+`}`), -1, tt.sticky, transport.Limits{})
+			req, err := decodeInferRequest([]byte(`{"parameters":`+tt.params+`,`+input+`}`), -1, tt.sticky, guard.Limits{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -283,7 +283,7 @@ func TestDecodeErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := decodeInferRequest([]byte(tt.body), -1, "", transport.Limits{})
+			_, err := decodeInferRequest([]byte(tt.body), -1, "", guard.Limits{})
 			if err == nil {
 				t.Fatalf("decode succeeded, want an error containing %q", tt.want)
 			}
@@ -351,7 +351,7 @@ func TestDecodeBinary(t *testing.T) {
 	fp := f32s(1.5, -3)
 	str := bytesData("hello", "x")
 	body, n := binaryBody(header, fp, str)
-	req, err := decodeInferRequest(body, n, "", transport.Limits{})
+	req, err := decodeInferRequest(body, n, "", guard.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +400,7 @@ func TestDecodeBinaryErrors(t *testing.T) {
 			if tt.hlen != -2 {
 				n = tt.hlen
 			}
-			_, err := decodeInferRequest(body, n, "", transport.Limits{})
+			_, err := decodeInferRequest(body, n, "", guard.Limits{})
 			if err == nil || !errors.Is(err, tensor.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want an invalid-tensor error containing %q", err, tt.want)
 			}
@@ -419,14 +419,14 @@ func TestDecodeJSONMatchesBinary(t *testing.T) {
 	}
 	for _, dt := range tensor.AllDataTypes {
 		t.Run(dt.String(), func(t *testing.T) {
-			js, err := decodeInferRequest([]byte(`{"inputs":[{"name":"x","shape":[2],"datatype":"`+dt.String()+`","data":`+data[dt]+`}]}`), -1, "", transport.Limits{})
+			js, err := decodeInferRequest([]byte(`{"inputs":[{"name":"x","shape":[2],"datatype":"`+dt.String()+`","data":`+data[dt]+`}]}`), -1, "", guard.Limits{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			raw := js.Inputs[0].Data
 			header := `{"inputs":[{"name":"x","shape":[2],"datatype":"` + dt.String() + `","parameters":{"binary_data_size":` + strconv.Itoa(len(raw)) + `}}]}`
 			body, n := binaryBody(header, raw)
-			bin, err := decodeInferRequest(body, n, "", transport.Limits{})
+			bin, err := decodeInferRequest(body, n, "", guard.Limits{})
 			if err != nil {
 				t.Fatal(err)
 			}

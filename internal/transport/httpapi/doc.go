@@ -3,11 +3,11 @@
 // the binary tensor extension, and the model repository management API.
 //
 // It turns request bodies into tensor values and responses back, maps
-// errors through package transport's one table, and enforces the management
-// API's access rule, the inference token, the rate limit, the decoding
-// limits (before any buffer is sized from a client's claim), the connection
-// limit and the read timeouts that cut off clients trickling their
-// requests. It knows nothing of batching, routing or ONNX Runtime:
+// errors through package transport's one table, and enforces, with package
+// guard's defences, the management API's access rule, the inference token,
+// the rate limit, the decoding limits (before any buffer is sized from a
+// client's claim), the connection limit and the read timeouts that cut off
+// clients trickling their requests. It knows nothing of batching, routing or ONNX Runtime:
 // everything past decoding goes through the Backend interface.
 //
 // Wire choices a client may notice:
