@@ -213,6 +213,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"not an object", `[]`, "must be a JSON object"},
 		{"truncated", `{"inputs":[{"name":"x"`, "malformed JSON"},
 		{"trailing data", `{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1]}]} x`, "after the top-level value"},
+		{"trailing NUL", "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"INT8\",\"data\":[1]}]}\x00", "after the top-level value"},
 		{"trailing comma", `{"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[1],}]}`, "malformed JSON"},
 		{"bad literal", `{"id":"a","x":tru,"inputs":[]}`, "malformed JSON"},
 		{"bad escape", `{"id":"\q"}`, "bad escape"},

@@ -120,7 +120,8 @@ func (s *Scanner) Members(each func(key []byte) error) error {
 
 // End requires that nothing but whitespace follows.
 func (s *Scanner) End() error {
-	if s.Peek() != 0 {
+	// Peek's 0 is also a NUL byte in the buffer, which is data too.
+	if s.Peek(); s.pos < len(s.buf) {
 		return s.errorf("unexpected data after the top-level value")
 	}
 	return nil
