@@ -23,6 +23,11 @@
 //     parameter of that name, else from the routing_key parameter.
 //   - Request bodies must be uncompressed.
 //
+// JSON bodies are read with package jsonscan's lexer and number parser,
+// not encoding/json (its doc comment records why, measured); decode.go
+// reads the v2 document, data.go an input's data into the tensor layout,
+// binary.go the binary extension.
+//
 // Decoded tensors never share memory with fasthttp's request buffers: the
 // batcher may still read a request's inputs after its caller gave up on a
 // deadline, by which time fasthttp has reused the buffer.
