@@ -162,9 +162,10 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		StartupModels: a.startup,
 		Root:          o.modelRepository,
 		Mode:          serving.ControlMode(o.controlMode),
+		Status:        func(err error) int { _, code := transport.Status(err); return code },
 		OnRelease:     func(model, version string) { obs.ForgetVersion(model, version) },
 	}, log, sm, bm)
-	if obs, err = transport.NewObserver(a.reg, buckets, a.srv.Known, log.Named("access")); err != nil {
+	if obs, err = transport.NewObserver(a.reg, buckets, log.Named("access")); err != nil {
 		return nil, err
 	}
 	hcfg := httpapi.Config{
@@ -176,7 +177,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		},
 	}
 	sec.http(&hcfg)
-	a.http = httpapi.New(a.srv, hcfg, log.Named("http"))
+	a.http = httpapi.New(httpapi.BackendsOf(a.srv), hcfg, log.Named("http"))
 
 	gcfg := grpcapi.Config{
 		Version:        version,
@@ -188,7 +189,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		},
 	}
 	sec.grpc(&gcfg)
-	a.grpc = grpcapi.New(a.srv, gcfg, log.Named("grpc"))
+	a.grpc = grpcapi.New(grpcapi.BackendsOf(a.srv), gcfg, log.Named("grpc"))
 
 	if a.httpLn, err = listen(o.httpAddr, o.httpPort); err != nil {
 		return nil, fmt.Errorf("--http-port: %w", err)

@@ -101,14 +101,14 @@ type result struct {
 }
 
 type request struct {
-	ctx      context.Context
-	in       []tensor.Tensor // in the order every request of this batcher uses
-	rows     int64
+	ctx  context.Context
+	in   []tensor.Tensor // in the order every request of this batcher uses
+	rows int64
 	// waited and took are the request's time in the queue and its batch's
 	// run time, written by the worker before it answers.
 	waited, took time.Duration
-	enqueued time.Time
-	deadline time.Time // zero when none
+	enqueued     time.Time
+	deadline     time.Time // zero when none
 	// fromDefault says the deadline came from Config.DefaultTimeout, for the
 	// error message.
 	fromDefault bool

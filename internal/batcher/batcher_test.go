@@ -929,3 +929,23 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Error("New accepted a nil runner")
 	}
 }
+
+// TestSubmitTimedReportsQueueAndCompute checks the timing a caller gets:
+// the wait for companions, then the batch's run, in fake time.
+func TestSubmitTimedReportsQueueAndCompute(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const delay, run = 2 * time.Millisecond, 3 * time.Millisecond
+		b := newBatcher(t, runnerFunc(func(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
+			time.Sleep(run)
+			return addOne(ctx, in)
+		}), Config{MaxBatchSize: 4, Batching: true, MaxQueueDelay: delay})
+		defer mustClose(t, b)
+		var tm Timing
+		if _, err := b.SubmitTimed(context.Background(), []tensor.Tensor{ids("x", 1, 1)}, &tm); err != nil {
+			t.Fatal(err)
+		}
+		if tm.Queue != delay || tm.Compute != run {
+			t.Errorf("timing %+v, want queue %v and compute %v", tm, delay, run)
+		}
+	})
+}

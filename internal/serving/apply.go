@@ -447,8 +447,10 @@ func (s *Server) Close(ctx context.Context) error {
 	select {
 	case <-done:
 		s.shadow.close()
+		s.taps.close()
 		return nil
 	case <-ctx.Done():
+		s.taps.close()
 		return fmt.Errorf("serving drain: %w", ctx.Err())
 	}
 }
