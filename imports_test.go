@@ -30,10 +30,16 @@ var allowed = map[string][]string{
 	"internal/tensor":                     {},
 	"internal/onnxgen":                    {},
 	"internal/testcert":                   {},
-	"internal/serving/servingtest":        {"internal/tensor"},
-	"proto":                               {},
-	"bench":                               {"proto"},
-	"deploy":                              {},
+	// The model-quality loop: taps on the serving core (DESIGN §3), and
+	// rollout reading their signals through its own small interfaces.
+	"internal/quality":             {"internal/serving", "internal/tensor"},
+	"internal/drift":               {"internal/serving", "internal/tensor"},
+	"internal/payloadlog":          {"internal/serving", "internal/tensor"},
+	"internal/rollout":             {"internal/serving", "internal/router"},
+	"internal/serving/servingtest": {"internal/tensor"},
+	"proto":                        {},
+	"bench":                        {"proto"},
+	"deploy":                       {},
 }
 
 type pkgInfo struct {
@@ -128,6 +134,28 @@ func TestOnlyRuntimeKnowsONNXRuntime(t *testing.T) {
 		}
 		if !strings.HasPrefix(name, "internal/transport") && name != "cmd/serve" && slices.Contains(p.Imports, module+"/internal/transport") {
 			t.Errorf("%s imports internal/transport; only the front ends may", name)
+		}
+	}
+}
+
+// loopPackages are the model-quality loop's packages: taps registered by
+// cmd/serve, and rollout.
+var loopPackages = []string{"internal/quality", "internal/drift", "internal/payloadlog", "internal/rollout"}
+
+// TestLoopPackagesStayApart enforces DESIGN §3's rule for the loop: only
+// cmd/serve and the front ends import its packages, and they never import
+// one another, so each hangs off the serving core's tap (or its own small
+// interfaces) alone.
+func TestLoopPackagesStayApart(t *testing.T) {
+	for _, p := range listPackages(t) {
+		name := rel(p.ImportPath)
+		for _, loop := range loopPackages {
+			if !slices.Contains(p.Imports, module+"/"+loop) {
+				continue
+			}
+			if name != "cmd/serve" && !strings.HasPrefix(name, "internal/transport") {
+				t.Errorf("%s imports %s; only cmd/serve and the front ends may", name, loop)
+			}
 		}
 	}
 }

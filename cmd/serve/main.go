@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -34,18 +35,24 @@ import (
 var version = "0.1.0"
 
 func main() {
-	o, err := parseOptions(os.Args[1:])
+	os.Exit(dispatch(commands, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// serveMain is the serve command: parse the flags, run the server until
+// SIGTERM or SIGINT, shut down in order. It returns the exit status.
+func serveMain(args []string, _, _ io.Writer) int {
+	o, err := parseOptions(args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
+			return 0
 		}
 		fmt.Fprintln(os.Stderr, "onnxserve:", err)
-		os.Exit(2)
+		return 2
 	}
 	log, level, err := newLogger(o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "onnxserve:", err)
-		os.Exit(2)
+		return 2
 	}
 	gc, gcFrom := o.applyGC(os.Getenv)
 	log.Info("garbage collector", zap.Int("gc_percent", gc), zap.String("from", gcFrom))
@@ -60,9 +67,10 @@ func main() {
 		_ = log.Sync()
 		// One plain line too, so the cause is readable without a JSON parser.
 		fmt.Fprintln(os.Stderr, "onnxserve:", err)
-		os.Exit(1)
+		return 1
 	}
 	_ = log.Sync()
+	return 0
 }
 
 func newLogger(o *options) (*zap.Logger, zap.AtomicLevel, error) {
@@ -165,9 +173,10 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		StartupModels: a.startup,
 		Root:          o.modelRepository,
 		Mode:          serving.ControlMode(o.controlMode),
+		Status:        func(err error) int { _, code := transport.Status(err); return code },
 		OnRelease:     func(model, version string) { obs.ForgetVersion(model, version) },
 	}, log, sm, bm)
-	if obs, err = transport.NewObserver(a.reg, buckets, a.srv.Known, log.Named("access")); err != nil {
+	if obs, err = transport.NewObserver(a.reg, buckets, log.Named("access")); err != nil {
 		return nil, err
 	}
 	hcfg := httpapi.Config{
@@ -179,7 +188,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		},
 	}
 	sec.http(&hcfg)
-	a.http = httpapi.New(a.srv, hcfg, log.Named("http"))
+	a.http = httpapi.New(httpapi.BackendsOf(a.srv), hcfg, log.Named("http"))
 
 	gcfg := grpcapi.Config{
 		Version:        version,
@@ -191,7 +200,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		},
 	}
 	sec.grpc(&gcfg)
-	a.grpc = grpcapi.New(a.srv, gcfg, log.Named("grpc"))
+	a.grpc = grpcapi.New(grpcapi.BackendsOf(a.srv), gcfg, log.Named("grpc"))
 
 	if a.httpLn, err = listen(o.httpAddr, o.httpPort); err != nil {
 		return nil, fmt.Errorf("--http-port: %w", err)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,11 +110,14 @@ type result struct {
 }
 
 type request struct {
-	ctx      context.Context
-	in       []tensor.Tensor // sorted by name
-	rows     int64
-	enqueued time.Time
-	deadline time.Time // zero when none
+	ctx  context.Context
+	in   []tensor.Tensor // in the order every request of this batcher uses
+	rows int64
+	// waited and took are the request's time in the queue and its batch's
+	// run time, written by the worker before it answers.
+	waited, took time.Duration
+	enqueued     time.Time
+	deadline     time.Time // zero when none
 	// fromDefault says the deadline came from Config.DefaultTimeout, for the
 	// error message.
 	fromDefault bool
@@ -264,8 +265,12 @@ func (c *Config) check() error {
 // Submit returns the context error promptly: a request still queued is then
 // never run; one already running runs on and its result is discarded.
 //
-// The inputs of a request with a batch dimension must all have the same
-// first dimension, at most Config.MaxBatchSize. Submit does not modify in,
+// Preconditions, which the caller owns and Submit does not check again:
+// every tensor of in is valid (tensor.Validate), and every request of this
+// batcher lists the same inputs in the same order (the model's declared
+// order), so that batches stack them by position. The inputs of a request
+// with a batch dimension must all have the same first dimension, at most
+// Config.MaxBatchSize; Submit checks that. Submit does not modify in,
 // but the batch may read in's data until it has run, which can be after
 // Submit returned because ctx ended; a caller that recycles the buffers must
 // copy them first.
@@ -273,6 +278,21 @@ func (c *Config) check() error {
 // The outputs are views that may share memory with other requests' outputs;
 // treat their data as read-only.
 func (b *Batcher) Submit(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
+	return b.SubmitTimed(ctx, in, nil)
+}
+
+// Timing is where one request's time went inside the batcher.
+type Timing struct {
+	// Queue is the time from Submit to its batch starting; zero when the
+	// request never started.
+	Queue time.Duration
+	// Compute is the run time of the batch the request was part of.
+	Compute time.Duration
+}
+
+// SubmitTimed is Submit that also fills t, when not nil, with the
+// request's queue wait and its batch's run time once it was answered.
+func (b *Batcher) SubmitTimed(ctx context.Context, in []tensor.Tensor, t *Timing) ([]tensor.Tensor, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -285,6 +305,7 @@ func (b *Batcher) Submit(ctx context.Context, in []tensor.Tensor) ([]tensor.Tens
 		r = &request{done: make(chan result, 1)}
 	}
 	r.ctx, r.in, r.rows = ctx, in, rows
+	r.waited, r.took = 0, 0
 	r.enqueued = time.Now()
 	r.deadline, r.fromDefault = time.Time{}, false
 	var timer *time.Timer
@@ -305,6 +326,9 @@ func (b *Batcher) Submit(ctx context.Context, in []tensor.Tensor) ([]tensor.Tens
 	for {
 		select {
 		case res := <-r.done:
+			if t != nil {
+				*t = Timing{Queue: r.waited, Compute: r.took}
+			}
 			b.putRequest(r)
 			return res.out, res.err
 		case <-ctx.Done():
@@ -395,27 +419,11 @@ func (b *Batcher) putTimer(t *time.Timer) {
 	b.timers.Put(t)
 }
 
-// checkInputs validates a request and returns its inputs sorted by name,
-// copying only when they are not sorted already, and its row count.
+// checkInputs returns a request's row count, checking what only the
+// batcher knows: that its inputs agree on a batch size within
+// Config.MaxBatchSize. It does not look at the inputs otherwise (see
+// Submit's preconditions).
 func (b *Batcher) checkInputs(in []tensor.Tensor) ([]tensor.Tensor, int64, error) {
-	sorted := true
-	for i := range in {
-		if err := in[i].Validate(); err != nil {
-			return nil, 0, err
-		}
-		if i > 0 && in[i-1].Name >= in[i].Name {
-			sorted = false
-		}
-	}
-	if !sorted {
-		in = slices.Clone(in)
-		slices.SortFunc(in, func(x, y tensor.Tensor) int { return strings.Compare(x.Name, y.Name) })
-		for i := 1; i < len(in); i++ {
-			if in[i-1].Name == in[i].Name {
-				return nil, 0, tensor.Invalidf("input %q given more than once", in[i].Name)
-			}
-		}
-	}
 	if b.cfg.MaxBatchSize == 0 {
 		// One request, one run: count it as one row for the batch size
 		// histogram.

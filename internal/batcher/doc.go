@@ -10,5 +10,8 @@
 //
 // It knows nothing about wire formats, model files, ONNX Runtime or routing:
 // requests arrive as tensor values and a batch leaves through the one-method
-// Runner interface.
+// Runner interface. It does not check inputs against a model: its caller
+// hands them over valid and in one fixed order (the model's), and the
+// batcher checks only what batching needs (rows). SubmitTimed reports a
+// request's queue wait and its batch's run time for the caller's records.
 package batcher

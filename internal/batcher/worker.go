@@ -265,6 +265,7 @@ func (b *Batcher) run(w *worker) {
 			continue // given up by its caller
 		}
 		waited := now.Sub(r.enqueued)
+		r.waited = waited
 		b.obs.queue.Observe(waited.Seconds())
 		b.stats.queueNs.Add(int64(waited))
 		w.members = append(w.members, r)
@@ -306,6 +307,9 @@ func (b *Batcher) exec(w *worker, members []*request, rows int64) error {
 	start := time.Now()
 	out, err := b.call(in)
 	took := time.Since(start)
+	for _, r := range w.members {
+		r.took = took
+	}
 	b.obs.compute.Observe(took.Seconds())
 	b.obs.batch.Observe(float64(rows))
 	b.stats.executions.Add(1)

@@ -6,5 +6,8 @@
 // It is the only package that imports the cgo binding to ONNX Runtime, so
 // nothing else in the server needs a C toolchain to be tested. It knows
 // nothing of requests, batching, routing or wire formats: a Session takes
-// whole tensors in and gives whole tensors back.
+// whole tensors in and gives whole tensors back. Its caller owns the input
+// checks (names, datatypes, shapes, declared order); at the cgo boundary
+// Run keeps only the count and buffer-length guard that keeps ONNX Runtime
+// inside Go memory.
 package runtime

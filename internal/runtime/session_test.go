@@ -252,20 +252,14 @@ func TestBindingHalfFloatOutputs(t *testing.T) {
 func TestSimple(t *testing.T) {
 	s := load(t, onnxgen.Simple(), Options{})
 	for _, rows := range []int{1, 5} {
-		for _, reversed := range []bool{false, true} {
-			t.Run(fmt.Sprintf("rows=%d/reversed=%v", rows, reversed), func(t *testing.T) {
-				in0, in1, sum, diff := simpleInputs(rows, 3)
-				in := []tensor.Tensor{in0, in1}
-				if reversed {
-					in = []tensor.Tensor{in1, in0}
-				}
-				out, err := s.Run(context.Background(), in)
-				if err != nil {
-					t.Fatal(err)
-				}
-				checkSimple(t, out, rows, sum, diff)
-			})
-		}
+		t.Run(fmt.Sprintf("rows=%d", rows), func(t *testing.T) {
+			in0, in1, sum, diff := simpleInputs(rows, 3)
+			out, err := s.Run(context.Background(), []tensor.Tensor{in0, in1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSimple(t, out, rows, sum, diff)
+		})
 	}
 }
 
@@ -299,7 +293,7 @@ func TestSimpleString(t *testing.T) {
 		sum[i], diff[i] = strconv.Itoa(x+y), strconv.Itoa(x-y)
 	}
 	shape := []int64{rows, onnxgen.SimpleWidth}
-	out, err := s.Run(context.Background(), []tensor.Tensor{bytesTensor("INPUT1", shape, b), bytesTensor("INPUT0", shape, a)})
+	out, err := s.Run(context.Background(), []tensor.Tensor{bytesTensor("INPUT0", shape, a), bytesTensor("INPUT1", shape, b)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,6 +333,9 @@ func TestClassifier(t *testing.T) {
 	}
 }
 
+// TestRunInvalidInputs covers the cgo boundary's guard (count and buffer
+// length) and ONNX Runtime's own rejections; name and order checks belong
+// to the caller.
 func TestRunInvalidInputs(t *testing.T) {
 	s := load(t, onnxgen.Simple(), Options{})
 	in0, in1, _, _ := simpleInputs(2, 1)
@@ -357,22 +354,26 @@ func TestRunInvalidInputs(t *testing.T) {
 		name string
 		in   []tensor.Tensor
 		want string
+		// guard marks what the cgo boundary's own check refuses, as
+		// invalid input; the rest ONNX Runtime refuses itself.
+		guard bool
 	}{
-		{"missing input", []tensor.Tensor{in0}, `missing input "INPUT1"`},
-		{"no inputs", nil, `missing input "INPUT0"`},
-		{"unknown name", []tensor.Tensor{in0, renamed}, `unknown input "INPUT2"`},
-		{"extra input", []tensor.Tensor{in0, in1, renamed}, `unknown input "INPUT2"`},
-		{"duplicate", []tensor.Tensor{in0, in0, in1}, `input "INPUT0" given more than once`},
-		{"short data", []tensor.Tensor{in0, short}, `"INPUT1"`},
-		{"wrong type", []tensor.Tensor{in0, wrongType}, `"INPUT1"`},
-		{"wrong rank", []tensor.Tensor{in0, wrongRank}, `"INPUT1"`},
-		{"wrong fixed dimension", []tensor.Tensor{in0, wrongWidth}, `"INPUT1"`},
+		{"missing input", []tensor.Tensor{in0}, `1 inputs given; the model's inputs are "INPUT0", "INPUT1"`, true},
+		{"no inputs", nil, `0 inputs given`, true},
+		{"extra input", []tensor.Tensor{in0, in1, renamed}, `3 inputs given`, true},
+		{"short data", []tensor.Tensor{in0, short}, `input "INPUT1": shape [2 16] of INT32 needs 128 bytes of data, got 124`, true},
+		{"wrong type", []tensor.Tensor{in0, wrongType}, `data type`, false},
+		{"wrong rank", []tensor.Tensor{in0, wrongRank}, `INPUT1`, false},
+		{"wrong fixed dimension", []tensor.Tensor{in0, wrongWidth}, `INPUT1`, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := s.Run(context.Background(), tt.in)
-			if !errors.Is(err, tensor.ErrInvalid) {
-				t.Fatalf("Run error %v does not wrap tensor.ErrInvalid", err)
+			if err == nil {
+				t.Fatal("Run accepted the inputs")
+			}
+			if tt.guard && !errors.Is(err, tensor.ErrInvalid) {
+				t.Errorf("Run error %v does not wrap tensor.ErrInvalid", err)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Run error %q does not mention %s", err, tt.want)
@@ -455,7 +456,7 @@ func TestConcurrentRun(t *testing.T) {
 			for r := range runs {
 				rows := 1 + (w+r)%5
 				in0, in1, sum, diff := simpleInputs(rows, int32(w*runs+r))
-				out, err := s.Run(context.Background(), []tensor.Tensor{in1, in0})
+				out, err := s.Run(context.Background(), []tensor.Tensor{in0, in1})
 				if err != nil {
 					t.Errorf("worker %d run %d: %v", w, r, err)
 					return

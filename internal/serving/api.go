@@ -3,6 +3,7 @@ package serving
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/onnxserve/onnxserve/internal/batcher"
 	"github.com/onnxserve/onnxserve/internal/tensor"
@@ -38,28 +39,51 @@ type Model interface {
 	Close() error
 }
 
-// Request is one inference request after decoding. Inputs may be in any
-// order. The serving core keeps the Request until Infer returns, so callers
-// must not reuse its buffers before then.
+// Metadata is a request's transport metadata: HTTP headers (and, for
+// HTTP, request parameters of the same name), or gRPC metadata. Get returns
+// the value of key, or "" when the request carries none. The serving core
+// calls it only during Infer, on the caller's goroutine.
+type Metadata interface {
+	Get(key string) string
+}
+
+// Request is one inference request after decoding. Precondition, owned by
+// the front end's decoder: every input is a valid tensor (its data matches
+// its shape and datatype, tensor.Validate). Inputs may be in any order;
+// Infer checks them against the model and puts them in declared order. The
+// serving core keeps the Request until Infer returns, so callers must not
+// reuse its buffers before then.
 type Request struct {
 	Model   string
 	Version string // "" lets the router choose
-	ID      string
-	Inputs  []tensor.Tensor
+	// ID identifies the request in responses, logs and tap records; the
+	// front end settles it before Infer (see transport.RequestID).
+	ID     string
+	Inputs []tensor.Tensor
 	// Outputs names the outputs to return; empty returns all of them.
 	Outputs []string
-	// RoutingKey pins a caller to one traffic arm; "" routes at random.
+	// RoutingKey is the routing_key request parameter; a value under the
+	// model's sticky key in Metadata wins over it. "" routes at random.
 	RoutingKey string
+	// Metadata, when not nil, is where the model's sticky key is looked
+	// up, once, after the model is found.
+	Metadata Metadata
+	// Protocol names the front end ("http", "grpc") in tap records.
+	Protocol string
+	// Arrival is when the request arrived, for tap records; zero means
+	// when Infer was called.
+	Arrival time.Time
 }
 
-// Response is the result of one Infer call.
+// Response is the result of one Infer call. Model and Version are the
+// canonical labels of the version that served it.
 type Response struct {
 	Model   string
 	Version string // the version that actually served the request
 	ID      string
 	Outputs []tensor.Tensor
 
-	all []tensor.Tensor // every model output, for shadow comparison
+	all []tensor.Tensor // every model output, for shadow comparison and taps
 }
 
 // ModelMetadata describes a model version as the v2 metadata endpoints do.

@@ -483,15 +483,18 @@ func (s *Server) Close(ctx context.Context) error {
 	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
-	// Mirrored copies already queued still run while the versions drain;
-	// either way the shadow workers stop before Close returns.
-	defer s.shadow.close()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("serving drain: %w: %w", ctx.Err(), ErrSessionsOpen)
+		err = fmt.Errorf("serving drain: %w: %w", ctx.Err(), ErrSessionsOpen)
 	}
+	// Mirrored copies already queued still run while the versions drain;
+	// either way the shadow workers stop before Close returns, and the taps
+	// after them, since shadow answers are handed to the taps too.
+	s.shadow.close()
+	s.taps.close()
+	return err
 }
 
 // Index lists every known model version with its state, sorted by model then

@@ -11,6 +11,7 @@ type Metrics struct {
 	state  *prometheus.GaugeVec
 	routed *prometheus.CounterVec
 	shadow *prometheus.CounterVec
+	taps   *prometheus.CounterVec
 }
 
 // versionCounters are one version's counters, resolved when it loads so the
@@ -62,12 +63,25 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Name: "onnxserve_shadow_requests_total",
 		Help: "Mirrored requests by outcome: agree or disagree with the primary's answer, error, or dropped because the shadow queue was full.",
 	}, []string{"model", "version", "result"})
-	for _, c := range []prometheus.Collector{m.state, m.routed, m.shadow} {
+	m.taps = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "onnxserve_tap_dropped_total",
+		Help: "Answered requests a tap did not get because its queue was full.",
+	}, []string{"tap"})
+	for _, c := range []prometheus.Collector{m.state, m.routed, m.shadow, m.taps} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// tapDropped returns a tap's drop counter; with no Metrics it counts into
+// a counter nobody reads.
+func (m *Metrics) tapDropped(name string) prometheus.Counter {
+	if m == nil {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"})
+	}
+	return m.taps.WithLabelValues(name)
 }
 
 // setState marks st as the version's only current state.

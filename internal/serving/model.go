@@ -83,6 +83,26 @@ func newModel(name string) *model {
 	return m
 }
 
+// versionLabel returns the canonical label of the version a request named
+// when the model has that version (serving or listed in the index), else
+// "".
+func (m *model) versionLabel(v string) string {
+	if v == "" {
+		return ""
+	}
+	n, err := parseVersion(v)
+	if err != nil {
+		return ""
+	}
+	if sv, ok := m.serving.Load().byNumber[n]; ok {
+		return sv.label
+	}
+	if e, ok := m.known(n); ok {
+		return e.Version
+	}
+	return ""
+}
+
 // known reports whether the model has ever listed version n, and its entry.
 func (m *model) known(n int64) (IndexEntry, bool) {
 	m.mu.Lock()
@@ -120,7 +140,15 @@ func (m *model) pick(req *Request) (v *version, mirror *version, err error) {
 	if len(set.ready) == 0 {
 		return nil, nil, fmt.Errorf("model %q: no ready version: %w", m.name, ErrNotReady)
 	}
-	d := set.route.Route(req.RoutingKey)
+	key := req.RoutingKey
+	if set.traffic != nil && req.Metadata != nil {
+		// The model's sticky key names the header or metadata; only a
+		// configured split makes the key matter.
+		if k := req.Metadata.Get(set.stickyKey); k != "" {
+			key = k
+		}
+	}
+	d := set.route.Route(key)
 	v = set.ready[0]
 	if d.OK {
 		if pv, ok := set.byNumber[d.Version]; ok {

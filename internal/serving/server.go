@@ -41,6 +41,10 @@ type Config struct {
 	Root string
 	// Mode is the model control mode (default poll).
 	Mode ControlMode
+	// Status maps a failed request's error to its HTTP-style status for tap
+	// records; cmd/serve passes transport's table. nil: 500 for every
+	// failure.
+	Status func(error) int
 	// OnRelease, when set, is called after a version left the server for
 	// good (removed or unloaded, not replaced in place), so collectors kept
 	// outside this package can drop its series.
@@ -61,6 +65,7 @@ type Server struct {
 	models atomic.Pointer[map[string]*model]
 
 	shadow *shadowQueue
+	taps   tapSet
 
 	shutting atomic.Bool    // readiness false
 	closing  atomic.Bool    // new work refused
@@ -78,8 +83,9 @@ func New(l Loader, cfg Config, log *zap.Logger, m *Metrics, bm *batcher.Metrics)
 	if cfg.DefaultTimeout <= 0 {
 		cfg.DefaultTimeout = 30 * time.Second
 	}
-	s := &Server{loader: l, cfg: cfg, log: log, metrics: m, bm: bm,
-		shadow: newShadowQueue(shadowQueueSize, 1, cfg.DefaultTimeout, log)}
+	s := &Server{loader: l, cfg: cfg, log: log, metrics: m, bm: bm}
+	s.taps.status = cfg.Status
+	s.shadow = newShadowQueue(shadowQueueSize, 1, cfg.DefaultTimeout, log, &s.taps)
 	empty := map[string]*model{}
 	s.models.Store(&empty)
 	return s
@@ -191,52 +197,82 @@ const shadowQueueSize = 256
 // retired between the pick and the submit (a hot swap in progress).
 const maxRetire = 4
 
-// Infer validates req, routes it to a version and runs it through that
-// version's batcher. It returns exactly one response or one error.
+// Infer checks req against the model, routes it to a version and runs it
+// through that version's batcher. It returns exactly one response or one
+// error; the error carries the request's canonical labels (see Labels). It
+// looks the model up once, resolves the sticky routing key from
+// req.Metadata itself, and hands the answered request to the registered
+// taps.
 func (s *Server) Infer(ctx context.Context, req *Request) (*Response, error) {
-	if s.closing.Load() {
-		return nil, ErrShuttingDown
-	}
 	m, err := s.model(req.Model)
 	if err != nil {
+		s.tapRefused(req, "", "", err)
 		return nil, err
+	}
+	if s.closing.Load() {
+		return nil, s.refuse(req, m, ErrShuttingDown)
 	}
 	for range maxRetire {
 		v, mirror, err := m.pick(req)
 		if err != nil {
-			return nil, err
+			return nil, s.refuse(req, m, err)
 		}
 		if !v.acquire() {
 			continue // retired under us; the next snapshot has its successor
 		}
-		resp, in, err := s.run(ctx, m, v, req)
-		v.release()
+		var tm batcher.Timing
+		resp, in, err := s.run(ctx, m, v, req, &tm)
 		if errors.Is(err, batcher.ErrClosed) && req.Version == "" {
+			v.release()
 			continue
 		}
+		s.tapAnswered(req, m, v, in, resp, err, &tm)
+		v.release()
 		if err == nil && mirror != nil {
 			mirror.shadow.mirrored.Inc()
-			s.shadow.offer(m, mirror, in, resp.all)
+			s.shadow.offer(m, mirror, req, in, resp.all)
 		}
 		return resp, err
 	}
-	return nil, fmt.Errorf("model %q: versions changing too fast: %w", req.Model, ErrNotReady)
+	return nil, s.refuse(req, m, fmt.Errorf("model %q: versions changing too fast: %w", req.Model, ErrNotReady))
 }
 
-func (s *Server) run(ctx context.Context, m *model, v *version, req *Request) (*Response, []tensor.Tensor, error) {
+// Refuse records a request the front end answered with err before it could
+// reach Infer (a body that does not decode, a rate limit): it hands the
+// failure to the taps and returns err carrying the canonical labels of the
+// model and version the request named, when they exist (see Labels). Like
+// Infer, it looks the model up once.
+func (s *Server) Refuse(req *Request, err error) error {
+	m, merr := s.model(req.Model)
+	if merr != nil {
+		s.tapRefused(req, "", "", err)
+		return err
+	}
+	return s.refuse(req, m, err)
+}
+
+// refuse labels a failure that happened before a version ran the request
+// and hands it to the taps.
+func (s *Server) refuse(req *Request, m *model, err error) error {
+	le := &labelError{model: m.name, version: m.versionLabel(req.Version), err: err}
+	s.tapRefused(req, le.model, le.version, err)
+	return le
+}
+
+func (s *Server) run(ctx context.Context, m *model, v *version, req *Request, tm *batcher.Timing) (*Response, []tensor.Tensor, error) {
 	in, err := v.arrange(req.Inputs)
 	if err != nil {
-		return nil, nil, &versionError{m.name, v.label, err}
+		return nil, nil, &labelError{m.name, v.label, err, true}
 	}
 	outIdx, err := v.outputIndexes(req.Outputs)
 	if err != nil {
-		return nil, nil, &versionError{m.name, v.label, err}
+		return nil, in, &labelError{m.name, v.label, err, true}
 	}
 	start := time.Now()
-	out, err := v.batch.Submit(ctx, in)
+	out, err := v.batch.SubmitTimed(ctx, in, tm)
 	v.stats.record(start, err)
 	if err != nil {
-		return nil, nil, &versionError{m.name, v.label, err}
+		return nil, in, &labelError{m.name, v.label, err, true}
 	}
 	resp := &Response{Model: m.name, Version: v.label, ID: req.ID, all: out}
 	if outIdx == nil {
@@ -250,47 +286,33 @@ func (s *Server) run(ctx context.Context, m *model, v *version, req *Request) (*
 	return resp, in, nil
 }
 
-// versionError is a failure after a version was chosen; it keeps the
-// version so metrics and logs can name it.
-type versionError struct {
+// labelError is a failure of a request whose model was found; it carries
+// the canonical labels so metrics and logs can name them without asking
+// again. prefix says the message does not name the model and version yet.
+type labelError struct {
 	model, version string
 	err            error
+	prefix         bool
 }
 
-func (e *versionError) Error() string {
+func (e *labelError) Error() string {
+	if !e.prefix {
+		return e.err.Error()
+	}
 	return fmt.Sprintf("model %q version %s: %v", e.model, e.version, e.err)
 }
 
-func (e *versionError) Unwrap() error { return e.err }
+func (e *labelError) Unwrap() error { return e.err }
 
-// VersionOf returns the version that a failed request had been routed to,
-// or "" when it failed before a version was chosen.
-func VersionOf(err error) string {
-	var ve *versionError
-	if errors.As(err, &ve) {
-		return ve.version
+// Labels returns the canonical model and version labels of a request that
+// Infer or Refuse failed: names the server chose, never a client's
+// invention, so they are safe as metric labels. model is "" for a model
+// that is not loaded; version is "" when the request named no version of
+// the model and failed before one was chosen.
+func Labels(err error) (model, version string) {
+	var le *labelError
+	if errors.As(err, &le) {
+		return le.model, le.version
 	}
-	return ""
-}
-
-// Known reports whether a model is loaded and whether version names one of
-// its versions (serving or listed in the index). Front ends use it to keep
-// metric labels to names the server chose, never a client's invention.
-func (s *Server) Known(model, version string) (modelKnown, versionKnown bool) {
-	m, ok := (*s.models.Load())[model]
-	if !ok {
-		return false, false
-	}
-	if version == "" {
-		return true, true
-	}
-	n, err := parseVersion(version)
-	if err != nil {
-		return true, false
-	}
-	if _, ok := m.serving.Load().byNumber[n]; ok {
-		return true, true
-	}
-	_, ok = m.known(n)
-	return true, ok
+	return "", ""
 }

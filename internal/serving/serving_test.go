@@ -230,7 +230,6 @@ func TestInferRoutesAndValidates(t *testing.T) {
 		{"twice", bad(func(r *Request) { r.Inputs = append(r.Inputs, r.Inputs[0]) }), ErrInvalidRequest},
 		{"dtype", bad(func(r *Request) { r.Inputs[0].DataType = tensor.Int32 }), ErrInvalidRequest},
 		{"shape", bad(func(r *Request) { r.Inputs[0].Shape = []int64{1, 5} }), ErrInvalidRequest},
-		{"data length", bad(func(r *Request) { r.Inputs[0].Data = r.Inputs[0].Data[:8] }), ErrInvalidRequest},
 		{"too many rows", request("", 9, 0), ErrInvalidRequest},
 		{"unknown output", bad(func(r *Request) { r.Outputs = []string{"Y"} }), ErrInvalidRequest},
 	}
@@ -426,8 +425,8 @@ func TestStatistics(t *testing.T) {
 	bad.Outputs = []string{"nope"}
 	if _, err := s.Infer(ctx, bad); err == nil {
 		t.Fatal("unknown output accepted")
-	} else if VersionOf(err) != "1" {
-		t.Errorf("VersionOf(%v) = %q, want 1", err, VersionOf(err))
+	} else if m, v := Labels(err); m != "m" || v != "1" {
+		t.Errorf("Labels(%v) = %q, %q, want m, 1", err, m, v)
 	}
 	st, err := s.Statistics("m", "")
 	if err != nil {
@@ -443,13 +442,41 @@ func TestStatistics(t *testing.T) {
 	if _, err := s.Statistics("x", ""); !errors.Is(err, ErrModelNotFound) {
 		t.Errorf("stats of unknown model: %v", err)
 	}
-	if mk, vk := s.Known("m", "1"); !mk || !vk {
-		t.Error("Known(m, 1) false")
+}
+
+// TestLabels checks that every failure carries the canonical labels of what
+// the request named, and only names the server has.
+func TestLabels(t *testing.T) {
+	l := newFakeLoader()
+	l.set("p", 1, nil)
+	s := newTestServer(t, l, Config{})
+	ctx := context.Background()
+	s.Apply(ctx, []Desired{desired("m", batchingConfig(), dv(1, "p", "a"))})
+	badInput := request("1", 1, 0)
+	badInput.Inputs[0].Name = "nope"
+	tests := []struct {
+		name           string
+		fail           func() error
+		model, version string
+		wantErr        error
+	}{
+		{"unknown model", func() error { _, err := s.Infer(ctx, &Request{Model: "zzz", Version: "1"}); return err }, "", "", ErrModelNotFound},
+		{"unknown version", func() error { _, err := s.Infer(ctx, request("9", 1, 0)); return err }, "m", "", ErrVersionNotFound},
+		{"bad input on a version", func() error { _, err := s.Infer(ctx, badInput); return err }, "m", "1", ErrInvalidRequest},
+		{"refused, version named", func() error { return s.Refuse(&Request{Model: "m", Version: "1"}, tensor.Invalidf("bad body")) }, "m", "1", ErrInvalidRequest},
+		{"refused, no version", func() error { return s.Refuse(&Request{Model: "m"}, tensor.Invalidf("bad body")) }, "m", "", ErrInvalidRequest},
+		{"refused, made-up version", func() error { return s.Refuse(&Request{Model: "m", Version: "x"}, tensor.Invalidf("bad body")) }, "m", "", ErrInvalidRequest},
+		{"refused, unknown model", func() error { return s.Refuse(&Request{Model: "zzz"}, tensor.Invalidf("bad body")) }, "", "", ErrInvalidRequest},
 	}
-	if mk, vk := s.Known("m", "9"); !mk || vk {
-		t.Error("Known(m, 9) should know the model, not the version")
-	}
-	if mk, _ := s.Known("zzz", ""); mk {
-		t.Error("Known(zzz) true")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.fail()
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("error %v, want %v", err, tt.wantErr)
+			}
+			if m, v := Labels(err); m != tt.model || v != tt.version {
+				t.Errorf("Labels(%v) = %q, %q, want %q, %q", err, m, v, tt.model, tt.version)
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/onnxserve/onnxserve/internal/batcher"
 	"github.com/onnxserve/onnxserve/internal/repository"
 	"github.com/onnxserve/onnxserve/internal/tensor"
 )
@@ -21,17 +22,6 @@ func (m *model) trafficSpec() *repository.Traffic {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.cfg.Traffic
-}
-
-// StickyKey returns the header / metadata name that carries the routing key
-// for a model (its traffic.sticky_key, default x-routing-key); "" for an
-// unknown model.
-func (s *Server) StickyKey(model string) string {
-	m, err := s.model(model)
-	if err != nil {
-		return ""
-	}
-	return m.serving.Load().stickyKey
 }
 
 // TrafficView is the effective routing of a model, as GET
@@ -127,6 +117,9 @@ type shadowJob struct {
 	v       *version
 	in      []tensor.Tensor
 	primary []tensor.Tensor
+	// id, protocol and arrival are the primary request's, for tap records.
+	id, protocol string
+	arrival      time.Time
 }
 
 // shadowQueue runs mirrored requests off the request path. It is bounded:
@@ -140,13 +133,14 @@ type shadowQueue struct {
 	// ctx ends when the queue closes: it stops the copy running then.
 	ctx    context.Context
 	cancel context.CancelFunc
+	taps   *tapSet // the server's, to hand shadow answers to
 
 	mu     sync.RWMutex // orders offer's send against close
 	closed bool
 }
 
-func newShadowQueue(size, workers int, timeout time.Duration, log *zap.Logger) *shadowQueue {
-	q := &shadowQueue{jobs: make(chan shadowJob, size), timeout: timeout, log: log}
+func newShadowQueue(size, workers int, timeout time.Duration, log *zap.Logger, taps *tapSet) *shadowQueue {
+	q := &shadowQueue{jobs: make(chan shadowJob, size), timeout: timeout, log: log, taps: taps}
 	q.ctx, q.cancel = context.WithCancel(context.Background())
 	for range workers {
 		q.wg.Add(1)
@@ -157,14 +151,15 @@ func newShadowQueue(size, workers int, timeout time.Duration, log *zap.Logger) *
 
 // offer queues a copy of req for v, or drops it when the queue is full. The
 // inputs are copied because the caller's buffers are reused once it returns.
-func (q *shadowQueue) offer(m *model, v *version, in, primary []tensor.Tensor) {
+func (q *shadowQueue) offer(m *model, v *version, req *Request, in, primary []tensor.Tensor) {
 	q.mu.RLock()
 	defer q.mu.RUnlock()
 	if q.closed || !v.acquire() {
 		v.shadow.dropped.Inc()
 		return
 	}
-	job := shadowJob{m: m, v: v, in: make([]tensor.Tensor, len(in)), primary: primary}
+	job := shadowJob{m: m, v: v, in: make([]tensor.Tensor, len(in)), primary: primary,
+		id: req.ID, protocol: req.Protocol, arrival: req.Arrival}
 	for i, t := range in {
 		t.Shape = slices.Clone(t.Shape)
 		t.Data = slices.Clone(t.Data)
@@ -194,7 +189,12 @@ func (q *shadowQueue) run(job shadowJob) {
 	defer job.v.release()
 	ctx, cancel := context.WithTimeout(q.ctx, q.timeout)
 	defer cancel()
-	out, err := job.v.batch.Submit(ctx, job.in)
+	var tm batcher.Timing
+	out, err := job.v.batch.SubmitTimed(ctx, job.in, &tm)
+	if q.taps.active() {
+		q.taps.hand(&Record{Model: job.m.name, Version: job.v.label, ID: job.id, Protocol: job.protocol, Arm: ArmShadow,
+			Err: err, Arrival: job.arrival, Queue: tm.Queue, Compute: tm.Compute, Inputs: job.in, Outputs: out})
+	}
 	switch {
 	case err != nil:
 		job.v.shadow.failed.Inc()

@@ -20,6 +20,11 @@ func withSplit(cfg repository.Config, split map[string]int, shadow *repository.S
 	return cfg
 }
 
+// mapMetadata is request metadata from a map.
+type mapMetadata map[string]string
+
+func (m mapMetadata) Get(key string) string { return m[key] }
+
 func countVersions(t *testing.T, s *Server, n int, key func(i int) string) map[string]int {
 	t.Helper()
 	got := map[string]int{}
@@ -111,8 +116,8 @@ func TestSetTrafficValidatesAndPersists(t *testing.T) {
 	if got := countVersions(t, s, 50, func(i int) string { return fmt.Sprint(i) }); got["2"] != 50 {
 		t.Errorf("after PUT 0/100: %v", got)
 	}
-	if k := s.StickyKey("m"); k != "user" {
-		t.Errorf("sticky key %q", k)
+	if view, err := s.Traffic("m"); err != nil || view.Traffic.StickyKey != "user" {
+		t.Errorf("sticky key %q (%v)", view.Traffic.StickyKey, err)
 	}
 	cfg, err := repository.LoadConfig(filepath.Join(root, "m", "config.yaml"))
 	if err != nil {
@@ -120,6 +125,26 @@ func TestSetTrafficValidatesAndPersists(t *testing.T) {
 	}
 	if cfg.MaxBatchSize != 8 || cfg.Traffic == nil || cfg.Traffic.Split["2"] != 100 || cfg.Traffic.StickyKey != "user" {
 		t.Errorf("persisted config %+v / %+v", cfg, cfg.Traffic)
+	}
+	// The sticky key's metadata value wins over the routing_key parameter:
+	// requests whose parameters differ but whose metadata agrees land on
+	// one arm.
+	if err := s.SetTraffic("m", repository.Traffic{Split: map[string]int{"1": 50, "2": 50}, StickyKey: "user"}); err != nil {
+		t.Fatal(err)
+	}
+	arms := map[string]bool{}
+	for i := range 40 {
+		req := request("", 1, 0)
+		req.RoutingKey = fmt.Sprint(i)
+		req.Metadata = mapMetadata{"user": "alice"}
+		resp, err := s.Infer(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		arms[resp.Version] = true
+	}
+	if len(arms) != 1 {
+		t.Errorf("one sticky metadata value reached versions %v, want one", arms)
 	}
 }
 

@@ -82,11 +82,20 @@ func (v *version) retire() {
 	}
 }
 
-// arrange checks a request's inputs against the model's declared inputs and
-// returns them in declared order.
+// arrange checks a request's inputs against the model's declared inputs
+// (names, datatypes, shapes) and returns them in declared order. It is the
+// one place that does: the batcher and the runtime take its result as their
+// precondition. Each tensor's own consistency (data against shape) is the
+// decoder's check (see Request).
 func (v *version) arrange(in []tensor.Tensor) ([]tensor.Tensor, error) {
 	out := make([]tensor.Tensor, len(v.inputs))
-	seen := make([]bool, len(v.inputs))
+	var seenBuf [16]bool
+	seen := seenBuf[:0]
+	if len(v.inputs) > len(seenBuf) {
+		seen = make([]bool, len(v.inputs))
+	} else {
+		seen = seenBuf[:len(v.inputs)]
+	}
 	for _, t := range in {
 		i, ok := v.inputIndex[t.Name]
 		if !ok {
@@ -97,9 +106,6 @@ func (v *version) arrange(in []tensor.Tensor) ([]tensor.Tensor, error) {
 		}
 		seen[i] = true
 		if err := v.inputs[i].Check(t); err != nil {
-			return nil, err
-		}
-		if err := t.Validate(); err != nil {
 			return nil, err
 		}
 		out[i] = t

@@ -2,8 +2,9 @@
 // handling a request: the one table that maps serving errors to gRPC codes
 // and HTTP statuses (with the error classes the front ends add to serving's:
 // bad request, unauthenticated, over a limit, rate limited), request
-// deadlines and request ids, and the request metrics and access log
-// (Observer).
+// deadlines and request ids (the client's, else x-request-id, else a UUID
+// v7), and the request metrics and access log (Observer), labelled with what
+// the serving core answered, never request content.
 //
 // The defences both front ends apply the same way (tokens, TLS reload,
 // rate, connection and size limits, path scrubbing) live in the guard

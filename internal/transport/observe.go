@@ -17,18 +17,12 @@ const (
 	ProtocolGRPC = "grpc"
 )
 
-// KnownFunc reports whether a model, and a version of it, are loaded now.
-// Labels come only from what it confirms, never from request content, so a
-// flood of made-up model names cannot grow the series without bound.
-type KnownFunc func(model, version string) (modelKnown, versionKnown bool)
-
 // Observer records every finished inference request: a Prometheus counter
 // by outcome and a duration histogram, per model, version and protocol, and
 // one access-log line. It is safe for concurrent use.
 type Observer struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
-	known    KnownFunc
 	log      *zap.Logger
 
 	children sync.Map // childKey → *child, so the hot path does no label hashing
@@ -50,7 +44,7 @@ const infoSample = 1000
 
 // NewObserver registers the request collectors on reg. buckets are the
 // duration histogram's upper bounds in seconds.
-func NewObserver(reg prometheus.Registerer, buckets []float64, known KnownFunc, log *zap.Logger) (*Observer, error) {
+func NewObserver(reg prometheus.Registerer, buckets []float64, log *zap.Logger) (*Observer, error) {
 	o := &Observer{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "onnxserve_requests_total",
@@ -61,8 +55,7 @@ func NewObserver(reg prometheus.Registerer, buckets []float64, known KnownFunc, 
 			Help:    "Time from a request's arrival to its response being written.",
 			Buckets: buckets,
 		}, []string{"model", "version", "protocol"}),
-		known: known,
-		log:   log,
+		log: log,
 	}
 	for _, c := range []prometheus.Collector{o.requests, o.duration} {
 		if err := reg.Register(c); err != nil {
@@ -72,16 +65,12 @@ func NewObserver(reg prometheus.Registerer, buckets []float64, known KnownFunc, 
 	return o, nil
 }
 
-// Observe records one finished request. model and version are what the
-// request named or was served by; they are kept as labels only when loaded.
+// Observe records one finished request. model and version must be the
+// canonical labels the serving core returned with the answer (Response, or
+// serving.Labels of the error): names of loaded models and versions, never
+// request content, so a flood of made-up names cannot grow the series
+// without bound. id is the request id.
 func (o *Observer) Observe(protocol, model, version, id string, code int, d time.Duration) {
-	mk, vk := o.known(model, version)
-	if !mk {
-		model = ""
-	}
-	if !vk {
-		version = ""
-	}
 	k := childKey{model, version, protocol, code}
 	c, ok := o.children.Load(k)
 	if !ok {

@@ -4,11 +4,22 @@ package grpcapi
 
 import (
 	"testing"
+	"time"
 
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/tensor"
 	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	inference "github.com/onnxserve/onnxserve/proto"
+)
+
+// Allocations of a whole ModelInfer call (TestModelInferAllocs), client
+// and server together. Before every request got an id they were 208 (client
+// id) and 206 (no id); the id's header metadata costs grpc-go 9 more across
+// both ends (the MD maps it builds, joins and parses), and a generated id
+// 3 more (its text and the client's copy of it among them).
+const (
+	maxModelInferAllocsClientID = 208 + 9
+	maxModelInferAllocsNoID     = 206 + 9 + 3
 )
 
 // TestDecodeRawAllocs proves raw inputs are aliased: decoding allocates the
@@ -42,5 +53,32 @@ func TestEncodeResponseAllocs(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() { _ = encodeResponse(resp, "id") })
 	if allocs > 4 {
 		t.Fatalf("encodeResponse allocates %v times, want at most 4", allocs)
+	}
+}
+
+// TestModelInferAllocs bounds the allocations of a whole ModelInfer call,
+// client and server together over a loopback connection, through the real
+// serving core and batcher to the fake "simple" model.
+func TestModelInferAllocs(t *testing.T) {
+	e := newEnv(t, Config{Observe: func(string, string, string, int, time.Duration) {}})
+	for _, tt := range []struct {
+		name      string
+		id        string
+		maxAllocs float64
+	}{
+		{"client id", "abc", maxModelInferAllocsClientID},
+		{"generated id", "", maxModelInferAllocsNoID},
+	} {
+		req := simpleRequest(tt.id)
+		ctx := testCtx(t)
+		allocs := testing.AllocsPerRun(300, func() {
+			if _, err := e.client.ModelInfer(ctx, req); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Logf("%s: %.0f allocations per request", tt.name, allocs)
+		if allocs > tt.maxAllocs {
+			t.Errorf("%s: %.0f allocations per request, want at most %.0f", tt.name, allocs, tt.maxAllocs)
+		}
 	}
 }

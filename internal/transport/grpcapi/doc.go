@@ -15,7 +15,13 @@
 // defences (management access through guard.AuthorizeAdmin, tokens, rate,
 // connection and size limits) come from package guard.
 //
+// Every ModelInfer call answers with x-request-id header metadata (the
+// request's id, else its x-request-id metadata, else a UUID v7), and the
+// response's id field carries the same.
+//
 // It must not know how models are loaded, batched, routed or run: it sees the
-// serving core only through the small Backend interface, which
-// *serving.Server satisfies.
+// serving core only through three small interfaces (Inference; Models for
+// health and metadata; Repository for management), which *serving.Server
+// satisfies, and each inference reaches it exactly once, through
+// Inference.Infer, or Refuse when it failed here first.
 package grpcapi

@@ -36,6 +36,7 @@ type observation struct {
 	model, version string
 	code           int
 	d              time.Duration
+	id             string
 }
 
 // spyBackend wraps the real serving core: it records the routing keys of
@@ -51,8 +52,16 @@ func (b *spyBackend) Infer(ctx context.Context, req *serving.Request) (*serving.
 	if req.Model == "panic" {
 		panic("spy backend: Infer panics on purpose")
 	}
+	// The key serving routes by for a model on the default sticky key:
+	// the metadata value, else the routing_key parameter.
+	key := req.RoutingKey
+	if req.Metadata != nil {
+		if v := req.Metadata.Get(RoutingKeyMetadata); v != "" {
+			key = v
+		}
+	}
 	b.mu.Lock()
-	b.routingKeys = append(b.routingKeys, req.RoutingKey)
+	b.routingKeys = append(b.routingKeys, key)
 	b.mu.Unlock()
 	return b.Server.Infer(ctx, req)
 }
@@ -126,13 +135,13 @@ func newEnv(t *testing.T, cfg Config) *env {
 	e.backend = &spyBackend{Server: e.serving}
 
 	if cfg.Observe == nil {
-		cfg.Observe = func(model, version, _ string, code int, d time.Duration) {
-			e.obs <- observation{model, version, code, d}
+		cfg.Observe = func(model, version, id string, code int, d time.Duration) {
+			e.obs <- observation{model, version, code, d, id}
 		}
 	}
 	core, logs := observer.New(zapcore.DebugLevel)
 	e.logs = logs
-	e.server = New(e.backend, cfg, zap.New(core))
+	e.server = New(BackendsOf(e.backend), cfg, zap.New(core))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/transport"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
@@ -19,7 +20,7 @@ import (
 // "inference.GRPCInferenceService" (the whole server) and each model's name.
 type healthService struct {
 	healthpb.UnimplementedHealthServer
-	b        Backend
+	b        healthSource
 	interval time.Duration
 	quit     <-chan struct{}
 
@@ -27,7 +28,15 @@ type healthService struct {
 	downOnce sync.Once
 }
 
-func newHealthService(b Backend, interval time.Duration, quit <-chan struct{}) *healthService {
+// healthSource is what health checks read: readiness, and the index for
+// the model names.
+type healthSource interface {
+	Ready() bool
+	ModelReady(name, version string) (bool, error)
+	Index() []serving.IndexEntry
+}
+
+func newHealthService(b healthSource, interval time.Duration, quit <-chan struct{}) *healthService {
 	return &healthService{b: b, interval: interval, quit: quit, down: make(chan struct{})}
 }
 

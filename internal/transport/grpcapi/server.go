@@ -23,25 +23,54 @@ import (
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
-// Backend is the serving core as the gRPC front end uses it;
-// *serving.Server satisfies it. Every method must be safe for concurrent
-// use. Errors must wrap the serving and tensor sentinels so that
-// transport.Status can classify them. Infer must honour ctx and return once
-// it has answered; it must not keep the request's tensors afterwards.
-type Backend interface {
+// Inference is the serving core's request path as the gRPC front end uses
+// it; *serving.Server implements it. Both methods must be safe for
+// concurrent use, look the model up once, and return errors that wrap the
+// serving and tensor sentinels (so transport.Status can classify them) and
+// carry the canonical labels (serving.Labels). Infer must honour ctx and
+// return once it has answered; it must not keep the request's tensors
+// afterwards.
+type Inference interface {
+	Infer(ctx context.Context, req *serving.Request) (*serving.Response, error)
+	// Refuse records a request the front end answered with err before
+	// Infer, and returns err labelled.
+	Refuse(req *serving.Request, err error) error
+}
+
+// Models is health and metadata. Safe for concurrent use.
+type Models interface {
 	Live() bool
 	Ready() bool
 	ModelReady(name, version string) (bool, error)
 	ModelMetadata(name, version string) (serving.ModelMetadata, error)
-	Infer(ctx context.Context, req *serving.Request) (*serving.Response, error)
-	Index() []serving.IndexEntry
-	LoadModel(ctx context.Context, name string, override []byte) error
-	UnloadModel(name string) error
-	StickyKey(model string) string
 	Statistics(model, version string) ([]serving.VersionStats, error)
 }
 
-var _ Backend = (*serving.Server)(nil)
+// Repository is the repository extension's management calls. Safe for
+// concurrent use.
+type Repository interface {
+	Index() []serving.IndexEntry
+	LoadModel(ctx context.Context, name string, override []byte) error
+	UnloadModel(name string) error
+}
+
+// Backends are the three parts of the serving core the front end uses.
+type Backends struct {
+	Inference  Inference
+	Models     Models
+	Repository Repository
+}
+
+// BackendsOf returns b as all three parts; *serving.Server is one.
+func BackendsOf(b interface {
+	Inference
+	Models
+	Repository
+}) Backends {
+	return Backends{Inference: b, Models: b, Repository: b}
+}
+
+var _ = BackendsOf((*serving.Server)(nil))
 
 // Defaults of Config.
 const (
@@ -69,9 +98,10 @@ const maxHeaderListSize = 1 << 20
 // Config.Extensions is nil.
 var DefaultExtensions = []string{"binary_tensor_data", "model_repository", "statistics", "parameters"}
 
-// ObserveFunc records one finished inference request: the model, the version
-// that served it (the requested one when it failed before a version was
-// chosen), the HTTP-style status of its outcome (200 for success, else
+// ObserveFunc records one finished inference request: the canonical model
+// and version labels the serving core answered with ("" for what it does
+// not have, or when it failed before a version was chosen), the request id,
+// the HTTP-style status of its outcome (200 for success, else
 // transport.Status) and its duration from arrival to answer.
 type ObserveFunc func(model, version, id string, code int, d time.Duration)
 
@@ -204,14 +234,17 @@ type Server struct {
 
 // New builds the server with the inference, health and reflection services
 // registered. log may be nil.
-func New(b Backend, cfg Config, log *zap.Logger) *Server {
+func New(b Backends, cfg Config, log *zap.Logger) *Server {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{log: log, cfg: cfg, quit: make(chan struct{}), codec: newCodec()}
-	s.health = newHealthService(b, cfg.HealthWatchInterval, s.quit)
-	svc := &service{b: b, cfg: cfg, log: log, quit: s.quit, health: s.health, codec: s.codec}
+	s.health = newHealthService(struct {
+		Models
+		Repository
+	}{b.Models, b.Repository}, cfg.HealthWatchInterval, s.quit)
+	svc := &service{inf: b.Inference, models: b.Models, repo: b.Repository, cfg: cfg, log: log, quit: s.quit, health: s.health, codec: s.codec}
 
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),

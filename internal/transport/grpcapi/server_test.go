@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -21,7 +23,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/tensor"
+	"github.com/onnxserve/onnxserve/internal/transport"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
@@ -298,8 +302,14 @@ func TestModelInferErrors(t *testing.T) {
 			}
 			o := e.nextObservation(t)
 			// A request that reached a version is observed under it; one
-			// that failed before routing keeps the version it named.
-			wantVersion := tt.req.GetModelVersion()
+			// that failed before routing keeps the version it named, when
+			// the model has it. Labels never name what the server lacks.
+			wantModel, wantVersion := tt.req.GetModelName(), tt.req.GetModelVersion()
+			if _, err := e.serving.ModelReady(wantModel, ""); err != nil {
+				wantModel, wantVersion = "", ""
+			} else if _, err := e.serving.ModelReady(wantModel, wantVersion); errors.Is(err, serving.ErrVersionNotFound) {
+				wantVersion = ""
+			}
 			if wantVersion == "" && o.version != "" {
 				md, err := e.serving.ModelMetadata(tt.req.GetModelName(), "")
 				if err != nil || md.Versions[len(md.Versions)-1] != o.version {
@@ -307,8 +317,8 @@ func TestModelInferErrors(t *testing.T) {
 				}
 				wantVersion = o.version
 			}
-			if o.code != tt.httpCode || o.model != tt.req.GetModelName() || o.version != wantVersion {
-				t.Errorf("observed %+v, want model %q version %q code %d", o, tt.req.GetModelName(), wantVersion, tt.httpCode)
+			if o.code != tt.httpCode || o.model != wantModel || o.version != wantVersion {
+				t.Errorf("observed %+v, want model %q version %q code %d", o, wantModel, wantVersion, tt.httpCode)
 			}
 		})
 	}
@@ -802,6 +812,57 @@ func TestAuthorizePeers(t *testing.T) {
 	}
 }
 
+// TestRequestIDs checks the three sources of a request id: the request's
+// id field, else its x-request-id metadata, else one the server makes;
+// each comes back in the response, the header metadata and the access
+// record, on success and on failure.
+func TestRequestIDs(t *testing.T) {
+	e := newEnv(t, Config{})
+	tests := []struct {
+		name, id, md, want string
+		model              string
+	}{
+		{"client id", "from-body", "from-md", "from-body", "simple"},
+		{"metadata id", "", "from-md", "from-md", "simple"},
+		{"generated", "", "", "", "simple"},
+		{"failed, metadata id", "", "bad-one", "bad-one", "nope"},
+		{"failed, generated", "", "", "", "nope"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			if tt.md != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, transport.RequestIDHeader, tt.md)
+			}
+			req := simpleRequest(tt.id)
+			req.ModelName = tt.model
+			var header metadata.MD
+			resp, err := e.client.ModelInfer(ctx, req, grpc.Header(&header))
+			got := ""
+			if v := header.Get(transport.RequestIDHeader); len(v) == 1 {
+				got = v[0]
+			}
+			if tt.want != "" && got != tt.want {
+				t.Errorf("x-request-id %q, want %q", got, tt.want)
+			}
+			if tt.want == "" {
+				if u, perr := uuid.Parse(got); perr != nil || u.Version() != 7 {
+					t.Errorf("generated x-request-id %q is not a UUID v7", got)
+				}
+			}
+			if err == nil && resp.GetId() != got {
+				t.Errorf("response id %q, header %q", resp.GetId(), got)
+			}
+			if (err == nil) != (tt.model == "simple") {
+				t.Errorf("error %v", err)
+			}
+			if o := e.nextObservation(t); o.id != got {
+				t.Errorf("observed id %q, want %q", o.id, got)
+			}
+		})
+	}
+}
+
 func TestRoutingKey(t *testing.T) {
 	e := newEnv(t, Config{})
 	param := func(p *inference.InferParameter) map[string]*inference.InferParameter {
@@ -849,7 +910,7 @@ func TestPanicRecovery(t *testing.T) {
 
 	_, err = e.client.ModelInfer(ctx, &inference.ModelInferRequest{ModelName: "panic"})
 	wantCode(t, err, codes.Internal)
-	if o := e.nextObservation(t); o.code != 500 || o.model != "panic" {
+	if o := e.nextObservation(t); o.code != 500 || o.model != "" {
 		t.Errorf("observed %+v, want the panicked request counted as 500", o)
 	}
 
@@ -1023,7 +1084,7 @@ func TestModelStreamInferClientGoesAway(t *testing.T) {
 // TestServeAfterStop covers a shutdown that wins the race with startup:
 // Serve must report it as a clean stop, not as a failure.
 func TestServeAfterStop(t *testing.T) {
-	s := New(nil, Config{}, zap.NewNop())
+	s := New(Backends{}, Config{}, zap.NewNop())
 	s.Stop(testCtx(t))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -46,7 +47,9 @@ const (
 // use: it holds no per-call state.
 type service struct {
 	inference.UnimplementedGRPCInferenceServiceServer
-	b      Backend
+	inf    Inference
+	models Models
+	repo   Repository
 	cfg    Config
 	log    *zap.Logger
 	quit   <-chan struct{}
@@ -55,18 +58,18 @@ type service struct {
 }
 
 func (s *service) ServerLive(context.Context, *inference.ServerLiveRequest) (*inference.ServerLiveResponse, error) {
-	return &inference.ServerLiveResponse{Live: s.b.Live()}, nil
+	return &inference.ServerLiveResponse{Live: s.models.Live()}, nil
 }
 
 func (s *service) ServerReady(context.Context, *inference.ServerReadyRequest) (*inference.ServerReadyResponse, error) {
-	return &inference.ServerReadyResponse{Ready: s.b.Ready() && !s.health.isDown()}, nil
+	return &inference.ServerReadyResponse{Ready: s.models.Ready() && !s.health.isDown()}, nil
 }
 
 func (s *service) ModelReady(_ context.Context, req *inference.ModelReadyRequest) (*inference.ModelReadyResponse, error) {
 	if req.GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "name: a model name is required")
 	}
-	ready, err := s.b.ModelReady(req.GetName(), req.GetVersion())
+	ready, err := s.models.ModelReady(req.GetName(), req.GetVersion())
 	if err != nil {
 		return nil, transport.GRPCError(err)
 	}
@@ -85,7 +88,7 @@ func (s *service) ModelMetadata(_ context.Context, req *inference.ModelMetadataR
 	if req.GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "name: a model name is required")
 	}
-	md, err := s.b.ModelMetadata(req.GetName(), req.GetVersion())
+	md, err := s.models.ModelMetadata(req.GetName(), req.GetVersion())
 	if err != nil {
 		return nil, transport.GRPCError(err)
 	}
@@ -102,7 +105,7 @@ func (s *service) ModelStatistics(_ context.Context, req *inference.ModelStatist
 	if req.GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "name: a model name is required")
 	}
-	st, err := s.b.Statistics(req.GetName(), req.GetVersion())
+	st, err := s.models.Statistics(req.GetName(), req.GetVersion())
 	if err != nil {
 		return nil, transport.GRPCError(err)
 	}
@@ -135,7 +138,7 @@ func (s *service) RepositoryIndex(ctx context.Context, req *inference.Repository
 	if err := s.authorize(ctx); err != nil {
 		return nil, err
 	}
-	entries := s.b.Index()
+	entries := s.repo.Index()
 	out := &inference.RepositoryIndexResponse{Models: make([]*inference.RepositoryIndexResponse_ModelIndex, 0, len(entries))}
 	for _, e := range entries {
 		if req.GetReady() && e.State != serving.StateReady {
@@ -176,7 +179,7 @@ func (s *service) RepositoryModelLoad(ctx context.Context, req *inference.Reposi
 			return nil, status.Errorf(codes.InvalidArgument, "parameter %q: empty config override", k)
 		}
 	}
-	if err := s.b.LoadModel(ctx, name, override); err != nil {
+	if err := s.repo.LoadModel(ctx, name, override); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
 	return &inference.RepositoryModelLoadResponse{}, nil
@@ -195,7 +198,7 @@ func (s *service) RepositoryModelUnload(ctx context.Context, req *inference.Repo
 			return nil, status.Errorf(codes.InvalidArgument, "parameter %q: not supported", k)
 		}
 	}
-	if err := s.b.UnloadModel(name); err != nil {
+	if err := s.repo.UnloadModel(name); err != nil {
 		return nil, transport.GRPCError(err)
 	}
 	return &inference.RepositoryModelUnloadResponse{}, nil
@@ -235,71 +238,109 @@ func (s *service) authorize(ctx context.Context) error {
 func (s *service) ModelInfer(ctx context.Context, req *inference.ModelInferRequest) (resp *inference.ModelInferResponse, err error) {
 	start := time.Now()
 	var cause error // err before its conversion to a status, for Observe
+	id := requestID(ctx, req)
 	defer func() {
 		if p := recover(); p != nil {
 			resp, err = nil, panicError(s.log, "ModelInfer", p)
 			cause = err
 		}
-		s.observe(req, resp, cause, time.Since(start))
+		s.observe(resp, id, cause, time.Since(start))
 	}()
-	resp, cause = s.infer(ctx, req)
+	_ = grpc.SetHeader(ctx, metadata.Pairs(transport.RequestIDHeader, id))
+	resp, cause = s.infer(ctx, req, id, start)
 	if cause != nil {
 		return nil, transport.GRPCError(cause)
 	}
 	return resp, nil
 }
 
-// infer runs one request. Its error is classified (see classify) but not
-// yet a status, so callers can both report it and count it.
-func (s *service) infer(ctx context.Context, req *inference.ModelInferRequest) (*inference.ModelInferResponse, error) {
-	if req.GetModelName() == "" {
-		return nil, tensor.Invalidf("model_name: a model name is required")
+// call is one inference request on its way through the serving core. It
+// is the request's metadata too: the serving core looks the model's sticky
+// key up in it during Infer.
+type call struct {
+	req    serving.Request
+	ctx    context.Context
+	params map[string]*inference.InferParameter
+}
+
+// Get returns the incoming metadata value of key, else the request
+// parameter of that name (a string, or an integer as its decimal text).
+func (c *call) Get(key string) string {
+	if v := metadataValue(c.ctx, key); v != "" {
+		return v
+	}
+	if p, ok := c.params[key]; ok {
+		switch v := p.GetParameterChoice().(type) {
+		case *inference.InferParameter_StringParam:
+			return v.StringParam
+		case *inference.InferParameter_Int64Param:
+			return strconv.FormatInt(v.Int64Param, 10)
+		case *inference.InferParameter_Uint64Param:
+			return strconv.FormatUint(v.Uint64Param, 10)
+		}
+	}
+	return ""
+}
+
+// requestID settles a request's id: its id field, else its x-request-id
+// metadata, else a new one.
+func requestID(ctx context.Context, req *inference.ModelInferRequest) string {
+	return transport.RequestID(req.GetId(), metadataValue(ctx, transport.RequestIDHeader))
+}
+
+// infer runs one request under its settled id. Every request reaches
+// the serving core exactly once, through Infer or, when it fails here
+// first, Refuse, so its error is labelled. The error is classified (see
+// classify) but not yet a status, so callers can both report it and count
+// it.
+func (s *service) infer(ctx context.Context, req *inference.ModelInferRequest, id string, start time.Time) (*inference.ModelInferResponse, error) {
+	c := &call{ctx: ctx, params: req.GetParameters(), req: serving.Request{
+		Model:    req.GetModelName(),
+		Version:  req.GetModelVersion(),
+		ID:       id,
+		Protocol: transport.ProtocolGRPC,
+		Arrival:  start,
+	}}
+	c.req.Metadata = c
+	return s.run(ctx, req, c)
+}
+
+func (s *service) run(ctx context.Context, req *inference.ModelInferRequest, c *call) (*inference.ModelInferResponse, error) {
+	sreq := &c.req
+	if sreq.Model == "" {
+		return nil, s.inf.Refuse(sreq, tensor.Invalidf("model_name: a model name is required"))
 	}
 	if s.cfg.RateLimiter != nil {
 		if err := s.cfg.RateLimiter.Check(clientKey(ctx)); err != nil {
-			return nil, err
+			return nil, s.inf.Refuse(sreq, err)
 		}
 	}
-	timeout, routingKey, err := requestParams(req.GetParameters())
+	timeout, routingKey, err := requestParams(c.params)
 	if err != nil {
-		return nil, err
+		return nil, s.inf.Refuse(sreq, err)
 	}
-	// The model's sticky key names the metadata; it wins over the
-	// request parameter.
-	key := s.b.StickyKey(req.GetModelName())
-	if key == "" {
-		key = RoutingKeyMetadata
-	}
-	if v := metadataValue(ctx, key); v != "" {
-		routingKey = v
-	}
+	sreq.RoutingKey = routingKey
 	ctx, cancel, err := transport.WithTimeoutMicros(ctx, timeout)
 	if err != nil {
-		return nil, err
+		return nil, s.inf.Refuse(sreq, err)
 	}
 	defer cancel()
-	sreq := serving.Request{
-		Model:      req.GetModelName(),
-		Version:    req.GetModelVersion(),
-		ID:         req.GetId(),
-		RoutingKey: routingKey,
-	}
 	if sreq.Inputs, err = decodeInputs(req, s.cfg.Limits); err != nil {
-		return nil, err
+		return nil, s.inf.Refuse(sreq, err)
 	}
 	if sreq.Outputs, err = requestedOutputs(req.GetOutputs()); err != nil {
-		return nil, err
+		return nil, s.inf.Refuse(sreq, err)
 	}
-	resp, err := s.b.Infer(ctx, &sreq)
+	resp, err := s.inf.Infer(ctx, sreq)
 	if err != nil {
 		err = classify(ctx, err)
 		if code, _ := transport.Status(err); code == codes.Internal {
 			s.log.Warn("inference failed", zap.String("model", sreq.Model), zap.String("version", sreq.Version),
-				zap.String("request_id", transport.RequestID(sreq.ID)), zap.Error(err))
+				zap.String("request_id", sreq.ID), zap.Error(err))
 		}
 		return nil, err
 	}
-	return encodeResponse(resp, req.GetId()), nil
+	return encodeResponse(resp, sreq.ID), nil
 }
 
 // deadlineSlack is how close to its deadline a call's cancellation counts
@@ -333,18 +374,17 @@ func (s *service) toStatus(ctx context.Context, err error) error {
 	return transport.GRPCError(classify(ctx, err))
 }
 
-// observe reports one finished request to Config.Observe.
-func (s *service) observe(req *inference.ModelInferRequest, resp *inference.ModelInferResponse, err error, d time.Duration) {
-	version, code := req.GetModelVersion(), 200
+// observe reports one finished request to Config.Observe, with the labels
+// the serving core answered with.
+func (s *service) observe(resp *inference.ModelInferResponse, id string, err error, d time.Duration) {
+	model, version, code := "", "", 200
 	if err != nil {
 		_, code = transport.Status(err)
-		if v := serving.VersionOf(err); v != "" {
-			version = v
-		}
+		model, version = serving.Labels(err)
 	} else {
-		version = resp.GetModelVersion()
+		model, version = resp.GetModelName(), resp.GetModelVersion()
 	}
-	s.cfg.Observe(req.GetModelName(), version, req.GetId(), code, d)
+	s.cfg.Observe(model, version, id, code, d)
 }
 
 // requestParams reads the request parameters the server understands: the

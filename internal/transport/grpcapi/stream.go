@@ -22,6 +22,7 @@ type streamCall struct {
 	start time.Time
 	done  chan struct{}
 	resp  *inference.ModelInferResponse
+	id    string
 	err   error
 }
 
@@ -72,11 +73,11 @@ func (s *service) ModelStreamInfer(stream inference.GRPCInferenceService_ModelSt
 				recvDone <- err
 				return
 			}
-			c := &streamCall{req: req, start: time.Now(), done: make(chan struct{})}
+			c := &streamCall{req: req, start: time.Now(), done: make(chan struct{}), id: requestID(ctx, req)}
 			select {
 			case slots <- struct{}{}:
 			case <-ctx.Done():
-				s.observe(req, nil, context.Cause(ctx), time.Since(c.start))
+				s.unstarted(req, c.id, context.Cause(ctx), c.start)
 				s.codec.release(req, false)
 				return
 			}
@@ -85,7 +86,7 @@ func (s *service) ModelStreamInfer(stream inference.GRPCInferenceService_ModelSt
 				// Read but never started: the stream's end status answers
 				// it; it is still counted.
 				mu.Unlock()
-				s.observe(req, nil, why, time.Since(c.start))
+				s.unstarted(req, c.id, why, c.start)
 				s.codec.release(req, false)
 				return
 			}
@@ -156,7 +157,7 @@ func (s *service) runCall(ctx context.Context, c *streamCall) {
 			c.resp, c.err = nil, panicError(s.log, "ModelStreamInfer", p)
 		}
 	}()
-	c.resp, c.err = s.infer(ctx, c.req)
+	c.resp, c.err = s.infer(ctx, c.req, c.id, c.start)
 }
 
 // answer waits for one call, sends its answer when send is true, and
@@ -174,14 +175,21 @@ func (s *service) answer(stream inference.GRPCInferenceService_ModelStreamInferS
 				InferResponse: &inference.ModelInferResponse{
 					ModelName:    c.req.GetModelName(),
 					ModelVersion: c.req.GetModelVersion(),
-					Id:           c.req.GetId(),
+					Id:           c.id,
 				},
 			}
 		}
 		err = stream.Send(msg)
 	}
-	s.observe(c.req, c.resp, c.err, time.Since(c.start))
+	s.observe(c.resp, c.id, c.err, time.Since(c.start))
 	return err
+}
+
+// unstarted reports a stream request that was read but never started: the
+// serving core hears of it once, and Observe counts it.
+func (s *service) unstarted(req *inference.ModelInferRequest, id string, why error, start time.Time) {
+	sreq := &serving.Request{Model: req.GetModelName(), Version: req.GetModelVersion(), ID: id, Protocol: transport.ProtocolGRPC, Arrival: start}
+	s.observe(nil, id, s.inf.Refuse(sreq, why), time.Since(start))
 }
 
 // errorMessage is what a stream answer says about a failed request: the

@@ -37,7 +37,7 @@ type modelStatistics struct {
 
 // modelStats serves GET /v2/models/{m}[/versions/{v}]/stats.
 func (s *Server) modelStats(ctx *fasthttp.RequestCtx, model, version string) {
-	st, err := s.b.Statistics(model, version)
+	st, err := s.models.Statistics(model, version)
 	if err != nil {
 		s.fail(ctx, err)
 		return
@@ -72,12 +72,12 @@ type trafficArm struct {
 // configured plus its effective shares, and its replacement.
 func (s *Server) traffic(ctx *fasthttp.RequestCtx, model string) {
 	if ctx.IsPut() {
-		if err := s.b.PutTraffic(model, ctx.PostBody()); err != nil {
+		if err := s.repo.PutTraffic(model, ctx.PostBody()); err != nil {
 			s.fail(ctx, err)
 			return
 		}
 	}
-	view, err := s.b.Traffic(model)
+	view, err := s.repo.Traffic(model)
 	if err != nil {
 		s.fail(ctx, err)
 		return

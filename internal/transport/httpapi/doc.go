@@ -7,8 +7,12 @@
 // guard's defences, the management API's access rule, the inference token,
 // the rate limit, the decoding limits (before any buffer is sized from a
 // client's claim), the connection limit and the read timeouts that cut off
-// clients trickling their requests. It knows nothing of batching, routing or ONNX Runtime:
-// everything past decoding goes through the Backend interface.
+// clients trickling their requests. It knows nothing of batching, routing
+// or ONNX Runtime: everything past decoding goes through three small
+// interfaces (Inference; Models for health and metadata; Repository for
+// management), and each inference reaches the serving core exactly once,
+// through Inference.Infer, or Refuse when it failed here first. The metric
+// labels and access-log fields come from that one answer.
 //
 // Wire choices a client may notice:
 //   - "data" may be flat or nested; only the element count is checked
@@ -20,7 +24,12 @@
 //     request binary output to receive them exactly.
 //   - The routing key comes from the header named by the model's
 //     traffic.sticky_key (default x-routing-key), else from the request
-//     parameter of that name, else from the routing_key parameter.
+//     parameter of that name, else from the routing_key parameter; the
+//     serving core looks the first two up itself, through the request's
+//     metadata.
+//   - Every response, error or not, carries an x-request-id header: the
+//     request's "id", else its x-request-id header, else a UUID v7; a
+//     successful response carries it as "id" too.
 //   - Request bodies must be uncompressed.
 //
 // JSON bodies are read with package jsonscan's lexer and number parser,

@@ -158,13 +158,6 @@ func (b panicBackend) Infer(ctx context.Context, req *serving.Request) (*serving
 	return b.Server.Infer(ctx, req)
 }
 
-func (b panicBackend) StickyKey(model string) string {
-	if model == "panic" {
-		return ""
-	}
-	return b.Server.StickyKey(model)
-}
-
 // env is one running HTTP front end over a serving core with fake models.
 type env struct {
 	url     string
@@ -202,7 +195,7 @@ func newEnvWith(t *testing.T, cfg Config, serve func(*Server, net.Listener) erro
 			t.Fatalf("load %s: %v", name, err)
 		}
 	}
-	hs := New(panicBackend{srv}, cfg, log)
+	hs := New(BackendsOf(panicBackend{srv}), cfg, log)
 	if ln == nil {
 		var err error
 		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/onnxserve/onnxserve/internal/tensor"
 	"github.com/onnxserve/onnxserve/internal/transport"
 	"github.com/onnxserve/onnxserve/internal/transport/guard"
+	"github.com/onnxserve/onnxserve/internal/transport/httpapi/jsonscan"
 )
 
 // extensions are the v2 protocol extensions GET /v2 advertises.
@@ -31,67 +32,41 @@ func serverMetadata(version string) []byte {
 	return b
 }
 
-// infer serves POST /v2/models/{m}[/versions/{v}]/infer.
+// inferCall is one infer request on its way through the serving core. It
+// is the request's metadata too: the serving core looks the model's sticky
+// key up in it, during Infer only, while the fasthttp context is valid.
+type inferCall struct {
+	req     serving.Request
+	decoded inferRequest
+	ctx     *fasthttp.RequestCtx
+	json    []byte // the request's JSON document, for parameter lookups
+	idBuf   [transport.RequestIDLen]byte
+}
+
+// Get returns the header named key, else the request parameter of that
+// name (a string, or an integer as its decimal text).
+func (c *inferCall) Get(key string) string {
+	if h := c.ctx.Request.Header.Peek(key); len(h) > 0 {
+		return string(h)
+	}
+	return stickyParameter(c.json, key)
+}
+
+// infer serves POST /v2/models/{m}[/versions/{v}]/infer. Every request
+// reaches the serving core exactly once, through Infer or, when it fails
+// here first, Refuse; the labels Observe records come from its answer.
 func (s *Server) infer(ctx *fasthttp.RequestCtx, o *outcome, model, version string) {
-	if s.cfg.RateLimiter != nil {
-		if err := s.cfg.RateLimiter.Check(guard.ClientKey(o.tokenIndex, ctx.RemoteAddr())); err != nil {
-			s.fail(ctx, err)
-			return
-		}
-	}
-	headerLen := -1
-	if h := ctx.Request.Header.Peek(headerInferenceLength); h != nil {
-		n, err := strconv.Atoi(string(h))
-		if err != nil || n < 0 {
-			s.fail(ctx, tensor.Invalidf("header %s: %q is not a non-negative integer", headerInferenceLength, h))
-			return
-		}
-		headerLen = n
-	}
-	if ce := ctx.Request.Header.ContentEncoding(); len(ce) > 0 && !bytes.EqualFold(ce, []byte("identity")) {
-		s.fail(ctx, tensor.Invalidf("Content-Encoding %q is not supported; send the body uncompressed", ce))
-		return
-	}
-	// decodeInferRequest copies what it keeps, so nothing handed to the
-	// backend refers to fasthttp's buffers once this handler returns.
-	sticky := s.b.StickyKey(model)
-	if sticky == "" {
-		sticky = defaultStickyKey
-	}
-	req, err := decodeInferRequest(ctx.PostBody(), headerLen, sticky, s.cfg.Limits)
+	c := &inferCall{ctx: ctx, req: serving.Request{Model: model, Version: version,
+		Protocol: transport.ProtocolHTTP, Arrival: o.start}}
+	c.req.Metadata = c
+	resp, err := s.runInfer(ctx, o, c)
+	ctx.Response.Header.Set(transport.RequestIDHeader, c.req.ID)
 	if err != nil {
+		o.model, o.version = serving.Labels(err)
 		s.fail(ctx, err)
 		return
 	}
-	o.id = req.ID
-	routingKey := req.RoutingKey
-	if h := ctx.Request.Header.Peek(sticky); len(h) > 0 {
-		routingKey = string(h)
-	}
-	// The fasthttp RequestCtx is not used as the context: its Done fires
-	// on server shutdown, which must let in-flight requests finish.
-	c, cancel, err := transport.WithTimeoutMicros(context.Background(), req.Timeout)
-	defer cancel()
-	if err != nil {
-		s.fail(ctx, err)
-		return
-	}
-	resp, err := s.b.Infer(c, &serving.Request{
-		Model:      model,
-		Version:    version,
-		ID:         req.ID,
-		Inputs:     req.Inputs,
-		Outputs:    req.outputNames(),
-		RoutingKey: routingKey,
-	})
-	if err != nil {
-		if v := serving.VersionOf(err); v != "" {
-			o.version = v
-		}
-		s.fail(ctx, err)
-		return
-	}
-	o.version = resp.Version
+	o.model, o.version = resp.Model, resp.Version
 	for _, t := range resp.Outputs {
 		// The encoder walks the data by the shape; a model that breaks the
 		// contract gets a 500 here rather than a garbled response.
@@ -102,7 +77,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, o *outcome, model, version stri
 	}
 	ctx.SetStatusCode(http.StatusOK)
 	body := ctx.Response.SwapBody(nil)[:0]
-	body, jsonLen := appendInferResponse(body, resp.Model, resp.Version, req.ID, resp.Outputs, req.binaryFor)
+	body, jsonLen := appendInferResponse(body, resp.Model, resp.Version, c.req.ID, resp.Outputs, c.decoded.binaryFor)
 	ctx.Response.SwapBody(body)
 	if jsonLen >= 0 {
 		ctx.SetContentType(contentBinary)
@@ -110,6 +85,92 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, o *outcome, model, version stri
 	} else {
 		ctx.SetContentType(contentJSON)
 	}
+}
+
+// runInfer decodes c's body and runs it. Its error is labelled by the
+// serving core.
+func (s *Server) runInfer(ctx *fasthttp.RequestCtx, o *outcome, c *inferCall) (*serving.Response, error) {
+	headerID := ctx.Request.Header.Peek(transport.RequestIDHeader)
+	refuse := func(err error) error {
+		if c.req.ID == "" {
+			c.req.ID = transport.RequestIDInto("", string(headerID), &c.idBuf)
+		}
+		o.id = c.req.ID
+		return s.inf.Refuse(&c.req, err)
+	}
+	if s.cfg.RateLimiter != nil {
+		if err := s.cfg.RateLimiter.Check(guard.ClientKey(o.tokenIndex, ctx.RemoteAddr())); err != nil {
+			return nil, refuse(err)
+		}
+	}
+	body := ctx.PostBody()
+	headerLen := -1
+	if h := ctx.Request.Header.Peek(headerInferenceLength); h != nil {
+		n, err := strconv.Atoi(string(h))
+		if err != nil || n < 0 {
+			return nil, refuse(tensor.Invalidf("header %s: %q is not a non-negative integer", headerInferenceLength, h))
+		}
+		headerLen = n
+	}
+	if ce := ctx.Request.Header.ContentEncoding(); len(ce) > 0 && !bytes.EqualFold(ce, []byte("identity")) {
+		return nil, refuse(tensor.Invalidf("Content-Encoding %q is not supported; send the body uncompressed", ce))
+	}
+	// decodeInferRequest copies what it keeps, so nothing handed to the
+	// backend refers to fasthttp's buffers once this handler returns.
+	var err error
+	c.decoded, err = decodeInferRequest(body, headerLen, "", s.cfg.Limits)
+	if err != nil {
+		return nil, refuse(err)
+	}
+	req := &c.decoded
+	c.req.ID = transport.RequestIDInto(req.ID, string(headerID), &c.idBuf)
+	o.id = c.req.ID
+	c.json = body
+	if headerLen >= 0 && headerLen <= len(body) {
+		c.json = body[:headerLen]
+	}
+	c.req.Inputs, c.req.Outputs, c.req.RoutingKey = req.Inputs, req.outputNames(), req.RoutingKey
+	// The fasthttp RequestCtx is not used as the context: its Done fires
+	// on server shutdown, which must let in-flight requests finish.
+	cctx, cancel, err := transport.WithTimeoutMicros(context.Background(), req.Timeout)
+	defer cancel()
+	if err != nil {
+		return nil, refuse(err)
+	}
+	return s.inf.Infer(cctx, &c.req)
+}
+
+// stickyParameter returns the request parameter named key in the JSON
+// document js as a routing key: a string, or an integer as its decimal
+// text; "" when absent or of another type. Only a model with a traffic
+// split asks, and only when the header of that name is absent.
+func stickyParameter(js []byte, key string) string {
+	d := decoder{s: jsonscan.New(js)}
+	s := &d.s
+	if s.Open('{') != nil {
+		return ""
+	}
+	var val string
+	_ = s.Members(func(k []byte) error {
+		if string(k) != "parameters" {
+			return s.Skip()
+		}
+		if err := s.Open('{'); err != nil {
+			return err
+		}
+		return s.Members(func(k []byte) error {
+			if string(k) != key {
+				return s.Skip()
+			}
+			v, err := d.routingKey()
+			if err != nil {
+				return err
+			}
+			val = v
+			return nil
+		})
+	})
+	return val
 }
 
 // modelOutputError marks an output that does not match its own shape: the
@@ -149,7 +210,7 @@ func specsMetadata(specs []tensor.Spec) []tensorMetadata {
 
 // modelMetadata serves GET /v2/models/{m}[/versions/{v}].
 func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx, model, version string) {
-	md, err := s.b.ModelMetadata(model, version)
+	md, err := s.models.ModelMetadata(model, version)
 	if err != nil {
 		s.fail(ctx, err)
 		return
@@ -169,7 +230,7 @@ func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx, model, version string) 
 
 // modelReady serves GET /v2/models/{m}[/versions/{v}]/ready.
 func (s *Server) modelReady(ctx *fasthttp.RequestCtx, model, version string) {
-	ok, err := s.b.ModelReady(model, version)
+	ok, err := s.models.ModelReady(model, version)
 	if err != nil {
 		s.fail(ctx, err)
 		return
@@ -225,7 +286,7 @@ func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	out := []indexEntry{}
-	for _, e := range s.b.Index() {
+	for _, e := range s.repo.Index() {
 		if q.Ready && e.State != serving.StateReady {
 			continue
 		}
@@ -264,7 +325,7 @@ func (s *Server) loadModel(ctx *fasthttp.RequestCtx, model string) {
 			}
 		}
 	}
-	if err := s.b.LoadModel(context.Background(), model, override); err != nil {
+	if err := s.repo.LoadModel(context.Background(), model, override); err != nil {
 		s.fail(ctx, err)
 		return
 	}
@@ -273,7 +334,7 @@ func (s *Server) loadModel(ctx *fasthttp.RequestCtx, model string) {
 
 // unloadModel serves POST /v2/repository/models/{m}/unload.
 func (s *Server) unloadModel(ctx *fasthttp.RequestCtx, model string) {
-	if err := s.b.UnloadModel(model); err != nil {
+	if err := s.repo.UnloadModel(model); err != nil {
 		s.fail(ctx, err)
 		return
 	}

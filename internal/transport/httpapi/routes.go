@@ -49,9 +49,9 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, o *outcome) {
 		var up bool
 		switch string(p[1]) {
 		case "live":
-			up = s.b.Live()
+			up = s.models.Live()
 		case "ready":
-			up = s.b.Ready()
+			up = s.models.Ready()
 		default:
 			notFound(ctx)
 			return
@@ -121,13 +121,11 @@ func (s *Server) modelRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byte) {
 	if !ok {
 		return
 	}
-	o.model = model
 	ver := ""
 	if version != nil {
 		if ver, ok = pathName(ctx, "model version", version); !ok {
 			return
 		}
-		o.version = ver
 	}
 	switch string(action) {
 	case "":
@@ -161,7 +159,6 @@ func (s *Server) repositoryRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byt
 		if !ok {
 			return
 		}
-		o.model = model
 		if string(p[2]) == "load" {
 			s.loadModel(ctx, model)
 		} else {

@@ -19,41 +19,66 @@ import (
 	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
-// Backend is the serving core as the HTTP front end sees it; *serving.Server
-// implements it. Every method must be safe for concurrent use. Infer must
-// not keep the request's tensors after it returns, except that a request
-// abandoned on its deadline may still be read by a batch that is running;
-// the front end therefore hands over tensors it owns (see
-// decodeInferRequest).
-type Backend interface {
-	// Live reports whether the process is up.
+// Inference is the serving core's request path as the HTTP front end uses
+// it; *serving.Server implements it. Both methods must be safe for
+// concurrent use, look the model up once, and return errors that carry the
+// canonical labels (serving.Labels). Infer must not keep the request's
+// tensors after it returns, except that a request abandoned on its deadline
+// may still be read by a batch that is running; the front end therefore
+// hands over tensors it owns (see decodeInferRequest).
+type Inference interface {
+	// Infer runs one request and returns its outputs in the requested
+	// order, with the model and version that served it.
+	Infer(ctx context.Context, req *serving.Request) (*serving.Response, error)
+	// Refuse records a request the front end answered with err before
+	// Infer, and returns err labelled.
+	Refuse(req *serving.Request, err error) error
+}
+
+// Models is health and metadata: what probes and clients read about the
+// server and its models. Safe for concurrent use.
+type Models interface {
 	Live() bool
-	// Ready reports whether the server takes traffic.
 	Ready() bool
 	// ModelReady reports whether a model ("" version: any version) can
 	// serve; an unknown model or version is an error.
 	ModelReady(name, version string) (bool, error)
 	// ModelMetadata describes a model version ("": the newest ready one).
 	ModelMetadata(name, version string) (serving.ModelMetadata, error)
-	// Infer runs one request and returns its outputs in the requested order.
-	Infer(ctx context.Context, req *serving.Request) (*serving.Response, error)
+	Statistics(model, version string) ([]serving.VersionStats, error)
+}
+
+// Repository is repository and traffic management. Safe for concurrent
+// use.
+type Repository interface {
 	// Index lists every known model version with its state.
 	Index() []serving.IndexEntry
 	// LoadModel loads or reloads a model from the repository;
-	// configOverride, when not nil, replaces its config.yaml (JSON or YAML
-	// text).
+	// configOverride, when not nil, replaces its config.yaml.
 	LoadModel(ctx context.Context, name string, configOverride []byte) error
 	// UnloadModel retires every version of a model.
 	UnloadModel(name string) error
-	// StickyKey names the header and request parameter that carry a
-	// model's routing key ("" for an unknown model).
-	StickyKey(model string) string
-	Statistics(model, version string) ([]serving.VersionStats, error)
 	Traffic(model string) (serving.TrafficView, error)
 	PutTraffic(model string, body []byte) error
 }
 
-var _ Backend = (*serving.Server)(nil)
+// Backends are the three parts of the serving core the front end uses.
+type Backends struct {
+	Inference  Inference
+	Models     Models
+	Repository Repository
+}
+
+// BackendsOf returns b as all three parts; *serving.Server is one.
+func BackendsOf(b interface {
+	Inference
+	Models
+	Repository
+}) Backends {
+	return Backends{Inference: b, Models: b, Repository: b}
+}
+
+var _ = BackendsOf((*serving.Server)(nil))
 
 // Config holds the HTTP front end's settings. The zero value is usable.
 type Config struct {
@@ -101,11 +126,11 @@ type Config struct {
 	Version string
 	// Observe, when not nil, is called once per inference request (a POST
 	// to an infer endpoint, whatever its outcome, including a body refused
-	// as too large) after its response is built: the model, the version
-	// that served it (the requested one, or "", when it failed before a
-	// version was chosen), the HTTP status and the time since the request
-	// was read. It runs on the request's goroutine, so it must be quick and
-	// safe for concurrent use.
+	// as too large) after its response is built: the canonical model and
+	// version labels the serving core answered with ("" for what it does
+	// not have, or when the request never reached it), the request id, the
+	// HTTP status and the time since the request was read. It runs on the
+	// request's goroutine, so it must be quick and safe for concurrent use.
 	Observe func(model, version, id string, code int, d time.Duration)
 }
 
@@ -121,7 +146,9 @@ const (
 // Server is the KServe v2 HTTP front end. It is safe for concurrent use;
 // Serve is called once.
 type Server struct {
-	b        Backend
+	inf      Inference
+	models   Models
+	repo     Repository
 	cfg      Config
 	log      *zap.Logger
 	srv      *fasthttp.Server
@@ -135,7 +162,7 @@ type Server struct {
 }
 
 // New returns a Server answering from b. log must not be nil.
-func New(b Backend, cfg Config, log *zap.Logger) *Server {
+func New(b Backends, cfg Config, log *zap.Logger) *Server {
 	if cfg.MaxRequestBodySize <= 0 {
 		cfg.MaxRequestBodySize = DefaultMaxRequestBodySize
 	}
@@ -152,7 +179,7 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
-	s := &Server{b: b, cfg: cfg, log: log}
+	s := &Server{inf: b.Inference, models: b.Models, repo: b.Repository, cfg: cfg, log: log}
 	s.metadata = serverMetadata(cfg.Version)
 	bodyConfig := fasthttp.RequestConfig{ReadTimeout: cfg.ReadTimeout}
 	s.srv = &fasthttp.Server{
@@ -234,8 +261,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // outcome is what the one observation point of a request learns from the
 // handler that answered it.
 type outcome struct {
-	infer          bool // an inference request, which Observe records
-	id             string
+	infer bool // an inference request, which Observe records
+	start time.Time
+	id    string
+	// model and version are the canonical labels the serving core
+	// answered with; "" until it did.
 	model, version string
 	// tokenIndex is the inference token the caller presented, -1 for
 	// none; it names the client for the rate limiter.
@@ -246,7 +276,7 @@ type outcome struct {
 // one place whatever happened, panics included.
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	o := outcome{tokenIndex: -1}
+	o := outcome{tokenIndex: -1, start: start}
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("http handler panicked", zap.Any("panic", r), zap.Stack("stack"),
@@ -279,9 +309,15 @@ func (s *Server) handleProtocolError(ctx *fasthttp.RequestCtx, err error) {
 	default:
 		writeError(ctx, http.StatusBadRequest, "malformed HTTP request: "+err.Error())
 	}
-	if s.cfg.Observe != nil {
-		if model, version, ok := inferTarget(ctx); ok {
-			s.cfg.Observe(model, version, "", ctx.Response.StatusCode(), 0)
+	if model, version, ok := inferTarget(ctx); ok {
+		// The request never reached the handler: the serving core still
+		// hears of it once, and supplies the labels.
+		id := transport.RequestID("", string(ctx.Request.Header.Peek(transport.RequestIDHeader)))
+		ctx.Response.Header.Set(transport.RequestIDHeader, id)
+		refused := s.inf.Refuse(&serving.Request{Model: model, Version: version, ID: id, Protocol: transport.ProtocolHTTP}, err)
+		if s.cfg.Observe != nil {
+			model, version = serving.Labels(refused)
+			s.cfg.Observe(model, version, id, ctx.Response.StatusCode(), 0)
 		}
 	}
 }

@@ -16,10 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
+	"github.com/onnxserve/onnxserve/internal/transport"
 	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
@@ -160,14 +162,14 @@ func TestInferJSON(t *testing.T) {
 			`{"model_name":"simple","model_version":"2","id":"abc","outputs":[` +
 				`{"name":"OUTPUT0","datatype":"INT32","shape":[1,16],"data":` + sum + `},` +
 				`{"name":"OUTPUT1","datatype":"INT32","shape":[1,16],"data":` + diff + `}]}`},
-		{"named version", "/v2/models/simple/versions/1/infer", simpleRequest(""),
-			`{"model_name":"simple","model_version":"1","outputs":[` +
+		{"named version", "/v2/models/simple/versions/1/infer", simpleRequest(`"id":"n",`),
+			`{"model_name":"simple","model_version":"1","id":"n","outputs":[` +
 				`{"name":"OUTPUT0","datatype":"INT32","shape":[1,16],"data":` + sum + `},` +
 				`{"name":"OUTPUT1","datatype":"INT32","shape":[1,16],"data":` + diff + `}]}`},
-		{"output subset", "/v2/models/simple/infer", simpleRequest(`"outputs":[{"name":"OUTPUT1"}],"parameters":{"timeout":10000000,"routing_key":"u"},`),
-			`{"model_name":"simple","model_version":"2","outputs":[{"name":"OUTPUT1","datatype":"INT32","shape":[1,16],"data":` + diff + `}]}`},
-		{"outputs reordered", "/v2/models/simple/infer", simpleRequest(`"outputs":[{"name":"OUTPUT1"},{"name":"OUTPUT0"}],`),
-			`{"model_name":"simple","model_version":"2","outputs":[` +
+		{"output subset", "/v2/models/simple/infer", simpleRequest(`"id":"s","outputs":[{"name":"OUTPUT1"}],"parameters":{"timeout":10000000,"routing_key":"u"},`),
+			`{"model_name":"simple","model_version":"2","id":"s","outputs":[{"name":"OUTPUT1","datatype":"INT32","shape":[1,16],"data":` + diff + `}]}`},
+		{"outputs reordered", "/v2/models/simple/infer", simpleRequest(`"id":"r","outputs":[{"name":"OUTPUT1"},{"name":"OUTPUT0"}],`),
+			`{"model_name":"simple","model_version":"2","id":"r","outputs":[` +
 				`{"name":"OUTPUT1","datatype":"INT32","shape":[1,16],"data":` + diff + `},` +
 				`{"name":"OUTPUT0","datatype":"INT32","shape":[1,16],"data":` + sum + `}]}`},
 	}
@@ -204,11 +206,11 @@ func TestInferDatatypes(t *testing.T) {
 	for _, dt := range tensor.AllDataTypes {
 		path := "/v2/models/identity_" + strings.ToLower(dt.String()) + "/infer"
 		t.Run(dt.String()+"/json", func(t *testing.T) {
-			r := e.post(t, path, `{"inputs":[{"name":"IN","shape":[3],"datatype":"`+dt.String()+`","data":`+data[dt]+`}]}`)
+			r := e.post(t, path, `{"id":"c","inputs":[{"name":"IN","shape":[3],"datatype":"`+dt.String()+`","data":`+data[dt]+`}]}`)
 			if r.code != http.StatusOK {
 				t.Fatalf("status %d: %s", r.code, r.body)
 			}
-			jsonEqual(t, r.body, `{"model_name":"identity_`+strings.ToLower(dt.String())+`","model_version":"1","outputs":[{"name":"OUT","datatype":"`+dt.String()+`","shape":[3],"data":`+data[dt]+`}]}`)
+			jsonEqual(t, r.body, `{"model_name":"identity_`+strings.ToLower(dt.String())+`","model_version":"1","id":"c","outputs":[{"name":"OUT","datatype":"`+dt.String()+`","shape":[3],"data":`+data[dt]+`}]}`)
 		})
 		t.Run(dt.String()+"/binary", func(t *testing.T) {
 			ref, err := decodeInferRequest([]byte(`{"inputs":[{"name":"IN","shape":[3],"datatype":"`+dt.String()+`","data":`+data[dt]+`}]}`), -1, "", guard.Limits{})
@@ -760,6 +762,61 @@ func TestRoutingKey(t *testing.T) {
 	}
 }
 
+// TestRequestIDs checks the three sources of a request id: the client's id
+// field, else its x-request-id header, else one the server makes; each
+// comes back in the body, the response header and the access record, on
+// success and on failure.
+func TestRequestIDs(t *testing.T) {
+	var mu sync.Mutex
+	var observed []string
+	e := newEnv(t, Config{Observe: func(_, _, id string, _ int, _ time.Duration) {
+		mu.Lock()
+		observed = append(observed, id)
+		mu.Unlock()
+	}})
+	tests := []struct {
+		name, body, header, want string
+	}{
+		{"client id", simpleRequest(`"id":"from-body",`), "from-header", "from-body"},
+		{"header id", simpleRequest(""), "from-header", "from-header"},
+		{"generated", simpleRequest(""), "", ""},
+		{"failed, header id", `{"inputs":`, "bad-one", "bad-one"},
+		{"failed, generated", `{"inputs":`, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			observed = nil
+			mu.Unlock()
+			h := map[string]string{}
+			if tt.header != "" {
+				h[transport.RequestIDHeader] = tt.header
+			}
+			r := e.do(t, http.MethodPost, "/v2/models/simple/infer", []byte(tt.body), h)
+			got := r.header.Get(transport.RequestIDHeader)
+			if tt.want != "" && got != tt.want {
+				t.Errorf("x-request-id %q, want %q", got, tt.want)
+			}
+			if tt.want == "" {
+				if u, err := uuid.Parse(got); err != nil || u.Version() != 7 {
+					t.Errorf("generated x-request-id %q is not a UUID v7", got)
+				}
+			}
+			if r.code == http.StatusOK {
+				var doc struct{ ID string }
+				if err := json.Unmarshal(r.body, &doc); err != nil || doc.ID != got {
+					t.Errorf("body id %q (%v), header %q", doc.ID, err, got)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(observed) != 1 || observed[0] != got {
+				t.Errorf("observed ids %q, want [%q]", observed, got)
+			}
+		})
+	}
+}
+
 func TestObserve(t *testing.T) {
 	type call struct {
 		model, version string
@@ -789,9 +846,9 @@ func TestObserve(t *testing.T) {
 	want := []call{
 		{"simple", "2", 200},
 		{"simple", "1", 200},
-		{"nope", "", 404},
+		{"", "", 404}, // labels only ever name what the server has
 		{"simple", "1", 400},
-		{"panic", "", 500},
+		{"", "", 500},
 		{"simple", "", 413},
 	}
 	mu.Lock()

@@ -12,7 +12,7 @@ import (
 // TestServeAfterShutdown covers a shutdown that wins the race with
 // startup: Serve must return at once, and cleanly.
 func TestServeAfterShutdown(t *testing.T) {
-	s := New(nil, Config{}, zap.NewNop())
+	s := New(Backends{}, Config{}, zap.NewNop())
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {
