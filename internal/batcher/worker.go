@@ -307,7 +307,7 @@ func (b *Batcher) exec(w *worker, members []*request, rows int64) error {
 	start := time.Now()
 	out, err := b.call(in)
 	took := time.Since(start)
-	for _, r := range w.members {
+	for _, r := range members {
 		r.took = took
 	}
 	b.obs.compute.Observe(took.Seconds())
