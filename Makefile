@@ -11,6 +11,12 @@ export ONNXRUNTIME_LIB ?= $(ORT_LIB)
 BIN := bin/onnxserve
 ARGS ?=
 
+# The Go modules of this repository: the server at the root, and bench/ and
+# deploy/, which keep their own dependencies (plotting, profiles, Kubernetes
+# and BuildKit types) out of the server's go.mod. Each target that tests,
+# vets or lists packages runs once per module (`go -C`).
+MODULES := . bench deploy
+
 .PHONY: all lib build run test test-short tools proto models fuzz soak vet fmt clean
 
 all: build
@@ -28,8 +34,8 @@ tools: ## install test tools (protoc, prometheus) when missing and permitted
 	@scripts/ensure-tools.sh
 
 test: lib tools ## every test, with the race detector, against the real ONNX Runtime
-	ONNXSERVE_REQUIRE_ORT=1 ONNXSERVE_REQUIRE_TOOLS=$$(scripts/ensure-tools.sh --check && echo 1 || echo 0) \
-		$(GO) test -race -count=1 -timeout 15m ./...
+	export ONNXSERVE_REQUIRE_ORT=1 ONNXSERVE_REQUIRE_TOOLS=$$(scripts/ensure-tools.sh --check && echo 1 || echo 0); \
+		for m in $(MODULES); do $(GO) -C $$m test -race -count=1 -timeout 15m ./... || exit 1; done
 	@# A brief live fuzz of the request decoders and tensor validation; the
 	@# corpora of every target were replayed above. `make fuzz` runs longer.
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInferRequest$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/transport/httpapi
@@ -37,10 +43,11 @@ test: lib tools ## every test, with the race detector, against the real ONNX Run
 	$(GO) test -run '^$$' -fuzz '^FuzzCodecUnmarshal$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/transport/grpcapi
 
 test-short: lib
-	ONNXSERVE_REQUIRE_ORT=1 $(GO) test -count=1 -short ./...
+	export ONNXSERVE_REQUIRE_ORT=1; \
+		for m in $(MODULES); do $(GO) -C $$m test -count=1 -short ./... || exit 1; done
 
 vet:
-	$(GO) vet ./...
+	@set -e; for m in $(MODULES); do echo "$(GO) -C $$m vet ./..."; $(GO) -C $$m vet ./...; done
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 proto: ## regenerate proto/*.pb.go with the pinned generators
@@ -53,11 +60,11 @@ FUZZTIME ?= 20s
 # Minimizing a new input can take a whole short run; keep it brief.
 FUZZMINIMIZETIME ?= 5s
 fuzz: ## run every fuzz target for FUZZTIME each
-	@set -e; for pkg in $$($(GO) list ./...); do \
-		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
-			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg; \
+	@set -e; for m in $(MODULES); do for pkg in $$($(GO) -C $$m list ./...); do \
+		for f in $$($(GO) -C $$m test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; $(GO) -C $$m test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg; \
 		done; \
-	done
+	done; done
 
 # `make test` runs the same soak for 20s under -race; SOAK_FLAGS=-race
 # races the long one too, at the cost of RSS figures that then include the
@@ -83,11 +90,11 @@ bench-models: ## fetch and verify the benchmark's extra models (cached)
 	@scripts/fetch-bench-models.sh
 
 bench-tools: ## build the load generator, the raw baseline and the orchestrator; install ghz when missing
-	$(GO) build -o $(BENCH_BIN)/loadgen ./bench/loadgen
+	$(GO) -C bench build -o $(abspath $(BENCH_BIN))/loadgen ./loadgen
 	$(GO) build -o $(BENCH_BIN)/ortbench ./cmd/ortbench
-	$(GO) build -o $(BENCH_BIN)/run ./bench/run
+	$(GO) -C bench build -o $(abspath $(BENCH_BIN))/run ./run
 	@test -x $(BENCH_BIN)/ghz || { echo "installing ghz $(GHZ_VERSION) into $(BENCH_BIN)"; \
-		GOBIN=$(CURDIR)/$(BENCH_BIN) $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION); }
+		GOBIN=$(abspath $(BENCH_BIN)) $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION); }
 
 bench: build bench-models bench-tools ## the full suite: bench/RESULTS.md, results.json and PNG plots (10 to 14 minutes)
 	$(BENCH_BIN)/run --out bench --command "make bench" $(BENCH_ARGS)

@@ -9,8 +9,10 @@
 // with BuildKit's parser, and check both against the server's flags, ports,
 // health endpoints and pinned ONNX Runtime build.
 //
-// It must not know the server's internals: it imports nothing from the
-// module and reads cmd/serve/options.go, scripts/fetch-onnxruntime.sh and
-// go.mod as text, so a changed default or pin fails a test here instead of
-// silently drifting away from the manifests.
+// It must not know the server's internals: it is a Go module of its own
+// (so the Kubernetes and BuildKit types stay out of the server's go.mod),
+// imports nothing from the server's module, and reads cmd/serve/options.go,
+// scripts/fetch-onnxruntime.sh and go.mod as text, so a changed default or
+// pin fails a test here instead of silently drifting away from the
+// manifests.
 package deploy

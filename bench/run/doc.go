@@ -8,10 +8,14 @@
 // per inference down by kind of work, and writes RESULTS.md, results.json
 // and PNG plots.
 //
-//	go run ./bench/run --out bench          # the full suite; `make bench`
-//	go run ./bench/run --quick --out .cache/bench-quick
-//	go run ./bench/run --profile --out bench  # PROFILE.md; `make bench-profile`
-//	go run ./bench/run --report-from bench/results.json --out bench  # the report again, no measuring
+//	.cache/bin/run --out bench          # the full suite; `make bench`
+//	.cache/bin/run --quick --out .cache/bench-quick
+//	.cache/bin/run --profile --out bench  # PROFILE.md; `make bench-profile`
+//	.cache/bin/run --report-from bench/results.json --out bench  # the report again, no measuring
+//
+// It runs from the repository root, where its default paths point; bench/
+// is a Go module of its own, so `make bench-tools` builds it (and the tools
+// it drives) into .cache/bin.
 //
 // For every measured window it reads the server process's CPU time from
 // /proc/<pid>/stat and the batch-size and compute-time histograms from

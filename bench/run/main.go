@@ -110,7 +110,7 @@ func parseConfig(args []string) (*config, error) {
 		return nil, errors.New("--reps and --duration must be positive, --warmup >= 0, --profile-seconds >= 1s")
 	}
 	if c.command == "" {
-		c.command = "go run ./bench/run " + strings.Join(args, " ")
+		c.command = strings.Join(append([]string{".cache/bin/run"}, args...), " ")
 	}
 	return c, nil
 }
