@@ -190,6 +190,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 			obs.Observe(transport.ProtocolGRPC, model, ver, id, code, d)
 		},
 	}
+	o.grpcAlive.apply(&gcfg)
 	sec.grpc(&gcfg)
 	a.grpc = grpcapi.New(a.srv, gcfg, log.Named("grpc"))
 
