@@ -89,8 +89,13 @@ bench-tools: ## build the load generator, the raw baseline and the orchestrator;
 	@test -x $(BENCH_BIN)/ghz || { echo "installing ghz $(GHZ_VERSION) into $(BENCH_BIN)"; \
 		GOBIN=$(CURDIR)/$(BENCH_BIN) $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION); }
 
-bench: build bench-models bench-tools ## the full suite: bench/RESULTS.md, results.json and PNG plots (10 to 14 minutes)
+bench: build bench-models bench-tools ## the full suite: bench/RESULTS.md, results.json and PNG plots (10 to 14 minutes), then bench/THREADS.md
 	$(BENCH_BIN)/run --out bench --command "make bench" $(BENCH_ARGS)
+	scripts/bench-threads.sh bench/THREADS.md
+
+.PHONY: bench-threads
+bench-threads: lib ## one busy model among four loaded, ONNX Runtime threads before and after the division: bench/THREADS.md
+	scripts/bench-threads.sh bench/THREADS.md
 
 bench-quick: build bench-models bench-tools ## one short repetition, written to .cache/bench-quick/
 	$(BENCH_BIN)/run --quick --out .cache/bench-quick --command "make bench-quick" $(BENCH_ARGS)
