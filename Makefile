@@ -71,6 +71,10 @@ soak: lib ## chaos soak on loopback for SOAK_DURATION (not part of `make test`);
 clean:
 	rm -rf bin
 
+.PHONY: image-test
+image-test: ## opt-in: build the CPU image with podman/buildah, run it read-only as the Deployment does, infer, SIGTERM (skips without a builder or base images)
+	scripts/image-test.sh
+
 # Benchmarks (bench/RESULTS.md describes them). The suite pins the server to
 # CPU 1 and the load generators to CPU 0, so it wants a quiet machine with at
 # least two CPUs; BENCH_ARGS passes flags to bench/run (see its --help).

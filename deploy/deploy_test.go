@@ -1332,8 +1332,8 @@ func TestDockerfiles(t *testing.T) {
 			if version.Compare("go"+goVersion, "go"+goLine[1]) < 0 {
 				t.Errorf("GO_VERSION %s is older than go.mod's go %s", goVersion, goLine[1])
 			}
-			if base := d.expand(build.BaseName); base != "golang:"+goVersion+"-bookworm" {
-				t.Errorf("build stage base %q, want golang:%s-bookworm", base, goVersion)
+			if base := d.expand(build.BaseName); base != "docker.io/library/golang:"+goVersion+"-bookworm" {
+				t.Errorf("build stage base %q, want docker.io/library/golang:%s-bookworm", base, goVersion)
 			}
 			run := runText(build)
 			for _, want := range []string{"CGO_ENABLED=1", "go build", "-trimpath", `-ldflags="-s -w"`, "./cmd/serve"} {
@@ -1347,7 +1347,7 @@ func TestDockerfiles(t *testing.T) {
 			switch name {
 			case "Dockerfile":
 				checkCPULib(t, d, ort)
-				if base := d.expand(rt.BaseName); base != "debian:bookworm-slim" {
+				if base := d.expand(rt.BaseName); base != "docker.io/library/debian:bookworm-slim" {
 					t.Errorf("runtime base %q: use the build stage's Debian release so the binary finds its glibc", base)
 				}
 			case "Dockerfile.gpu":
@@ -1453,7 +1453,7 @@ func checkCPULib(t *testing.T, d *dockerfile, ort pinnedORT) {
 	}
 	run := runText(lib)
 	for _, want := range []string{
-		`npm pack --silent "onnxruntime-node@${ORT_VERSION}"`,
+		`npm pack "onnxruntime-node@${ORT_VERSION}"`,
 		ort.member,
 		"amd64) arch=x64",
 		"arm64) arch=arm64",
@@ -1461,6 +1461,12 @@ func checkCPULib(t *testing.T, d *dockerfile, ort pinnedORT) {
 	} {
 		if !strings.Contains(run, want) {
 			t.Errorf("lib stage RUN lacks %q:\n%s", want, run)
+		}
+	}
+	// A failed fetch must show npm's reason in the build log.
+	for _, hides := range []string{"--silent", "--quiet", ">/dev/null", "2>/dev/null"} {
+		if strings.Contains(run, hides) {
+			t.Errorf("lib stage RUN hides the library fetch's output with %q", hides)
 		}
 	}
 }
@@ -1471,8 +1477,8 @@ func checkGPULib(t *testing.T, d *dockerfile) {
 	t.Helper()
 	rt := d.stage(t, "runtime")
 	base := d.expand(rt.BaseName)
-	if !regexp.MustCompile(`^nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d\d\.\d\d$`).MatchString(base) {
-		t.Errorf("runtime base %q: want an exact nvidia/cuda:12.x.y-cudnn-runtime-ubuntu tag (the archive is built for CUDA 12 and cuDNN 9)", base)
+	if !regexp.MustCompile(`^docker\.io/nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d\d\.\d\d$`).MatchString(base) {
+		t.Errorf("runtime base %q: want an exact docker.io/nvidia/cuda:12.x.y-cudnn-runtime-ubuntu tag (the archive is built for CUDA 12 and cuDNN 9)", base)
 	}
 	lib := d.stage(t, "lib")
 	sum := d.stageArgs(lib)["ORT_GPU_SHA256"]
