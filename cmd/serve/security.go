@@ -17,6 +17,7 @@ import (
 
 	"github.com/onnxserve/onnxserve/internal/transport"
 	"github.com/onnxserve/onnxserve/internal/transport/grpcapi"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	"github.com/onnxserve/onnxserve/internal/transport/httpapi"
 )
 
@@ -48,20 +49,20 @@ func (s *securityOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.tlsCert, "tls-cert", "", "PEM certificate (chain) file; with --tls-key the HTTP and gRPC ports speak TLS only. Reloaded when it changes")
 	fs.StringVar(&s.tlsKey, "tls-key", "", "PEM private key file of --tls-cert")
 	fs.StringVar(&s.tlsClientCA, "tls-client-ca", "", "PEM bundle of CAs that client certificates must chain to; makes client certificates required (mutual TLS)")
-	fs.DurationVar(&s.tlsReload, "tls-reload-interval", transport.DefaultCertReloadInterval, "how often the TLS files are checked for a change (size and modification time)")
+	fs.DurationVar(&s.tlsReload, "tls-reload-interval", guard.DefaultCertReloadInterval, "how often the TLS files are checked for a change (size and modification time)")
 	fs.BoolVar(&s.metricsTLS, "metrics-tls", false, "serve the metrics port with TLS too (same certificate and client CA rule)")
 	fs.StringVar(&s.inferenceTokenFile, "inference-token-file", "", "file of bearer tokens, one per line ('#' starts a comment), that inference and metadata calls need; health probes stay open")
-	fs.Int64Var(&s.maxTensorElements, transport.LimitTensorElements, transport.DefaultMaxTensorElements, "most elements in one input tensor; beyond it 413 / RESOURCE_EXHAUSTED")
-	fs.IntVar(&s.maxInputs, transport.LimitInputs, transport.DefaultMaxInputs, "most inputs in one inference request; beyond it 413 / RESOURCE_EXHAUSTED")
-	fs.Int64Var(&s.maxBytesElement, transport.LimitBytesElement, transport.DefaultMaxBytesElement, "longest BYTES element in bytes; beyond it 413 / RESOURCE_EXHAUSTED")
+	fs.Int64Var(&s.maxTensorElements, guard.LimitTensorElements, guard.DefaultMaxTensorElements, "most elements in one input tensor; beyond it 413 / RESOURCE_EXHAUSTED")
+	fs.IntVar(&s.maxInputs, guard.LimitInputs, guard.DefaultMaxInputs, "most inputs in one inference request; beyond it 413 / RESOURCE_EXHAUSTED")
+	fs.Int64Var(&s.maxBytesElement, guard.LimitBytesElement, guard.DefaultMaxBytesElement, "longest BYTES element in bytes; beyond it 413 / RESOURCE_EXHAUSTED")
 	fs.UintVar(&s.maxStreams, "grpc-max-concurrent-streams", grpcapi.DefaultMaxConcurrentStreams, "most concurrent gRPC calls on one connection; further calls wait for a free stream")
-	fs.IntVar(&s.maxConnections, transport.LimitConnections, 10000, "most connections open at once on each of the HTTP and gRPC ports; one more is refused (HTTP 503, HTTP/2 GOAWAY) naming the limit; 0 for no limit")
+	fs.IntVar(&s.maxConnections, guard.LimitConnections, 10000, "most connections open at once on each of the HTTP and gRPC ports; one more is refused (HTTP 503, HTTP/2 GOAWAY) naming the limit; 0 for no limit")
 	fs.DurationVar(&s.readHeaderTimeout, "http-read-header-timeout", httpapi.DefaultReadHeaderTimeout, "longest time for the TLS handshake and a request's head, from its first byte (cuts off clients that trickle headers)")
 	fs.DurationVar(&s.readTimeout, "http-read-timeout", httpapi.DefaultReadTimeout, "longest time to read a request body once its head is in")
 	fs.DurationVar(&s.writeTimeout, "http-write-timeout", httpapi.DefaultWriteTimeout, "longest time to write a response")
 	fs.DurationVar(&s.idleTimeout, "http-idle-timeout", httpapi.DefaultIdleTimeout, "longest time a keep-alive connection waits for its next request")
 	fs.DurationVar(&s.grpcConnTimeout, "grpc-connection-timeout", grpcapi.DefaultConnectionTimeout, "longest time for a new gRPC connection's TLS and HTTP/2 handshakes")
-	fs.Float64Var(&s.rateLimit, transport.LimitRate, 0, "inference requests per second allowed to each client (by IP, or by token with --inference-token-file); beyond it 429 / RESOURCE_EXHAUSTED; 0 for no limit")
+	fs.Float64Var(&s.rateLimit, guard.LimitRate, 0, "inference requests per second allowed to each client (by IP, or by token with --inference-token-file); beyond it 429 / RESOURCE_EXHAUSTED; 0 for no limit")
 	fs.IntVar(&s.rateBurst, "rate-burst", 0, "requests a client may send at once above --rate-limit (default: --rate-limit rounded up)")
 }
 
@@ -76,19 +77,19 @@ func (s *securityOptions) validate() error {
 		return errors.New("--tls-reload-interval must be > 0")
 	}
 	if s.maxTensorElements <= 0 || s.maxInputs <= 0 || s.maxBytesElement <= 0 || s.maxStreams == 0 || s.maxStreams > math.MaxUint32 {
-		return fmt.Errorf("--%s, --%s, --%s and --grpc-max-concurrent-streams must be > 0", transport.LimitTensorElements, transport.LimitInputs, transport.LimitBytesElement)
+		return fmt.Errorf("--%s, --%s, --%s and --grpc-max-concurrent-streams must be > 0", guard.LimitTensorElements, guard.LimitInputs, guard.LimitBytesElement)
 	}
 	if s.maxConnections < 0 {
-		return fmt.Errorf("--%s must be >= 0", transport.LimitConnections)
+		return fmt.Errorf("--%s must be >= 0", guard.LimitConnections)
 	}
 	if s.readHeaderTimeout <= 0 || s.readTimeout <= 0 || s.writeTimeout <= 0 || s.idleTimeout <= 0 || s.grpcConnTimeout <= 0 {
 		return errors.New("--http-read-header-timeout, --http-read-timeout, --http-write-timeout, --http-idle-timeout and --grpc-connection-timeout must be > 0")
 	}
 	if s.rateLimit < 0 || math.IsNaN(s.rateLimit) || math.IsInf(s.rateLimit, 0) || s.rateBurst < 0 {
-		return fmt.Errorf("--%s and --rate-burst must be >= 0", transport.LimitRate)
+		return fmt.Errorf("--%s and --rate-burst must be >= 0", guard.LimitRate)
 	}
 	if s.rateBurst > 0 && s.rateLimit == 0 {
-		return fmt.Errorf("--rate-burst needs --%s", transport.LimitRate)
+		return fmt.Errorf("--rate-burst needs --%s", guard.LimitRate)
 	}
 	return nil
 }
@@ -99,16 +100,16 @@ func (s *securityOptions) validate() error {
 type security struct {
 	o          securityOptions
 	adminToken string
-	certs      *transport.CertReloader // nil without TLS
-	inference  *transport.Tokens       // nil without inference auth
-	limiter    *transport.RateLimiter  // nil without a rate limit
-	scrub      transport.PathScrubber
+	certs      *guard.CertReloader // nil without TLS
+	inference  *guard.Tokens       // nil without inference auth
+	limiter    *guard.RateLimiter  // nil without a rate limit
+	scrub      guard.PathScrubber
 }
 
 func newSecurity(o *options, adminToken string, log *zap.Logger) (*security, error) {
-	s := &security{o: o.sec, adminToken: adminToken, scrub: transport.NewPathScrubber(o.modelRepository)}
+	s := &security{o: o.sec, adminToken: adminToken, scrub: guard.NewPathScrubber(o.modelRepository)}
 	if o.sec.tlsCert != "" {
-		certs, err := transport.NewCertReloader(o.sec.tlsCert, o.sec.tlsKey, o.sec.tlsClientCA, log.Named("tls"))
+		certs, err := guard.NewCertReloader(o.sec.tlsCert, o.sec.tlsKey, o.sec.tlsClientCA, log.Named("tls"))
 		if err != nil {
 			return nil, fmt.Errorf("--tls-cert: %w", err)
 		}
@@ -119,7 +120,7 @@ func newSecurity(o *options, adminToken string, log *zap.Logger) (*security, err
 		if err != nil {
 			return nil, fmt.Errorf("--inference-token-file: %w", err)
 		}
-		s.inference = transport.NewTokens(tokens)
+		s.inference = guard.NewTokens(tokens)
 		log.Info("inference calls need a bearer token", zap.Int("tokens", s.inference.Len()))
 	}
 	if o.sec.rateLimit > 0 {
@@ -127,7 +128,7 @@ func newSecurity(o *options, adminToken string, log *zap.Logger) (*security, err
 		if burst == 0 {
 			burst = int(math.Ceil(o.sec.rateLimit))
 		}
-		s.limiter = transport.NewRateLimiter(o.sec.rateLimit, burst, 0)
+		s.limiter = guard.NewRateLimiter(o.sec.rateLimit, burst, 0)
 	}
 	return s, nil
 }
@@ -163,8 +164,8 @@ func (s *security) grpc(c *grpcapi.Config) {
 	}
 }
 
-func (s *security) limits() transport.Limits {
-	return transport.Limits{MaxTensorElements: s.o.maxTensorElements, MaxInputs: s.o.maxInputs, MaxBytesElement: s.o.maxBytesElement}
+func (s *security) limits() guard.Limits {
+	return guard.Limits{MaxTensorElements: s.o.maxTensorElements, MaxInputs: s.o.maxInputs, MaxBytesElement: s.o.maxBytesElement}
 }
 
 // metricsListener wraps the metrics listener in TLS with --metrics-tls.
@@ -192,7 +193,7 @@ func (s *security) guardWrites(h http.Handler) http.Handler {
 			if a, err := net.ResolveTCPAddr("tcp", r.RemoteAddr); err == nil {
 				remote = a
 			}
-			if err := transport.AuthorizeAdmin(s.adminToken, r.Header.Get("Authorization"), remote); err != nil {
+			if err := guard.AuthorizeAdmin(s.adminToken, r.Header.Get("Authorization"), remote); err != nil {
 				_, code := transport.Status(err)
 				http.Error(w, http.StatusText(code), code)
 				return

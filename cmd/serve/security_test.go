@@ -28,7 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/onnxserve/onnxserve/internal/testcert"
-	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
@@ -446,13 +446,13 @@ func TestSecurityFlags(t *testing.T) {
 		{"--tls-key", "k.pem"},
 		{"--tls-client-ca", "ca.pem"},
 		{"--metrics-tls"},
-		{"--" + transport.LimitTensorElements, "0"},
-		{"--" + transport.LimitInputs, "-1"},
-		{"--" + transport.LimitBytesElement, "0"},
+		{"--" + guard.LimitTensorElements, "0"},
+		{"--" + guard.LimitInputs, "-1"},
+		{"--" + guard.LimitBytesElement, "0"},
 		{"--grpc-max-concurrent-streams", "0"},
-		{"--" + transport.LimitConnections, "-1"},
+		{"--" + guard.LimitConnections, "-1"},
 		{"--http-read-header-timeout", "0s"},
-		{"--" + transport.LimitRate, "-1"},
+		{"--" + guard.LimitRate, "-1"},
 		{"--rate-burst", "5"},
 		{"--tls-reload-interval", "0s"},
 	}
@@ -467,7 +467,7 @@ func TestSecurityFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.sec.maxConnections != 10000 || o.sec.maxInputs != transport.DefaultMaxInputs || o.sec.rateLimit != 0 {
+	if o.sec.maxConnections != 10000 || o.sec.maxInputs != guard.DefaultMaxInputs || o.sec.rateLimit != 0 {
 		t.Errorf("defaults %+v", o.sec)
 	}
 	for _, missing := range [][]string{
@@ -511,14 +511,14 @@ func TestSecurityFlags(t *testing.T) {
 // TestLimitsEndToEnd: decoding limits and the rate limit answer with the
 // limit's name on both protocols, and one rate limiter covers both.
 func TestLimitsEndToEnd(t *testing.T) {
-	ts := startServer(t, copyRepo(t), "--"+transport.LimitInputs, "1", "--"+transport.LimitRate, "0.001", "--rate-burst", "3")
+	ts := startServer(t, copyRepo(t), "--"+guard.LimitInputs, "1", "--"+guard.LimitRate, "0.001", "--rate-burst", "3")
 	c := grpcClient(t, ts.a.grpcLn.Addr().String(), insecure.NewCredentials())
 	var r inferResponse
-	if code := do(t, "POST", ts.http+"/v2/models/simple/infer", simpleBody(seq(0, 16), seq(0, 16)), &r); code != http.StatusRequestEntityTooLarge || !strings.Contains(r.Error, transport.LimitInputs) {
+	if code := do(t, "POST", ts.http+"/v2/models/simple/infer", simpleBody(seq(0, 16), seq(0, 16)), &r); code != http.StatusRequestEntityTooLarge || !strings.Contains(r.Error, guard.LimitInputs) {
 		t.Errorf("HTTP over max-inputs: %d %q", code, r.Error)
 	}
 	_, err := c.ModelInfer(ctxTimeout(t), simpleGRPC())
-	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), transport.LimitInputs) {
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), guard.LimitInputs) {
 		t.Errorf("gRPC over max-inputs: %v", err)
 	}
 	// Both requests above spent a token from the loopback client's burst
@@ -528,11 +528,11 @@ func TestLimitsEndToEnd(t *testing.T) {
 		t.Fatalf("third request: %d %s", code, r.Error)
 	}
 	r = inferResponse{}
-	if code := do(t, "POST", ts.http+"/v2/models/classifier/infer", one, &r); code != http.StatusTooManyRequests || !strings.Contains(r.Error, transport.LimitRate) {
+	if code := do(t, "POST", ts.http+"/v2/models/classifier/infer", one, &r); code != http.StatusTooManyRequests || !strings.Contains(r.Error, guard.LimitRate) {
 		t.Errorf("HTTP over the rate limit: %d %q", code, r.Error)
 	}
 	_, err = c.ModelInfer(ctxTimeout(t), simpleGRPC())
-	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), transport.LimitRate) {
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), guard.LimitRate) {
 		t.Errorf("gRPC over the rate limit: %v", err)
 	}
 	if code := do(t, "GET", ts.http+"/v2/health/ready", "", nil); code != http.StatusOK {

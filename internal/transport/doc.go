@@ -1,11 +1,15 @@
-// Package transport holds what the HTTP and gRPC front ends share: the one
-// table that maps serving errors to gRPC codes and HTTP statuses, request
-// deadlines and request ids, and the defences both apply the same way:
-// bearer tokens (management and inference), TLS certificates reloaded from
-// files, decoding limits, the per-client rate limiter, the connection
-// limit and the scrubbing of host paths from messages sent to clients.
+// Package transport holds what the HTTP and gRPC front ends share in
+// handling a request: the one table that maps serving errors to gRPC codes
+// and HTTP statuses (with the error classes the front ends add to serving's:
+// bad request, unauthenticated, over a limit, rate limited), request
+// deadlines and request ids, and the request metrics and access log
+// (Observer).
+//
+// The defences both front ends apply the same way (tokens, TLS reload,
+// rate, connection and size limits, path scrubbing) live in the guard
+// subpackage, which wraps this package's error classes.
 //
 // It knows no wire format beyond that: decoding stays in the front ends.
-// Nothing imports transport but the front ends and the command that wires
-// them.
+// Nothing imports transport but the front ends, guard and the command that
+// wires them.
 package transport

@@ -7,7 +7,7 @@ import (
 
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/tensor"
-	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
@@ -22,7 +22,7 @@ func TestDecodeRawAllocs(t *testing.T) {
 		RawInputContents: [][]byte{make([]byte, 64), append(append(le32(1), 'a'), append(le32(2), "bc"...)...)},
 	}
 	allocs := testing.AllocsPerRun(100, func() {
-		if _, err := decodeInputs(req, transport.Limits{}); err != nil {
+		if _, err := decodeInputs(req, guard.Limits{}); err != nil {
 			t.Fatal(err)
 		}
 	})

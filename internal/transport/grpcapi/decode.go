@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
-	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
@@ -17,7 +17,7 @@ import (
 // reads them, and the codec already gave the message its own copy of the
 // wire bytes. lim is checked before anything is allocated for
 // an input.
-func decodeInputs(req *inference.ModelInferRequest, lim transport.Limits) ([]tensor.Tensor, error) {
+func decodeInputs(req *inference.ModelInferRequest, lim guard.Limits) ([]tensor.Tensor, error) {
 	if err := lim.CheckInputs(len(req.GetInputs())); err != nil {
 		return nil, err
 	}
@@ -51,7 +51,7 @@ func decodeInputs(req *inference.ModelInferRequest, lim transport.Limits) ([]ten
 
 // decodeRaw checks raw_input_contents[index] against the shape and datatype
 // and wraps it as a tensor without copying.
-func decodeRaw(name string, dt tensor.DataType, shape []int64, raw []byte, index int, lim transport.Limits) (tensor.Tensor, error) {
+func decodeRaw(name string, dt tensor.DataType, shape []int64, raw []byte, index int, lim guard.Limits) (tensor.Tensor, error) {
 	n, err := tensor.ElementCount(shape)
 	if err != nil {
 		return tensor.Tensor{}, fmt.Errorf("input %q: %w", name, err)
@@ -172,7 +172,7 @@ func setField(c *inference.InferTensorContents) (contentsField, int) {
 // decodeContents converts typed contents into a tensor's raw layout,
 // checking the field against the datatype, the element count against the
 // shape and each value against the datatype's range.
-func decodeContents(name string, dt tensor.DataType, shape []int64, c *inference.InferTensorContents, lim transport.Limits) (tensor.Tensor, error) {
+func decodeContents(name string, dt tensor.DataType, shape []int64, c *inference.InferTensorContents, lim guard.Limits) (tensor.Tensor, error) {
 	n, err := tensor.ElementCount(shape)
 	if err != nil {
 		return tensor.Tensor{}, fmt.Errorf("input %q: %w", name, err)

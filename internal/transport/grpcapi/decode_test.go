@@ -10,6 +10,7 @@ import (
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
 	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
@@ -75,7 +76,7 @@ func samples() []sample {
 func TestDecodeContentsAllDataTypes(t *testing.T) {
 	for _, s := range samples() {
 		t.Run(s.dt.String(), func(t *testing.T) {
-			got, err := decodeContents("INPUT0", s.dt, []int64{3}, s.contents, transport.Limits{})
+			got, err := decodeContents("INPUT0", s.dt, []int64{3}, s.contents, guard.Limits{})
 			if err != nil {
 				t.Fatalf("decodeContents: %v", err)
 			}
@@ -85,7 +86,7 @@ func TestDecodeContentsAllDataTypes(t *testing.T) {
 			if err := got.Validate(); err != nil {
 				t.Fatalf("decoded tensor does not validate: %v", err)
 			}
-			fromRaw, err := decodeRaw("INPUT0", s.dt, []int64{3}, s.raw, 0, transport.Limits{})
+			fromRaw, err := decodeRaw("INPUT0", s.dt, []int64{3}, s.raw, 0, guard.Limits{})
 			if err != nil {
 				t.Fatalf("decodeRaw: %v", err)
 			}
@@ -98,7 +99,7 @@ func TestDecodeContentsAllDataTypes(t *testing.T) {
 
 func TestDecodeRawAliases(t *testing.T) {
 	raw := le32(1, 2, 3, 4)
-	got, err := decodeRaw("x", tensor.Int32, []int64{2, 2}, raw, 0, transport.Limits{})
+	got, err := decodeRaw("x", tensor.Int32, []int64{2, 2}, raw, 0, guard.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +230,7 @@ func TestDecodeInputsErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := decodeInputs(tt.req, transport.Limits{})
+			_, err := decodeInputs(tt.req, guard.Limits{})
 			if err == nil {
 				t.Fatal("decodeInputs succeeded")
 			}
@@ -277,7 +278,7 @@ func TestDecodeInputsAccepts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := decodeInputs(tt.req, transport.Limits{})
+			got, err := decodeInputs(tt.req, guard.Limits{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -295,7 +296,7 @@ func TestDecodeInputsAccepts(t *testing.T) {
 }
 
 // fuzzLimits are small enough for the fuzzer to reach every limit.
-var fuzzLimits = transport.Limits{MaxTensorElements: 1 << 12, MaxInputs: 4, MaxBytesElement: 32}
+var fuzzLimits = guard.Limits{MaxTensorElements: 1 << 12, MaxInputs: 4, MaxBytesElement: 32}
 
 // FuzzDecodeRaw feeds arbitrary datatypes, shapes and raw bytes to the raw
 // decoder. Whatever it accepts must be a valid tensor aliasing the raw

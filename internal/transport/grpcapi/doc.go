@@ -10,8 +10,10 @@
 // (raw_input_contents and typed contents in, raw_output_contents out), the
 // ordering of ModelStreamInfer answers, the wire codec (protobuf, with
 // tensor payloads kept out of protobuf's copies and the common message
-// shapes encoded directly), and the graceful stop of the gRPC server. Errors get their codes from the one table in package transport;
-// management calls are authorized by transport.AuthorizeAdmin.
+// shapes encoded directly), and the graceful stop of the gRPC server.
+// Errors get their codes from the one table in package transport; the
+// defences (management access through guard.AuthorizeAdmin, tokens, rate,
+// connection and size limits) come from package guard.
 //
 // It must not know how models are loaded, batched, routed or run: it sees the
 // serving core only through the small Backend interface, which

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
@@ -99,7 +100,7 @@ func clientKey(ctx context.Context) string {
 	if p, ok := peer.FromContext(ctx); ok {
 		remote = p.Addr
 	}
-	return transport.ClientKey(tokenIndex(ctx), remote)
+	return guard.ClientKey(tokenIndex(ctx), remote)
 }
 
 // rejectConn refuses a connection over Config.MaxConnections the way a
@@ -107,8 +108,8 @@ func clientKey(ctx context.Context) string {
 // RESOURCE_EXHAUSTED naming the limit, and a GOAWAY ends the connection.
 func (s *Server) rejectConn(c net.Conn) {
 	s.rejectLog.Warn(s.log, s.cfg.MaxConnections, c.RemoteAddr())
-	msg := fmt.Sprintf("connection refused: the server already holds its %s limit of %d connections; retry later", transport.LimitConnections, s.cfg.MaxConnections)
-	transport.RejectConn(c, s.cfg.TLS, func(c net.Conn) error { return refuseHTTP2(c, msg) })
+	msg := fmt.Sprintf("connection refused: the server already holds its %s limit of %d connections; retry later", guard.LimitConnections, s.cfg.MaxConnections)
+	guard.RejectConn(c, s.cfg.TLS, func(c net.Conn) error { return refuseHTTP2(c, msg) })
 }
 
 // refuseHTTP2 plays the server side of an HTTP/2 connection just long

@@ -17,7 +17,7 @@ import (
 
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/tensor"
-	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
@@ -37,7 +37,7 @@ func withToken(ctx context.Context, token string) context.Context {
 }
 
 func TestInferenceTokens(t *testing.T) {
-	e := newEnv(t, Config{InferenceTokens: transport.NewTokens([]string{"alpha", "beta"}), AdminToken: "admin"})
+	e := newEnv(t, Config{InferenceTokens: guard.NewTokens([]string{"alpha", "beta"}), AdminToken: "admin"})
 	health := healthgrpc.NewHealthClient(e.conn)
 	refl := reflectionpb.NewServerReflectionClient(e.conn)
 	calls := map[string]func(ctx context.Context) error{
@@ -136,9 +136,9 @@ func TestInferenceTokens(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	e := newEnv(t, Config{
-		InferenceTokens: transport.NewTokens([]string{"alpha", "beta"}),
+		InferenceTokens: guard.NewTokens([]string{"alpha", "beta"}),
 		// A rate so low that no token comes back while the test runs.
-		RateLimiter: transport.NewRateLimiter(0.001, 2, 0),
+		RateLimiter: guard.NewRateLimiter(0.001, 2, 0),
 	})
 	for i := range 2 {
 		if _, err := e.client.ModelInfer(withToken(testCtx(t), "alpha"), simpleRequest("")); err != nil {
@@ -147,7 +147,7 @@ func TestRateLimit(t *testing.T) {
 	}
 	_, err := e.client.ModelInfer(withToken(testCtx(t), "alpha"), simpleRequest(""))
 	st := wantCode(t, err, codes.ResourceExhausted)
-	if !strings.Contains(st.Message(), transport.LimitRate) {
+	if !strings.Contains(st.Message(), guard.LimitRate) {
 		t.Errorf("message %q does not name the limit", st.Message())
 	}
 	// Another token is another client with its own bucket, also on a
@@ -164,7 +164,7 @@ func TestRateLimit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if limited := strings.Contains(resp.GetErrorMessage(), transport.LimitRate); limited != (i == 2) {
+		if limited := strings.Contains(resp.GetErrorMessage(), guard.LimitRate); limited != (i == 2) {
 			t.Errorf("stream request %d: error %q", i, resp.GetErrorMessage())
 		}
 	}
@@ -174,7 +174,7 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestDecodeLimitsOverGRPC(t *testing.T) {
-	e := newEnv(t, Config{Limits: transport.Limits{MaxTensorElements: 16, MaxInputs: 2, MaxBytesElement: 8}})
+	e := newEnv(t, Config{Limits: guard.Limits{MaxTensorElements: 16, MaxInputs: 2, MaxBytesElement: 8}})
 	bytesReq := func(elem string) *inference.ModelInferRequest {
 		raw := binary.LittleEndian.AppendUint32(nil, uint32(len(elem)))
 		return &inference.ModelInferRequest{
@@ -195,9 +195,9 @@ func TestDecodeLimitsOverGRPC(t *testing.T) {
 		req   *inference.ModelInferRequest
 		limit string
 	}{
-		{"inputs", three, transport.LimitInputs},
-		{"elements", big, transport.LimitTensorElements},
-		{"bytes element", bytesReq("123456789"), transport.LimitBytesElement},
+		{"inputs", three, guard.LimitInputs},
+		{"elements", big, guard.LimitTensorElements},
+		{"bytes element", bytesReq("123456789"), guard.LimitBytesElement},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -226,7 +226,7 @@ func TestMaxConnections(t *testing.T) {
 	second := inference.NewGRPCInferenceServiceClient(e.dial(t))
 	_, err := second.ServerLive(testCtx(t), &inference.ServerLiveRequest{})
 	st := wantCode(t, err, codes.ResourceExhausted)
-	if !strings.Contains(st.Message(), transport.LimitConnections) {
+	if !strings.Contains(st.Message(), guard.LimitConnections) {
 		t.Errorf("message %q does not name the limit", st.Message())
 	}
 	// The first connection is still served, and closing it frees its slot.
@@ -296,7 +296,7 @@ func (*pathError) Error() string {
 
 func TestScrubHostPaths(t *testing.T) {
 	e := newEnv(t, Config{})
-	srv := New(scrubBackend{e.backend}, Config{Scrub: transport.NewPathScrubber("/srv/models")}, nil)
+	srv := New(scrubBackend{e.backend}, Config{Scrub: guard.NewPathScrubber("/srv/models")}, nil)
 	ln := listenLoopback(t)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/onnxserve/onnxserve/internal/serving"
-	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
@@ -127,21 +127,21 @@ type Config struct {
 	TLS *tls.Config
 	// Limits bound the inputs of an inference request, checked while it
 	// is decoded; an input over one fails with RESOURCE_EXHAUSTED naming
-	// the limit. Zero fields take transport's defaults.
-	Limits transport.Limits
+	// the limit. Zero fields take guard's defaults.
+	Limits guard.Limits
 	// InferenceTokens, when not nil, are the bearer tokens ("authorization"
 	// metadata) every call needs but health (ServerLive, ServerReady,
 	// ModelReady, grpc.health.v1) and the repository RPCs, which keep the
 	// management rule; UNAUTHENTICATED otherwise.
-	InferenceTokens *transport.Tokens
+	InferenceTokens *guard.Tokens
 	// RateLimiter, when not nil, limits each client's inference requests
 	// (every request of a stream counts); RESOURCE_EXHAUSTED beyond it.
 	// Clients are told apart by token when InferenceTokens is set, else by
 	// IP address.
-	RateLimiter *transport.RateLimiter
+	RateLimiter *guard.RateLimiter
 	// Scrub removes host paths from status messages and repository index
 	// reasons sent to clients; logs keep them.
-	Scrub transport.PathScrubber
+	Scrub guard.PathScrubber
 	// Keepalive is how the server pings idle connections and ages
 	// connections out; each zero field takes its default: Time
 	// [DefaultKeepaliveTime], Timeout [DefaultKeepaliveTimeout],
@@ -231,7 +231,7 @@ type Server struct {
 	log    *zap.Logger
 	cfg    Config
 
-	rejectLog transport.RejectLog
+	rejectLog guard.RejectLog
 	codec     *codec
 
 	quit     chan struct{} // closed when Stop begins
@@ -281,7 +281,7 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 // also when Stop came first, and the listener's error otherwise. It applies
 // Config.MaxConnections.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.grpc.Serve(transport.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn))
+	err := s.grpc.Serve(guard.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn))
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil // stopped before it began serving: a shutdown, not a failure
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/tensor"
 	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
@@ -214,7 +215,7 @@ func repositoryModelName(model, repo string) (string, error) {
 	return "", status.Error(codes.InvalidArgument, "model_name: a model name is required")
 }
 
-// authorize applies the management API's rule (transport.AuthorizeAdmin)
+// authorize applies the management API's rule (guard.AuthorizeAdmin)
 // to the caller's metadata and peer address.
 func (s *service) authorize(ctx context.Context) error {
 	var header string
@@ -225,7 +226,7 @@ func (s *service) authorize(ctx context.Context) error {
 	if p, ok := peer.FromContext(ctx); ok {
 		remote = p.Addr
 	}
-	if err := transport.AuthorizeAdmin(s.cfg.AdminToken, header, remote); err != nil {
+	if err := guard.AuthorizeAdmin(s.cfg.AdminToken, header, remote); err != nil {
 		return transport.GRPCError(err)
 	}
 	return nil

@@ -5,7 +5,7 @@ package httpapi
 import (
 	"testing"
 
-	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
 // TestDecodeAllocs shows that decoding costs a fixed number of allocations
@@ -16,7 +16,7 @@ func TestDecodeAllocs(t *testing.T) {
 	for _, n := range []int{16, 4096} {
 		body := fp32Request(n)
 		allocs := testing.AllocsPerRun(100, func() {
-			if _, err := decodeInferRequest(body, -1, "", transport.Limits{}); err != nil {
+			if _, err := decodeInferRequest(body, -1, "", guard.Limits{}); err != nil {
 				t.Fatal(err)
 			}
 		})

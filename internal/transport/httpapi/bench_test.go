@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
 func itoa(n int) string { return strconv.Itoa(n) }
@@ -82,7 +82,7 @@ func BenchmarkDecodeJSON(b *testing.B) {
 			b.SetBytes(int64(len(c.body)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := decodeInferRequest(c.body, -1, "", transport.Limits{}); err != nil {
+				if _, err := decodeInferRequest(c.body, -1, "", guard.Limits{}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -3,11 +3,11 @@
 // the binary tensor extension, and the model repository management API.
 //
 // It turns request bodies into tensor values and responses back, maps
-// errors through package transport's one table, and enforces the management
-// API's access rule, the inference token, the rate limit, the decoding
-// limits (before any buffer is sized from a client's claim), the connection
-// limit and the read timeouts that cut off clients trickling their
-// requests. It knows nothing of batching, routing or ONNX Runtime:
+// errors through package transport's one table, and enforces, with package
+// guard's defences, the management API's access rule, the inference token,
+// the rate limit, the decoding limits (before any buffer is sized from a
+// client's claim), the connection limit and the read timeouts that cut off
+// clients trickling their requests. It knows nothing of batching, routing or ONNX Runtime:
 // everything past decoding goes through the Backend interface.
 //
 // Wire choices a client may notice:
@@ -22,6 +22,11 @@
 //     traffic.sticky_key (default x-routing-key), else from the request
 //     parameter of that name, else from the routing_key parameter.
 //   - Request bodies must be uncompressed.
+//
+// JSON bodies are read with package jsonscan's lexer and number parser,
+// not encoding/json (its doc comment records why, measured); decode.go
+// reads the v2 document, data.go an input's data into the tensor layout,
+// binary.go the binary extension.
 //
 // Decoded tensors never share memory with fasthttp's request buffers: the
 // batcher may still read a request's inputs after its caller gave up on a

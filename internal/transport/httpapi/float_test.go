@@ -11,6 +11,7 @@ import (
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
 	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
 // floatTokens returns number texts as clients print them and as they could:
@@ -159,7 +160,7 @@ func TestDecodeFloatsMatchStrconv(t *testing.T) {
 				}
 			}
 			for _, nest := range []bool{false, true} {
-				req, err := decodeInferRequest(floatBody(rng, tt.dt, ok, nest), -1, "", transport.Limits{})
+				req, err := decodeInferRequest(floatBody(rng, tt.dt, ok, nest), -1, "", guard.Limits{})
 				if err != nil {
 					t.Fatalf("nested %v: %v", nest, err)
 				}
@@ -208,7 +209,7 @@ func TestDecodeHalfFloats(t *testing.T) {
 				ok = append(ok, tok)
 				want = binary.LittleEndian.AppendUint16(want, h)
 			}
-			req, err := decodeInferRequest(floatBody(rng, tt.dt, ok, false), -1, "", transport.Limits{})
+			req, err := decodeInferRequest(floatBody(rng, tt.dt, ok, false), -1, "", guard.Limits{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -281,7 +282,7 @@ func TestDecodeMalformedFloats(t *testing.T) {
 // TestDecodeFloatElementLimit checks that the fast element loop stops at
 // the element limit, with or without a shape to check first.
 func TestDecodeFloatElementLimit(t *testing.T) {
-	lim := transport.Limits{MaxTensorElements: 3}
+	lim := guard.Limits{MaxTensorElements: 3}
 	for name, body := range map[string]string{
 		"no shape first": `{"inputs":[{"name":"x","datatype":"FP32","data":[1,2,3,4],"shape":[4]}]}`,
 		"nested":         `{"inputs":[{"name":"x","datatype":"FP32","data":[[1,2],[3,4]],"shape":[2,2]}]}`,
@@ -303,7 +304,7 @@ func TestDecodeFloatElementLimit(t *testing.T) {
 // message contains want.
 func wantErr(t *testing.T, body []byte, want string) {
 	t.Helper()
-	_, err := decodeInferRequest(body, -1, "", transport.Limits{})
+	_, err := decodeInferRequest(body, -1, "", guard.Limits{})
 	if err == nil {
 		t.Fatalf("%s decoded, want an error containing %q", body, want)
 	}

@@ -15,10 +15,11 @@ import (
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
 	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
 // fuzzLimits are small enough for the fuzzer to reach every limit.
-var fuzzLimits = transport.Limits{MaxTensorElements: 1 << 10, MaxInputs: 16, MaxBytesElement: 16}
+var fuzzLimits = guard.Limits{MaxTensorElements: 1 << 10, MaxInputs: 16, MaxBytesElement: 16}
 
 // clientError reports whether err is one a client caused: a malformed
 // request or one over a limit.
@@ -68,7 +69,7 @@ func checkAccepted(t *testing.T, req inferRequest) {
 		doc = append(doc, '}')
 	}
 	doc = append(doc, "]}"...)
-	again, err := decodeInferRequest(doc, -1, "", transport.Limits{})
+	again, err := decodeInferRequest(doc, -1, "", guard.Limits{})
 	if err != nil {
 		t.Fatalf("re-encoded request %s rejected: %v", doc, err)
 	}

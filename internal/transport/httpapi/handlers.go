@@ -13,6 +13,7 @@ import (
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/tensor"
 	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
 // extensions are the v2 protocol extensions GET /v2 advertises.
@@ -33,7 +34,7 @@ func serverMetadata(version string) []byte {
 // infer serves POST /v2/models/{m}[/versions/{v}]/infer.
 func (s *Server) infer(ctx *fasthttp.RequestCtx, o *outcome, model, version string) {
 	if s.cfg.RateLimiter != nil {
-		if err := s.cfg.RateLimiter.Check(transport.ClientKey(o.tokenIndex, ctx.RemoteAddr())); err != nil {
+		if err := s.cfg.RateLimiter.Check(guard.ClientKey(o.tokenIndex, ctx.RemoteAddr())); err != nil {
 			s.fail(ctx, err)
 			return
 		}
@@ -195,7 +196,7 @@ func (s *Server) authorizeInference(ctx *fasthttp.RequestCtx, o *outcome) bool {
 // authorized applies the management API's access rule, answering 401 or
 // 403 when it refuses.
 func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
-	err := transport.AuthorizeAdmin(s.cfg.AdminToken, string(ctx.Request.Header.Peek("Authorization")), ctx.RemoteAddr())
+	err := guard.AuthorizeAdmin(s.cfg.AdminToken, string(ctx.Request.Header.Peek("Authorization")), ctx.RemoteAddr())
 	if err != nil {
 		s.fail(ctx, err)
 		return false

@@ -16,7 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/onnxserve/onnxserve/internal/serving"
-	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
 func bearer(token string) map[string]string {
@@ -24,7 +24,7 @@ func bearer(token string) map[string]string {
 }
 
 func TestInferenceTokens(t *testing.T) {
-	e := newEnv(t, Config{InferenceTokens: transport.NewTokens([]string{"alpha", "beta"}), AdminToken: "admin"})
+	e := newEnv(t, Config{InferenceTokens: guard.NewTokens([]string{"alpha", "beta"}), AdminToken: "admin"})
 	guarded := []struct{ method, path, body string }{
 		{http.MethodGet, "/v2", ""},
 		{http.MethodGet, "/v2/models/simple", ""},
@@ -67,14 +67,14 @@ func TestInferenceTokens(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	// A rate so low that no token comes back while the test runs.
-	e := newEnv(t, Config{RateLimiter: transport.NewRateLimiter(0.001, 2, 0)})
+	e := newEnv(t, Config{RateLimiter: guard.NewRateLimiter(0.001, 2, 0)})
 	for i := range 2 {
 		if r := e.post(t, "/v2/models/simple/infer", simpleRequest("")); r.code != http.StatusOK {
 			t.Fatalf("request %d within the burst: %d %s", i, r.code, r.body)
 		}
 	}
 	r := e.post(t, "/v2/models/simple/infer", simpleRequest(""))
-	wantError(t, r, http.StatusTooManyRequests, transport.LimitRate)
+	wantError(t, r, http.StatusTooManyRequests, guard.LimitRate)
 	if r.header.Get("Retry-After") == "" {
 		t.Error("429 without Retry-After")
 	}
@@ -90,7 +90,7 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestDecodeLimitsOverHTTP(t *testing.T) {
-	e := newEnv(t, Config{Limits: transport.Limits{MaxTensorElements: 16, MaxInputs: 2, MaxBytesElement: 8}})
+	e := newEnv(t, Config{Limits: guard.Limits{MaxTensorElements: 16, MaxInputs: 2, MaxBytesElement: 8}})
 	three := `{"inputs":[` + strings.Repeat(`{"name":"IN","shape":[1],"datatype":"INT32","data":[1]},`, 2) + `{"name":"IN","shape":[1],"datatype":"INT32","data":[1]}]}`
 	binaryBytes := func(elem string) (string, []byte) {
 		js := `{"inputs":[{"name":"IN","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":` + strconv.Itoa(4+len(elem)) + `}}]}`
@@ -104,11 +104,11 @@ func TestDecodeLimitsOverHTTP(t *testing.T) {
 		header     map[string]string
 		limit      string
 	}{
-		{"inputs", "/v2/models/identity_int32/infer", []byte(three), nil, transport.LimitInputs},
-		{"elements by shape", "/v2/models/identity_int32/infer", []byte(`{"inputs":[{"name":"IN","shape":[100000000],"datatype":"INT32","data":[1]}]}`), nil, transport.LimitTensorElements},
-		{"elements by data", "/v2/models/identity_int32/infer", []byte(`{"inputs":[{"name":"IN","datatype":"INT32","data":[` + strings.Repeat("1,", 16) + `1],"shape":[17]}]}`), nil, transport.LimitTensorElements},
-		{"bytes element json", "/v2/models/identity_bytes/infer", []byte(`{"inputs":[{"name":"IN","shape":[1],"datatype":"BYTES","data":["123456789"]}]}`), nil, transport.LimitBytesElement},
-		{"bytes element binary", "/v2/models/identity_bytes/infer", body, map[string]string{headerInferenceLength: strconv.Itoa(len(js))}, transport.LimitBytesElement},
+		{"inputs", "/v2/models/identity_int32/infer", []byte(three), nil, guard.LimitInputs},
+		{"elements by shape", "/v2/models/identity_int32/infer", []byte(`{"inputs":[{"name":"IN","shape":[100000000],"datatype":"INT32","data":[1]}]}`), nil, guard.LimitTensorElements},
+		{"elements by data", "/v2/models/identity_int32/infer", []byte(`{"inputs":[{"name":"IN","datatype":"INT32","data":[` + strings.Repeat("1,", 16) + `1],"shape":[17]}]}`), nil, guard.LimitTensorElements},
+		{"bytes element json", "/v2/models/identity_bytes/infer", []byte(`{"inputs":[{"name":"IN","shape":[1],"datatype":"BYTES","data":["123456789"]}]}`), nil, guard.LimitBytesElement},
+		{"bytes element binary", "/v2/models/identity_bytes/infer", body, map[string]string{headerInferenceLength: strconv.Itoa(len(js))}, guard.LimitBytesElement},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,7 +222,7 @@ func TestMaxConnections(t *testing.T) {
 	}
 	defer second.Close()
 	resp, b := get(second)
-	wantError(t, result{resp.StatusCode, resp.Header, b}, http.StatusServiceUnavailable, transport.LimitConnections)
+	wantError(t, result{resp.StatusCode, resp.Header, b}, http.StatusServiceUnavailable, guard.LimitConnections)
 	// The first connection is still served; once it closes, its slot is
 	// free again.
 	if resp, _ := get(first); resp.StatusCode != http.StatusOK {
@@ -261,7 +261,7 @@ func (scrubBackend) LoadModel(context.Context, string, []byte) error {
 
 func TestScrubHostPaths(t *testing.T) {
 	e := newEnv(t, Config{})
-	hs := New(scrubBackend{e.serving}, Config{Scrub: transport.NewPathScrubber("/srv/models")}, zaptest.NewLogger(t))
+	hs := New(scrubBackend{e.serving}, Config{Scrub: guard.NewPathScrubber("/srv/models")}, zaptest.NewLogger(t))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

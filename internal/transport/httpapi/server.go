@@ -16,6 +16,7 @@ import (
 
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
 // Backend is the serving core as the HTTP front end sees it; *serving.Server
@@ -61,8 +62,8 @@ type Config struct {
 	MaxRequestBodySize int
 	// Limits bound the inputs of an inference request, checked while it
 	// is decoded; an input over one is refused with 413 naming the limit.
-	// Zero fields take transport's defaults.
-	Limits transport.Limits
+	// Zero fields take guard's defaults.
+	Limits guard.Limits
 	// ReadHeaderTimeout bounds the TLS handshake and reading a request's
 	// head, from its first byte (a client that trickles its headers is cut
 	// off). Default 10s.
@@ -88,14 +89,14 @@ type Config struct {
 	// InferenceTokens, when not nil, are the bearer tokens inference and
 	// metadata calls need (401 without one); health probes and model
 	// readiness stay open, and the management API keeps its own rule.
-	InferenceTokens *transport.Tokens
+	InferenceTokens *guard.Tokens
 	// RateLimiter, when not nil, limits each client's inference requests
 	// (429 beyond it); clients are told apart by token when
 	// InferenceTokens is set, else by IP address.
-	RateLimiter *transport.RateLimiter
+	RateLimiter *guard.RateLimiter
 	// Scrub removes host paths from error messages and repository index
 	// reasons sent to clients; logs keep them.
-	Scrub transport.PathScrubber
+	Scrub guard.PathScrubber
 	// Version is the build version GET /v2 reports.
 	Version string
 	// Observe, when not nil, is called once per inference request (a POST
@@ -126,7 +127,7 @@ type Server struct {
 	srv      *fasthttp.Server
 	metadata []byte // the GET /v2 document, built once
 
-	rejectLog transport.RejectLog
+	rejectLog guard.RejectLog
 
 	mu      sync.Mutex   // guards the two fields below
 	ln      net.Listener // the listener Serve uses, once it runs
@@ -177,7 +178,7 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 // Shutdown and the listener's error otherwise. It applies the connection
 // limit and, with Config.TLS, serves HTTPS.
 func (s *Server) Serve(ln net.Listener) error {
-	ln = lingerListener{transport.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn)}
+	ln = lingerListener{guard.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn)}
 	if s.cfg.TLS != nil {
 		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
@@ -202,13 +203,13 @@ func (s *Server) Serve(ln net.Listener) error {
 // rejectConn answers a connection over Config.MaxConnections with a 503
 // naming the limit.
 func (s *Server) rejectConn(c net.Conn) {
-	msg := fmt.Sprintf("connection refused: the server already holds its %s limit of %d connections; retry later", transport.LimitConnections, s.cfg.MaxConnections)
+	msg := fmt.Sprintf("connection refused: the server already holds its %s limit of %d connections; retry later", guard.LimitConnections, s.cfg.MaxConnections)
 	body := appendString([]byte(`{"error":`), msg)
 	body = append(body, '}')
 	reply := "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: " +
 		strconv.Itoa(len(body)) + "\r\n\r\n" + string(body)
 	s.rejectLog.Warn(s.log, s.cfg.MaxConnections, c.RemoteAddr())
-	transport.RejectConn(c, s.cfg.TLS, transport.ReplyAfterRequest([]byte(reply)))
+	guard.RejectConn(c, s.cfg.TLS, guard.ReplyAfterRequest([]byte(reply)))
 }
 
 // Shutdown stops accepting connections and waits until the requests in
@@ -270,7 +271,7 @@ func (s *Server) handleProtocolError(ctx *fasthttp.RequestCtx, err error) {
 		// The body is still on its way: let the client finish sending,
 		// so it reads this answer rather than a reset.
 		lingerOnClose(ctx.Conn())
-		s.fail(ctx, transport.LimitErrorf("request body exceeds the %d-byte limit (%s)", s.cfg.MaxRequestBodySize, transport.LimitRequestBody))
+		s.fail(ctx, guard.LimitErrorf("request body exceeds the %d-byte limit (%s)", s.cfg.MaxRequestBodySize, guard.LimitRequestBody))
 	case errors.As(err, &small):
 		writeError(ctx, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
 	case errors.As(err, &netErr) && netErr.Timeout():

@@ -20,7 +20,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttputil"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
-	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
 // jsonEqual reports whether two JSON documents hold the same value.
@@ -211,7 +211,7 @@ func TestInferDatatypes(t *testing.T) {
 			jsonEqual(t, r.body, `{"model_name":"identity_`+strings.ToLower(dt.String())+`","model_version":"1","outputs":[{"name":"OUT","datatype":"`+dt.String()+`","shape":[3],"data":`+data[dt]+`}]}`)
 		})
 		t.Run(dt.String()+"/binary", func(t *testing.T) {
-			ref, err := decodeInferRequest([]byte(`{"inputs":[{"name":"IN","shape":[3],"datatype":"`+dt.String()+`","data":`+data[dt]+`}]}`), -1, "", transport.Limits{})
+			ref, err := decodeInferRequest([]byte(`{"inputs":[{"name":"IN","shape":[3],"datatype":"`+dt.String()+`","data":`+data[dt]+`}]}`), -1, "", guard.Limits{})
 			if err != nil {
 				t.Fatal(err)
 			}

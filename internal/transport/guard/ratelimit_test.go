@@ -1,4 +1,4 @@
-package transport
+package guard
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/onnxserve/onnxserve/internal/transport"
 )
 
 func TestRateLimiterBucket(t *testing.T) {
@@ -44,10 +46,10 @@ func TestRateLimiterError(t *testing.T) {
 		t.Fatalf("first request: %v", err)
 	}
 	err := l.Check("c")
-	if !errors.Is(err, ErrRateLimited) || !strings.Contains(err.Error(), LimitRate) {
-		t.Fatalf("second request: %v, want ErrRateLimited naming %s", err, LimitRate)
+	if !errors.Is(err, transport.ErrRateLimited) || !strings.Contains(err.Error(), LimitRate) {
+		t.Fatalf("second request: %v, want transport.ErrRateLimited naming %s", err, LimitRate)
 	}
-	if _, code := Status(err); code != 429 {
+	if _, code := transport.Status(err); code != 429 {
 		t.Fatalf("status %d, want 429", code)
 	}
 }

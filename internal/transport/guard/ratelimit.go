@@ -1,10 +1,12 @@
-package transport
+package guard
 
 import (
 	"fmt"
 	"hash/maphash"
 	"sync"
 	"time"
+
+	"github.com/onnxserve/onnxserve/internal/transport"
 )
 
 // LimitRate names the per-client rate limit in its errors, as the
@@ -60,7 +62,7 @@ func NewRateLimiter(rate float64, burst, maxClients int) *RateLimiter {
 }
 
 // Check takes one token from the client's bucket, or fails with an error
-// wrapping ErrRateLimited that names the limit.
+// wrapping transport.ErrRateLimited that names the limit.
 func (l *RateLimiter) Check(client string) error {
 	if l.allowAt(client, time.Now()) {
 		return nil
@@ -100,4 +102,4 @@ func (l *RateLimiter) allowAt(client string, now time.Time) bool {
 type rateError struct{ msg string }
 
 func (e *rateError) Error() string { return e.msg }
-func (e *rateError) Unwrap() error { return ErrRateLimited }
+func (e *rateError) Unwrap() error { return transport.ErrRateLimited }

@@ -1,4 +1,4 @@
-package transport
+package guard
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/onnxserve/onnxserve/internal/serving"
+	"github.com/onnxserve/onnxserve/internal/transport"
 )
 
 func TestAuthorizeAdmin(t *testing.T) {
@@ -23,12 +24,12 @@ func TestAuthorizeAdmin(t *testing.T) {
 		{"token ok", "s3cret", "Bearer s3cret", remote, nil},
 		{"token ok lowercase scheme", "s3cret", "bearer s3cret", remote, nil},
 		{"token ok from loopback", "s3cret", "Bearer s3cret", loop4, nil},
-		{"token wrong", "s3cret", "Bearer nope", remote, ErrUnauthenticated},
-		{"token prefix only", "s3cret", "Bearer s3cre", loop4, ErrUnauthenticated},
-		{"token longer", "s3cret", "Bearer s3cret2", loop4, ErrUnauthenticated},
-		{"token missing", "s3cret", "", loop4, ErrUnauthenticated},
-		{"token wrong scheme", "s3cret", "Basic s3cret", loop4, ErrUnauthenticated},
-		{"token bare", "s3cret", "s3cret", loop4, ErrUnauthenticated},
+		{"token wrong", "s3cret", "Bearer nope", remote, transport.ErrUnauthenticated},
+		{"token prefix only", "s3cret", "Bearer s3cre", loop4, transport.ErrUnauthenticated},
+		{"token longer", "s3cret", "Bearer s3cret2", loop4, transport.ErrUnauthenticated},
+		{"token missing", "s3cret", "", loop4, transport.ErrUnauthenticated},
+		{"token wrong scheme", "s3cret", "Basic s3cret", loop4, transport.ErrUnauthenticated},
+		{"token bare", "s3cret", "s3cret", loop4, transport.ErrUnauthenticated},
 		{"no token loopback v4", "", "", loop4, nil},
 		{"no token loopback v6", "", "", loop6, nil},
 		{"no token unix socket", "", "", unix, nil},
@@ -48,10 +49,10 @@ func TestAuthorizeAdmin(t *testing.T) {
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("AuthorizeAdmin = %v, want %v", err, tt.want)
 			}
-			_, code := Status(err)
-			wantCode := map[error]int{ErrUnauthenticated: 401, serving.ErrUnauthorized: 403}[tt.want]
+			_, code := transport.Status(err)
+			wantCode := map[error]int{transport.ErrUnauthenticated: 401, serving.ErrUnauthorized: 403}[tt.want]
 			if code != wantCode {
-				t.Fatalf("Status(%v) = %d, want %d", err, code, wantCode)
+				t.Fatalf("transport.Status(%v) = %d, want %d", err, code, wantCode)
 			}
 		})
 	}
@@ -81,8 +82,8 @@ func TestTokens(t *testing.T) {
 		t.Run(tt.header, func(t *testing.T) {
 			got, err := set.Match(tt.header)
 			if tt.want < 0 {
-				if !errors.Is(err, ErrUnauthenticated) {
-					t.Fatalf("Match = %d, %v; want ErrUnauthenticated", got, err)
+				if !errors.Is(err, transport.ErrUnauthenticated) {
+					t.Fatalf("Match = %d, %v; want transport.ErrUnauthenticated", got, err)
 				}
 				return
 			}
@@ -92,7 +93,7 @@ func TestTokens(t *testing.T) {
 		})
 	}
 	var none *Tokens
-	if _, err := none.Match("Bearer alpha"); !errors.Is(err, ErrUnauthenticated) {
+	if _, err := none.Match("Bearer alpha"); !errors.Is(err, transport.ErrUnauthenticated) {
 		t.Errorf("a nil set accepted a token: %v", err)
 	}
 	if NewTokens([]string{""}) != nil {

@@ -1,4 +1,4 @@
-package transport
+package guard
 
 import (
 	"crypto/sha256"
@@ -9,11 +9,12 @@ import (
 	"strings"
 
 	"github.com/onnxserve/onnxserve/internal/serving"
+	"github.com/onnxserve/onnxserve/internal/transport"
 )
 
 // AuthorizeAdmin decides whether a management call may proceed. With a
 // configured token, header must be "Bearer <token>" (the scheme is
-// case-insensitive) and anything else is ErrUnauthenticated. Without a token
+// case-insensitive) and anything else is transport.ErrUnauthenticated. Without a token
 // the management API is open only to callers on the same host: loopback TCP
 // peers and Unix sockets; any other peer gets serving.ErrUnauthorized.
 //
@@ -25,7 +26,7 @@ func AuthorizeAdmin(token, header string, remote net.Addr) error {
 		want := sha256.Sum256([]byte(token))
 		have, ok := bearerDigest(header)
 		if !ok || subtle.ConstantTimeCompare(want[:], have[:]) != 1 {
-			return ErrUnauthenticated
+			return transport.ErrUnauthenticated
 		}
 		return nil
 	}
@@ -78,12 +79,12 @@ func (t *Tokens) Len() int {
 }
 
 // Match returns the index of the token that header ("Bearer <token>")
-// presents, or ErrUnauthenticated. It compares against every token in
+// presents, or transport.ErrUnauthenticated. It compares against every token in
 // constant time, so timing tells neither the token nor which one matched.
 func (t *Tokens) Match(header string) (int, error) {
 	have, ok := bearerDigest(header)
 	if t == nil || !ok {
-		return -1, ErrUnauthenticated
+		return -1, transport.ErrUnauthenticated
 	}
 	found, index := 0, 0
 	for i, want := range t.digests {
@@ -92,7 +93,7 @@ func (t *Tokens) Match(header string) (int, error) {
 		found |= eq
 	}
 	if found != 1 {
-		return -1, ErrUnauthenticated
+		return -1, transport.ErrUnauthenticated
 	}
 	return index, nil
 }

@@ -1,4 +1,4 @@
-package transport
+package guard
 
 import (
 	"crypto/tls"

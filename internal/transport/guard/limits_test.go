@@ -1,4 +1,4 @@
-package transport
+package guard
 
 import (
 	"encoding/binary"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
+	"github.com/onnxserve/onnxserve/internal/transport"
 )
 
 // bytesData lays out BYTES elements of the given lengths.
@@ -61,13 +62,13 @@ func TestLimits(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, ErrLimit) {
-				t.Fatalf("error %v does not wrap ErrLimit", err)
+			if !errors.Is(err, transport.ErrLimit) {
+				t.Fatalf("error %v does not wrap transport.ErrLimit", err)
 			}
 			if !strings.Contains(err.Error(), tt.limit) {
 				t.Fatalf("error %q does not name %s", err, tt.limit)
 			}
-			if _, code := Status(err); code != 413 {
+			if _, code := transport.Status(err); code != 413 {
 				t.Fatalf("status %d, want 413", code)
 			}
 		})
@@ -81,7 +82,7 @@ func TestLimitsDefaults(t *testing.T) {
 		t.Fatalf("WithDefaults = %+v, want %+v", got, want)
 	}
 	// The zero Limits checks against the defaults, not against nothing.
-	if err := (Limits{}).CheckInputs(DefaultMaxInputs + 1); !errors.Is(err, ErrLimit) {
+	if err := (Limits{}).CheckInputs(DefaultMaxInputs + 1); !errors.Is(err, transport.ErrLimit) {
 		t.Fatalf("zero Limits let %d inputs through: %v", DefaultMaxInputs+1, err)
 	}
 }

@@ -1,10 +1,11 @@
-package transport
+package guard
 
 import (
 	"encoding/binary"
 	"fmt"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
+	"github.com/onnxserve/onnxserve/internal/transport"
 )
 
 // Limits bounds what one inference request may make a front end decode.
@@ -59,9 +60,9 @@ func (l Limits) WithDefaults() Limits {
 type limitError struct{ msg string }
 
 func (e *limitError) Error() string { return e.msg }
-func (e *limitError) Unwrap() error { return ErrLimit }
+func (e *limitError) Unwrap() error { return transport.ErrLimit }
 
-// LimitErrorf returns an error wrapping ErrLimit with a formatted message,
+// LimitErrorf returns an error wrapping transport.ErrLimit with a formatted message,
 // which should name the limit and its value.
 func LimitErrorf(format string, args ...any) error {
 	return &limitError{msg: fmt.Sprintf(format, args...)}
