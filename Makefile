@@ -22,7 +22,7 @@ build: lib
 	$(GO) build -o $(BIN) ./cmd/serve
 
 run: build ## serve ./models on ports 8000 (HTTP), 8001 (gRPC), 8002 (metrics)
-	./$(BIN) --model-repository models $(ARGS)
+	./$(BIN) --model-repository models --admin-allow-loopback $(ARGS)
 
 tools: ## install test tools (protoc, prometheus) when missing and permitted
 	@scripts/ensure-tools.sh

@@ -410,6 +410,7 @@ type servingRuntime struct {
 		} `json:"supportedModelFormats"`
 		ProtocolVersions []string           `json:"protocolVersions"`
 		MultiModel       *bool              `json:"multiModel,omitempty"`
+		Volumes          []corev1.Volume    `json:"volumes,omitempty"`
 		Containers       []corev1.Container `json:"containers"`
 	} `json:"spec"`
 }
@@ -691,6 +692,7 @@ func TestKubernetesDeployments(t *testing.T) {
 			if flags["log-format"] != "json" {
 				t.Errorf("--log-format=%q, want json", flags["log-format"])
 			}
+			checkAdminToken(t, spec, c, flags)
 			mount := mountAt(t, c, imageModelDir)
 			if !mount.ReadOnly {
 				t.Errorf("the server mounts %s read-write; replicas must not write the shared repository", imageModelDir)
@@ -1064,6 +1066,7 @@ func TestKServeServingRuntimes(t *testing.T) {
 			if flags["model-repository"] != kserveModelDir {
 				t.Errorf("--model-repository=%q; KServe's storage initializer fills %s", flags["model-repository"], kserveModelDir)
 			}
+			checkAdminToken(t, &corev1.PodSpec{Volumes: r.Spec.Volumes, Containers: r.Spec.Containers}, c, flags)
 			httpPort := flagPort(t, flags, "http-port", f.httpPort)
 			grpcPort := flagPort(t, flags, "grpc-port", f.grpcPort)
 			var ports []int32
@@ -1816,4 +1819,41 @@ func TestKubernetesNetworkPolicy(t *testing.T) {
 			t.Errorf("metrics port %d must be reachable from the named Prometheus peers only (open %v, guarded %v)", f.metricsPort, open, guarded)
 		}
 	}
+}
+
+// checkAdminToken checks that the server reads its admin token from a
+// mounted Secret and never trusts loopback callers: in a pod, sidecars
+// (Istio, Knative's queue-proxy) connect from loopback for every client.
+func checkAdminToken(t *testing.T, spec *corev1.PodSpec, c *corev1.Container, flags map[string]string) {
+	t.Helper()
+	if v, ok := flags["admin-allow-loopback"]; ok && v != "false" {
+		t.Errorf("--admin-allow-loopback in a manifest opens the management API to every client behind a sidecar")
+	}
+	file := flags["admin-token-file"]
+	if file == "" {
+		t.Error("no --admin-token-file: the management API stays closed, and the README's operations need it")
+		return
+	}
+	for _, vm := range c.VolumeMounts {
+		if !strings.HasPrefix(file, strings.TrimSuffix(vm.MountPath, "/")+"/") {
+			continue
+		}
+		if !vm.ReadOnly {
+			t.Errorf("the admin token's mount %s is not read-only", vm.MountPath)
+		}
+		for _, v := range spec.Volumes {
+			if v.Name != vm.Name {
+				continue
+			}
+			if v.Secret == nil || v.Secret.SecretName == "" {
+				t.Errorf("--admin-token-file %s is on volume %q, which is not a Secret", file, v.Name)
+			} else if m := v.Secret.DefaultMode; m != nil && *m&0o007 != 0 {
+				t.Errorf("the admin token Secret's mode %#o lets other users read it", *m)
+			}
+			return
+		}
+		t.Errorf("mount %s names no volume of the pod", vm.MountPath)
+		return
+	}
+	t.Errorf("--admin-token-file %s is under no mount of container %s", file, c.Name)
 }

@@ -169,6 +169,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	hcfg := httpapi.Config{
 		MaxRequestBodySize: o.maxRequestBody,
 		AdminToken:         token,
+		AdminAllowLoopback: o.adminLoopback,
 		Version:            version,
 		Observe: func(model, ver, id string, code int, d time.Duration) {
 			obs.Observe(transport.ProtocolHTTP, model, ver, id, code, d)
@@ -178,10 +179,11 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	a.http = httpapi.New(a.srv, hcfg, log.Named("http"))
 
 	gcfg := grpcapi.Config{
-		Version:        version,
-		MaxRecvMsgSize: o.maxGRPCRecv,
-		MaxSendMsgSize: o.maxGRPCSend,
-		AdminToken:     token,
+		Version:            version,
+		MaxRecvMsgSize:     o.maxGRPCRecv,
+		MaxSendMsgSize:     o.maxGRPCSend,
+		AdminToken:         token,
+		AdminAllowLoopback: o.adminLoopback,
 		Observe: func(model, ver, id string, code int, d time.Duration) {
 			obs.Observe(transport.ProtocolGRPC, model, ver, id, code, d)
 		},

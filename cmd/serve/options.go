@@ -42,6 +42,7 @@ type options struct {
 	maxGRPCSend     int
 	grpcAlive       grpcKeepalive
 	adminTokenFile  string
+	adminLoopback   bool
 	histogramBounds string
 	pprof           bool
 	// gcPercent is the Go collector's target (debug.SetGCPercent); 0 means
@@ -79,7 +80,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.maxRequestBody, "max-request-body-size", 64<<20, "largest HTTP request body in bytes")
 	fs.IntVar(&o.maxGRPCRecv, "grpc-max-recv-msg-size", 64<<20, "largest gRPC message received, in bytes")
 	fs.IntVar(&o.maxGRPCSend, "grpc-max-send-msg-size", 64<<20, "largest gRPC message sent, in bytes")
-	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token management calls need; without it they are accepted from loopback only")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token management calls (repository, traffic, PUT /log-level) need; without it they are refused, unless --admin-allow-loopback")
+	fs.BoolVar(&o.adminLoopback, "admin-allow-loopback", false, "without --admin-token-file, accept management calls from loopback callers; never behind a sidecar (Istio, Knative), which forwards every client from loopback")
 	fs.StringVar(&o.histogramBounds, "histogram-buckets", "", "latency histogram upper bounds in seconds, comma separated (default 100us to 10s)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the metrics port; keep that port off untrusted networks")
 	fs.IntVar(&o.gcPercent, "gc-percent", 0, "Go garbage collector target, as GOGC: heap growth in percent of the live heap before a collection, -1 turns it off (default $GOGC, else 400)")

@@ -162,9 +162,12 @@ type Config struct {
 	// backend for a change [DefaultHealthWatchInterval].
 	HealthWatchInterval time.Duration
 	// AdminToken, when set, is the bearer token the repository RPCs require
-	// in the "authorization" metadata; when empty they are open to loopback
-	// peers only.
+	// in the "authorization" metadata; when empty they are refused
+	// (PERMISSION_DENIED) unless AdminAllowLoopback is set.
 	AdminToken string
+	// AdminAllowLoopback, without an AdminToken, opens the repository RPCs
+	// to loopback peers (guard.AuthorizeAdmin says why not in a pod).
+	AdminAllowLoopback bool
 	// Observe is called exactly once for every finished ModelInfer call and
 	// every request of a ModelStreamInfer stream; nil records nothing. It
 	// must be safe for concurrent use and quick.
