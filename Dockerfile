@@ -2,8 +2,9 @@
 #
 # onnxserve, CPU image.
 #
-#   docker build -t onnxserve:0.1.0 .
-#   docker run --rm -v "$PWD/models:/models:ro" -p 8000-8002:8000-8002 onnxserve:0.1.0
+#   docker build -t ghcr.io/onnxserve/onnxserve:0.1.0 .
+#   docker run --rm -v "$PWD/models:/models:ro" -p 8000-8002:8000-8002 ghcr.io/onnxserve/onnxserve:0.1.0
+#   make image-test   # podman/buildah: build, run read-only, infer, SIGTERM
 #
 # Stages: lib fetches the pinned ONNX Runtime library (the same file and
 # checksums as scripts/fetch-onnxruntime.sh), build compiles the server with
@@ -15,7 +16,9 @@ ARG ORT_VERSION=1.30.0
 # lib: the CPU build of ONNX Runtime shipped inside the npm package
 # onnxruntime-node. It runs on the build machine's own platform because it
 # only downloads and checks a file.
-FROM --platform=$BUILDPLATFORM node:20-bookworm-slim AS lib
+# Base images are fully qualified, as podman and CRI-O in strict
+# short-name mode require.
+FROM --platform=$BUILDPLATFORM docker.io/library/node:20-bookworm-slim AS lib
 ARG ORT_VERSION
 ARG TARGETARCH
 ARG ORT_SHA256_X64=ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23
@@ -28,7 +31,8 @@ RUN set -eu; \
       "") echo "TARGETARCH is empty: build with BuildKit (docker buildx build, or Docker 23+)" >&2; exit 1 ;; \
       *) echo "no pinned ONNX Runtime build for $TARGETARCH (amd64 and arm64 have one)" >&2; exit 1 ;; \
     esac; \
-    npm pack --silent "onnxruntime-node@${ORT_VERSION}" >/dev/null; \
+    # npm's errors (registry unreachable, version unknown) stay visible.
+    npm pack "onnxruntime-node@${ORT_VERSION}"; \
     member="package/bin/napi-v6/linux/$arch/libonnxruntime.so.1"; \
     tar -xzf "onnxruntime-node-${ORT_VERSION}.tgz" "$member"; \
     echo "$sum  $member" | sha256sum -c -; \
@@ -37,7 +41,7 @@ RUN set -eu; \
 
 # build: cgo is required, the ONNX Runtime binding loads the library with
 # dlopen. Nothing of ONNX Runtime is needed at build time.
-FROM golang:${GO_VERSION}-bookworm AS build
+FROM docker.io/library/golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod \
@@ -47,7 +51,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 # runtime: the same Debian release as the build stage, so the binary finds
 # the glibc it was linked against; ONNX Runtime needs libstdc++ beside it.
 # curl is here for HEALTHCHECK, sleep (coreutils) for the Kubernetes preStop hook.
-FROM debian:bookworm-slim AS runtime
+FROM docker.io/library/debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl libstdc++6 \
  && rm -rf /var/lib/apt/lists/*

@@ -28,7 +28,7 @@ build: lib
 	$(GO) build -o $(BIN) ./cmd/serve
 
 run: build ## serve ./models on ports 8000 (HTTP), 8001 (gRPC), 8002 (metrics)
-	./$(BIN) --model-repository models $(ARGS)
+	./$(BIN) --model-repository models --admin-allow-loopback $(ARGS)
 
 tools: ## install test tools (protoc, prometheus) when missing and permitted
 	@scripts/ensure-tools.sh
@@ -78,6 +78,10 @@ soak: lib ## chaos soak on loopback for SOAK_DURATION (not part of `make test`);
 clean:
 	rm -rf bin
 
+.PHONY: image-test
+image-test: ## opt-in: build the CPU image with podman/buildah, run it read-only as the Deployment does, infer, SIGTERM (skips without a builder or base images)
+	scripts/image-test.sh
+
 # Benchmarks (bench/RESULTS.md describes them). The suite pins the server to
 # CPU 1 and the load generators to CPU 0, so it wants a quiet machine with at
 # least two CPUs; BENCH_ARGS passes flags to bench/run (see its --help).
@@ -96,8 +100,13 @@ bench-tools: ## build the load generator, the raw baseline and the orchestrator;
 	@test -x $(BENCH_BIN)/ghz || { echo "installing ghz $(GHZ_VERSION) into $(BENCH_BIN)"; \
 		GOBIN=$(abspath $(BENCH_BIN)) $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION); }
 
-bench: build bench-models bench-tools ## the full suite: bench/RESULTS.md, results.json and PNG plots (10 to 14 minutes)
+bench: build bench-models bench-tools ## the full suite: bench/RESULTS.md, results.json and PNG plots (10 to 14 minutes), then bench/THREADS.md
 	$(BENCH_BIN)/run --out bench --command "make bench" $(BENCH_ARGS)
+	scripts/bench-threads.sh bench/THREADS.md
+
+.PHONY: bench-threads
+bench-threads: lib ## one busy model among four loaded, ONNX Runtime threads before and after the division: bench/THREADS.md
+	scripts/bench-threads.sh bench/THREADS.md
 
 bench-quick: build bench-models bench-tools ## one short repetition, written to .cache/bench-quick/
 	$(BENCH_BIN)/run --quick --out .cache/bench-quick --command "make bench-quick" $(BENCH_ARGS)

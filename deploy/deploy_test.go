@@ -23,6 +23,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -52,7 +53,7 @@ const (
 const (
 	imageModelDir  = "/models"
 	kserveModelDir = "/mnt/models"
-	serverImage    = "onnxserve"
+	serverImage    = "ghcr.io/onnxserve/onnxserve"
 	serverContain  = "onnxserve"
 	kserveContain  = "kserve-container"
 	metricsPath    = "/metrics"
@@ -409,6 +410,7 @@ type servingRuntime struct {
 		} `json:"supportedModelFormats"`
 		ProtocolVersions []string           `json:"protocolVersions"`
 		MultiModel       *bool              `json:"multiModel,omitempty"`
+		Volumes          []corev1.Volume    `json:"volumes,omitempty"`
 		Containers       []corev1.Container `json:"containers"`
 	} `json:"spec"`
 }
@@ -419,10 +421,12 @@ type inferenceService struct {
 	ObjectMeta      metav1.ObjectMeta `json:"metadata"`
 	Spec            struct {
 		Predictor struct {
-			MinReplicas          *int32 `json:"minReplicas,omitempty"`
-			MaxReplicas          int32  `json:"maxReplicas,omitempty"`
-			CanaryTrafficPercent *int64 `json:"canaryTrafficPercent,omitempty"`
-			Model                struct {
+			MinReplicas                   *int32 `json:"minReplicas,omitempty"`
+			TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
+			TimeoutSeconds                *int64 `json:"timeout,omitempty"`
+			MaxReplicas                   int32  `json:"maxReplicas,omitempty"`
+			CanaryTrafficPercent          *int64 `json:"canaryTrafficPercent,omitempty"`
+			Model                         struct {
 				ModelFormat struct {
 					Name    string `json:"name"`
 					Version string `json:"version,omitempty"`
@@ -448,6 +452,7 @@ type manifests struct {
 	pdbs          map[string]*policyv1.PodDisruptionBudget
 	hpas          map[string]*autoscalingv2.HorizontalPodAutoscaler
 	podMonitors   map[string]*podMonitor
+	netpols       map[string]*networkingv1.NetworkPolicy
 	kustomization *kustomization
 	files         []string
 }
@@ -462,6 +467,7 @@ func loadKubernetes(t *testing.T) *manifests {
 		pdbs:        map[string]*policyv1.PodDisruptionBudget{},
 		hpas:        map[string]*autoscalingv2.HorizontalPodAutoscaler{},
 		podMonitors: map[string]*podMonitor{},
+		netpols:     map[string]*networkingv1.NetworkPolicy{},
 	}
 	paths, err := filepath.Glob(filepath.Join(kubernetesDir, "*.yaml"))
 	if err != nil || len(paths) == 0 {
@@ -495,6 +501,8 @@ func loadKubernetes(t *testing.T) *manifests {
 				obj = &autoscalingv2.HorizontalPodAutoscaler{}
 			case "monitoring.coreos.com/v1 PodMonitor":
 				obj = &podMonitor{}
+			case "networking.k8s.io/v1 NetworkPolicy":
+				obj = &networkingv1.NetworkPolicy{}
 			case "kustomize.config.k8s.io/v1beta1 Kustomization":
 				obj = &kustomization{}
 			default:
@@ -524,6 +532,8 @@ func loadKubernetes(t *testing.T) *manifests {
 				m.hpas[name(o.ObjectMeta)] = o
 			case *podMonitor:
 				m.podMonitors[name(o.ObjectMeta)] = o
+			case *networkingv1.NetworkPolicy:
+				m.netpols[name(o.ObjectMeta)] = o
 			case *kustomization:
 				if m.kustomization != nil {
 					t.Fatalf("%s: a second Kustomization", file)
@@ -682,6 +692,7 @@ func TestKubernetesDeployments(t *testing.T) {
 			if flags["log-format"] != "json" {
 				t.Errorf("--log-format=%q, want json", flags["log-format"])
 			}
+			checkAdminToken(t, spec, c, flags)
 			mount := mountAt(t, c, imageModelDir)
 			if !mount.ReadOnly {
 				t.Errorf("the server mounts %s read-write; replicas must not write the shared repository", imageModelDir)
@@ -689,7 +700,9 @@ func TestKubernetesDeployments(t *testing.T) {
 
 			checkHTTPProbe(t, "liveness", c, c.LivenessProbe, livePath, f.httpPort)
 			checkHTTPProbe(t, "readiness", c, c.ReadinessProbe, readyPath, f.httpPort)
-			checkHTTPProbe(t, "startup", c, c.StartupProbe, readyPath, f.httpPort)
+			// Startup on liveness: a model that fails to load keeps the pod
+			// unready, it does not make the kubelet restart it.
+			checkHTTPProbe(t, "startup", c, c.StartupProbe, livePath, f.httpPort)
 			if p := c.StartupProbe; p != nil {
 				budget := time.Duration(p.PeriodSeconds*p.FailureThreshold) * time.Second
 				if budget < 2*time.Minute {
@@ -705,6 +718,7 @@ func TestKubernetesDeployments(t *testing.T) {
 				t.Errorf("terminationGracePeriodSeconds %d must exceed preStop + shutdown delay + drain timeout = %v", *grace, need)
 			}
 
+			checkRestricted(t, spec)
 			sc := spec.SecurityContext
 			if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 {
 				t.Errorf("pod securityContext must run as a non-root UID: %+v", sc)
@@ -823,7 +837,7 @@ func TestKubernetesService(t *testing.T) {
 		want := map[string]struct {
 			port     int32
 			protocol string
-		}{"http": {f.httpPort, "http"}, "grpc": {f.grpcPort, "grpc"}}
+		}{"http": {f.httpPort, "http"}, "grpc": {f.grpcPort, "kubernetes.io/h2c"}}
 		if len(svc.Spec.Ports) != len(want) {
 			t.Errorf("Service has %d ports, want http and grpc only (metrics stay off the Service)", len(svc.Spec.Ports))
 		}
@@ -1047,10 +1061,12 @@ func TestKServeServingRuntimes(t *testing.T) {
 			if c.Image != serverImage+":"+serverVersion(t) {
 				t.Errorf("image %q, want %s:%s", c.Image, serverImage, serverVersion(t))
 			}
+			checkImage(t, c.Image)
 			flags := checkServerArgs(t, f, c.Args)
 			if flags["model-repository"] != kserveModelDir {
 				t.Errorf("--model-repository=%q; KServe's storage initializer fills %s", flags["model-repository"], kserveModelDir)
 			}
+			checkAdminToken(t, &corev1.PodSpec{Volumes: r.Spec.Volumes, Containers: r.Spec.Containers}, c, flags)
 			httpPort := flagPort(t, flags, "http-port", f.httpPort)
 			grpcPort := flagPort(t, flags, "grpc-port", f.grpcPort)
 			var ports []int32
@@ -1065,19 +1081,19 @@ func TestKServeServingRuntimes(t *testing.T) {
 			if !slices.Equal(ports, want) {
 				t.Errorf("ports %v, want %v for protocols %v", ports, want, r.Spec.ProtocolVersions)
 			}
-			if c.ReadinessProbe == nil {
-				t.Error("no readiness probe")
+			// Startup and liveness on /v2/health/live: a slow or broken
+			// model must leave the pod unready, not restart it.
+			checkHTTPProbe(t, "startup", c, c.StartupProbe, livePath, httpPort)
+			checkHTTPProbe(t, "liveness", c, c.LivenessProbe, livePath, httpPort)
+			checkHTTPProbe(t, "readiness", c, c.ReadinessProbe, readyPath, httpPort)
+			// A ServingRuntime has no pod securityContext: every rule of
+			// Pod Security "restricted" must hold on the container.
+			checkRestricted(t, &corev1.PodSpec{Containers: r.Spec.Containers})
+			csc := c.SecurityContext
+			if csc == nil || csc.ReadOnlyRootFilesystem == nil || !*csc.ReadOnlyRootFilesystem || csc.RunAsGroup == nil || *csc.RunAsGroup == 0 {
+				t.Errorf("container securityContext %+v: want readOnlyRootFilesystem and a non-root runAsGroup", csc)
 			}
-			for what, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
-				if p == nil {
-					continue
-				}
-				path := readyPath
-				if what == "liveness" {
-					path = livePath
-				}
-				checkHTTPProbe(t, what, c, p, path, httpPort)
-			}
+			checkGuaranteed(t, c)
 			if r.Spec.Annotations["prometheus.kserve.io/port"] != strconv.Itoa(int(f.metricsPort)) || r.Spec.Annotations["prometheus.kserve.io/path"] != metricsPath {
 				t.Errorf("prometheus annotations %v, want port %d path %s", r.Spec.Annotations, f.metricsPort, metricsPath)
 			}
@@ -1086,6 +1102,7 @@ func TestKServeServingRuntimes(t *testing.T) {
 }
 
 func TestKServeInferenceServices(t *testing.T) {
+	f := loadServerFacts(t)
 	runtimes, isvcs := loadKServe(t)
 	if len(isvcs) == 0 {
 		t.Fatal("no InferenceService")
@@ -1112,6 +1129,19 @@ func TestKServeInferenceServices(t *testing.T) {
 			knative := mode == "Serverless" || mode == "Knative"
 			if !knative && mode != "RawDeployment" && mode != "Standard" {
 				t.Errorf("deploymentMode %q: set it, the default differs between KServe releases", mode)
+			}
+			// The pod's grace must outlast the shutdown delay and the drain:
+			// in Standard mode it is the predictor's
+			// terminationGracePeriodSeconds (Kubernetes' default is 30s),
+			// in Knative mode the revision timeout.
+			flags := checkServerArgs(t, f, r.Spec.Containers[0].Args)
+			need := flagDuration(t, flags, "shutdown-delay", f.shutdownDelay) + flagDuration(t, flags, "drain-timeout", f.drainTimeout)
+			grace, field := s.Spec.Predictor.TerminationGracePeriodSeconds, "terminationGracePeriodSeconds"
+			if knative {
+				grace, field = s.Spec.Predictor.TimeoutSeconds, "timeout"
+			}
+			if grace == nil || time.Duration(*grace)*time.Second <= need {
+				t.Errorf("predictor %s %v must be set and exceed the shutdown delay + drain timeout = %v", field, grace, need)
 			}
 			if knative && len(r.Spec.Containers[0].Ports) != 1 {
 				t.Errorf("Knative mode needs a runtime with one port; %s has %d", r.ObjectMeta.Name, len(r.Spec.Containers[0].Ports))
@@ -1305,8 +1335,8 @@ func TestDockerfiles(t *testing.T) {
 			if version.Compare("go"+goVersion, "go"+goLine[1]) < 0 {
 				t.Errorf("GO_VERSION %s is older than go.mod's go %s", goVersion, goLine[1])
 			}
-			if base := d.expand(build.BaseName); base != "golang:"+goVersion+"-bookworm" {
-				t.Errorf("build stage base %q, want golang:%s-bookworm", base, goVersion)
+			if base := d.expand(build.BaseName); base != "docker.io/library/golang:"+goVersion+"-bookworm" {
+				t.Errorf("build stage base %q, want docker.io/library/golang:%s-bookworm", base, goVersion)
 			}
 			run := runText(build)
 			for _, want := range []string{"CGO_ENABLED=1", "go build", "-trimpath", `-ldflags="-s -w"`, "./cmd/serve"} {
@@ -1320,7 +1350,7 @@ func TestDockerfiles(t *testing.T) {
 			switch name {
 			case "Dockerfile":
 				checkCPULib(t, d, ort)
-				if base := d.expand(rt.BaseName); base != "debian:bookworm-slim" {
+				if base := d.expand(rt.BaseName); base != "docker.io/library/debian:bookworm-slim" {
 					t.Errorf("runtime base %q: use the build stage's Debian release so the binary finds its glibc", base)
 				}
 			case "Dockerfile.gpu":
@@ -1426,7 +1456,7 @@ func checkCPULib(t *testing.T, d *dockerfile, ort pinnedORT) {
 	}
 	run := runText(lib)
 	for _, want := range []string{
-		`npm pack --silent "onnxruntime-node@${ORT_VERSION}"`,
+		`npm pack "onnxruntime-node@${ORT_VERSION}"`,
 		ort.member,
 		"amd64) arch=x64",
 		"arm64) arch=arm64",
@@ -1434,6 +1464,12 @@ func checkCPULib(t *testing.T, d *dockerfile, ort pinnedORT) {
 	} {
 		if !strings.Contains(run, want) {
 			t.Errorf("lib stage RUN lacks %q:\n%s", want, run)
+		}
+	}
+	// A failed fetch must show npm's reason in the build log.
+	for _, hides := range []string{"--silent", "--quiet", ">/dev/null", "2>/dev/null"} {
+		if strings.Contains(run, hides) {
+			t.Errorf("lib stage RUN hides the library fetch's output with %q", hides)
 		}
 	}
 }
@@ -1444,8 +1480,8 @@ func checkGPULib(t *testing.T, d *dockerfile) {
 	t.Helper()
 	rt := d.stage(t, "runtime")
 	base := d.expand(rt.BaseName)
-	if !regexp.MustCompile(`^nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d\d\.\d\d$`).MatchString(base) {
-		t.Errorf("runtime base %q: want an exact nvidia/cuda:12.x.y-cudnn-runtime-ubuntu tag (the archive is built for CUDA 12 and cuDNN 9)", base)
+	if !regexp.MustCompile(`^docker\.io/nvidia/cuda:12\.\d+\.\d+-cudnn-runtime-ubuntu\d\d\.\d\d$`).MatchString(base) {
+		t.Errorf("runtime base %q: want an exact docker.io/nvidia/cuda:12.x.y-cudnn-runtime-ubuntu tag (the archive is built for CUDA 12 and cuDNN 9)", base)
 	}
 	lib := d.stage(t, "lib")
 	sum := d.stageArgs(lib)["ORT_GPU_SHA256"]
@@ -1617,4 +1653,207 @@ func TestGuide(t *testing.T) {
 			t.Errorf("deploy/README.md lacks %q", cmd)
 		}
 	}
+}
+
+// ---------------------------------------------------------------------------
+// Pod Security and images.
+
+// checkRestricted applies the Pod Security Standards' "restricted" profile
+// (https://kubernetes.io/docs/concepts/security/pod-security-standards/),
+// as the PodSecurity admission controller at v1.30+ does, to a pod spec.
+func checkRestricted(t *testing.T, spec *corev1.PodSpec) {
+	t.Helper()
+	if spec.HostNetwork || spec.HostPID || spec.HostIPC {
+		t.Error("restricted: host namespaces are forbidden")
+	}
+	allowedVolumes := func(v corev1.Volume) bool {
+		return v.ConfigMap != nil || v.CSI != nil || v.DownwardAPI != nil || v.EmptyDir != nil || v.Ephemeral != nil ||
+			v.PersistentVolumeClaim != nil || v.Projected != nil || v.Secret != nil
+	}
+	for _, v := range spec.Volumes {
+		if !allowedVolumes(v) {
+			t.Errorf("restricted: volume %q is of a forbidden type", v.Name)
+		}
+	}
+	pod := spec.SecurityContext
+	if pod == nil {
+		pod = &corev1.PodSecurityContext{}
+	}
+	if pod.RunAsUser != nil && *pod.RunAsUser == 0 {
+		t.Error("restricted: pod runAsUser 0")
+	}
+	if pod.SeccompProfile != nil && !seccompOK(pod.SeccompProfile) {
+		t.Errorf("restricted: pod seccompProfile %v", pod.SeccompProfile.Type)
+	}
+	for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+		sc := c.SecurityContext
+		if sc == nil {
+			sc = &corev1.SecurityContext{}
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			t.Errorf("restricted: container %s is privileged", c.Name)
+		}
+		if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+			t.Errorf("restricted: container %s must set allowPrivilegeEscalation: false", c.Name)
+		}
+		if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+			t.Errorf("restricted: container %s must drop ALL capabilities", c.Name)
+		} else if slices.ContainsFunc(sc.Capabilities.Add, func(c corev1.Capability) bool { return c != "NET_BIND_SERVICE" }) {
+			t.Errorf("restricted: container %s adds capabilities %v", c.Name, sc.Capabilities.Add)
+		}
+		nonRoot := (sc.RunAsNonRoot != nil && *sc.RunAsNonRoot) || (sc.RunAsNonRoot == nil && pod.RunAsNonRoot != nil && *pod.RunAsNonRoot)
+		if !nonRoot {
+			t.Errorf("restricted: container %s must run with runAsNonRoot: true (pod or container)", c.Name)
+		}
+		if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
+			t.Errorf("restricted: container %s runAsUser 0", c.Name)
+		}
+		switch {
+		case sc.SeccompProfile != nil:
+			if !seccompOK(sc.SeccompProfile) {
+				t.Errorf("restricted: container %s seccompProfile %v", c.Name, sc.SeccompProfile.Type)
+			}
+		case pod.SeccompProfile == nil:
+			t.Errorf("restricted: container %s has no seccompProfile (RuntimeDefault or Localhost), nor has the pod", c.Name)
+		}
+		for _, p := range c.Ports {
+			if p.HostPort != 0 {
+				t.Errorf("restricted: container %s uses hostPort %d", c.Name, p.HostPort)
+			}
+		}
+		checkImage(t, c.Image)
+	}
+}
+
+func seccompOK(p *corev1.SeccompProfile) bool {
+	return p.Type == corev1.SeccompProfileTypeRuntimeDefault || p.Type == corev1.SeccompProfileTypeLocalhost
+}
+
+// qualifiedImageRe is an image reference with a registry host (a dot, a
+// port or localhost in its first component), a path, and a tag or digest:
+// CRI-O's strict short-name mode refuses anything else.
+var qualifiedImageRe = regexp.MustCompile(`^(localhost|[a-z0-9-]+(\.[a-z0-9-]+)+)(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+)?(@sha256:[0-9a-f]{64})?$`)
+
+func checkImage(t *testing.T, image string) {
+	t.Helper()
+	if !qualifiedImage(image) {
+		t.Errorf("image %q: want a fully qualified reference (registry/path:tag or @sha256 digest)", image)
+	}
+}
+
+// qualifiedImage reports whether image names its registry and a tag or
+// digest.
+func qualifiedImage(image string) bool {
+	return qualifiedImageRe.MatchString(image) &&
+		(strings.Contains(image, "@sha256:") || strings.Contains(image[strings.LastIndex(image, "/"):], ":"))
+}
+
+func TestQualifiedImage(t *testing.T) {
+	for _, c := range []struct {
+		image string
+		ok    bool
+	}{
+		{"ghcr.io/onnxserve/onnxserve:0.1.0", true},
+		{"docker.io/library/busybox:1.37", true},
+		{"registry.example.com:5000/onnxserve@sha256:" + strings.Repeat("ab", 32), true},
+		{"localhost/onnxserve:dev", true},
+		{"onnxserve:0.1.0", false},
+		{"rclone/rclone:1.74.2", false},
+		{"docker.io/library/busybox", false},
+	} {
+		if got := qualifiedImage(c.image); got != c.ok {
+			t.Errorf("qualifiedImage(%q) = %v, want %v", c.image, got, c.ok)
+		}
+	}
+}
+
+func TestKubernetesPodSecurity(t *testing.T) {
+	m := loadKubernetes(t)
+	for key, d := range m.deployments {
+		t.Run(key, func(t *testing.T) { checkRestricted(t, &d.Spec.Template.Spec) })
+	}
+	for key, p := range m.pods {
+		t.Run(key, func(t *testing.T) { checkRestricted(t, &p.Spec) })
+	}
+}
+
+func TestKubernetesNetworkPolicy(t *testing.T) {
+	f := loadServerFacts(t)
+	m := loadKubernetes(t)
+	_, np := one(t, "NetworkPolicy", m.netpols)
+	if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+		t.Errorf("policyTypes %v lack Ingress", np.Spec.PolicyTypes)
+	}
+	for _, d := range m.deployments {
+		selects(t, "NetworkPolicy", &np.Spec.PodSelector, podLabels(t, d))
+		c := container(t, &d.Spec.Template.Spec, serverContain)
+		open := map[int32]bool{}    // reachable from anywhere
+		guarded := map[int32]bool{} // reachable from named peers only
+		for _, rule := range np.Spec.Ingress {
+			if len(rule.Ports) == 0 {
+				t.Errorf("an ingress rule without ports opens every port: %+v", rule)
+			}
+			for _, p := range rule.Ports {
+				if p.Port == nil {
+					t.Errorf("an ingress port without a number opens every port: %+v", p)
+					continue
+				}
+				port := resolvePort(t, c, *p.Port)
+				if len(rule.From) == 0 {
+					open[port] = true
+					continue
+				}
+				for _, peer := range rule.From {
+					if peer.IPBlock != nil || (peer.PodSelector == nil && peer.NamespaceSelector == nil) ||
+						(peer.NamespaceSelector != nil && len(peer.NamespaceSelector.MatchLabels)+len(peer.NamespaceSelector.MatchExpressions) == 0) {
+						t.Errorf("port %d is open to a broad peer %+v", port, peer)
+					}
+				}
+				guarded[port] = true
+			}
+		}
+		if !open[f.httpPort] || !open[f.grpcPort] {
+			t.Errorf("HTTP %d and gRPC %d must stay reachable; open: %v", f.httpPort, f.grpcPort, open)
+		}
+		if open[f.metricsPort] || !guarded[f.metricsPort] {
+			t.Errorf("metrics port %d must be reachable from the named Prometheus peers only (open %v, guarded %v)", f.metricsPort, open, guarded)
+		}
+	}
+}
+
+// checkAdminToken checks that the server reads its admin token from a
+// mounted Secret and never trusts loopback callers: in a pod, sidecars
+// (Istio, Knative's queue-proxy) connect from loopback for every client.
+func checkAdminToken(t *testing.T, spec *corev1.PodSpec, c *corev1.Container, flags map[string]string) {
+	t.Helper()
+	if v, ok := flags["admin-allow-loopback"]; ok && v != "false" {
+		t.Errorf("--admin-allow-loopback in a manifest opens the management API to every client behind a sidecar")
+	}
+	file := flags["admin-token-file"]
+	if file == "" {
+		t.Error("no --admin-token-file: the management API stays closed, and the README's operations need it")
+		return
+	}
+	for _, vm := range c.VolumeMounts {
+		if !strings.HasPrefix(file, strings.TrimSuffix(vm.MountPath, "/")+"/") {
+			continue
+		}
+		if !vm.ReadOnly {
+			t.Errorf("the admin token's mount %s is not read-only", vm.MountPath)
+		}
+		for _, v := range spec.Volumes {
+			if v.Name != vm.Name {
+				continue
+			}
+			if v.Secret == nil || v.Secret.SecretName == "" {
+				t.Errorf("--admin-token-file %s is on volume %q, which is not a Secret", file, v.Name)
+			} else if m := v.Secret.DefaultMode; m != nil && *m&0o007 != 0 {
+				t.Errorf("the admin token Secret's mode %#o lets other users read it", *m)
+			}
+			return
+		}
+		t.Errorf("mount %s names no volume of the pod", vm.MountPath)
+		return
+	}
+	t.Errorf("--admin-token-file %s is under no mount of container %s", file, c.Name)
 }

@@ -109,3 +109,42 @@ func TestLogLevelAtRunTime(t *testing.T) {
 		t.Errorf("GET /log-level = %q", got.Level)
 	}
 }
+
+// TestManagementClosedByDefault: without --admin-token-file and without
+// --admin-allow-loopback, management calls are refused even from loopback
+// (where sidecars connect from), on the HTTP port and for PUT /log-level on
+// the metrics port, with a message naming the flags; reads of the log
+// level and inference stay open.
+func TestManagementClosedByDefault(t *testing.T) {
+	ts := startServer(t, copyRepo(t), "--admin-allow-loopback=false")
+	var e struct {
+		Error string `json:"error"`
+	}
+	for _, path := range []string{"/v2/repository/index", "/v2/repository/models/simple/unload"} {
+		if code := do(t, "POST", ts.http+path, "", &e); code != http.StatusForbidden || !strings.Contains(e.Error, "--admin-token-file") || !strings.Contains(e.Error, "--admin-allow-loopback") {
+			t.Errorf("POST %s: %d %q, want 403 naming --admin-token-file and --admin-allow-loopback", path, code, e.Error)
+		}
+	}
+	url := "http://" + ts.a.metricsLn.Addr().String() + "/log-level"
+	req, _ := http.NewRequest(http.MethodPut, url, strings.NewReader(`{"level":"debug"}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "--admin-token-file") {
+		t.Errorf("PUT /log-level: %d %s, want 403 naming --admin-token-file", resp.StatusCode, body)
+	}
+	if ts.a.level.Enabled(zapcore.DebugLevel) {
+		t.Error("the refused PUT changed the level")
+	}
+	if resp, err := http.Get(url); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /log-level: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if code := do(t, "GET", ts.http+"/v2/models/simple", "", nil); code != http.StatusOK {
+		t.Errorf("metadata: %d", code)
+	}
+}

@@ -108,14 +108,8 @@ type app struct {
 	// ortShutdown destroys the ONNX Runtime environment (runtime.Shutdown;
 	// tests observe it).
 	ortShutdown func() error
-}
-
-// ortLoader joins ONNX Runtime to the serving core.
-type ortLoader struct{}
-
-func (ortLoader) Load(_ context.Context, path string, in repository.Instances) (serving.Model, error) {
-	return runtime.Load(path, runtime.Options{Provider: in.Provider, DeviceID: in.DeviceID,
-		IntraOpThreads: in.IntraOpThreads, InterOpThreads: in.InterOpThreads, GraphOptimization: in.GraphOptimization})
+	// threads divides the CPUs among the sessions.
+	threads *runtime.ThreadBudget
 }
 
 // newApp loads ONNX Runtime, builds every component and opens the
@@ -147,7 +141,8 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	if err != nil {
 		return nil, err
 	}
-	a = &app{o: o, log: log, level: level, reg: prometheus.NewRegistry(), sec: sec, ortShutdown: runtime.Shutdown}
+	a = &app{o: o, log: log, level: level, reg: prometheus.NewRegistry(), sec: sec, ortShutdown: runtime.Shutdown,
+		threads: runtime.NewThreadBudget(runtime.AvailableCPUs())}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bm, err := batcher.NewMetrics(a.reg, buckets)
 	if err != nil {
@@ -167,8 +162,9 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		for _, m := range snap.Models {
 			a.startup = append(a.startup, m.Name)
 		}
+		a.planThreads(snap)
 	}
-	a.srv = serving.New(ortLoader{}, serving.Config{
+	a.srv = serving.New(&ortLoader{threads: a.threads, log: log.Named("runtime")}, serving.Config{
 		DrainTimeout:  o.drainTimeout,
 		StartupModels: a.startup,
 		Root:          o.modelRepository,
@@ -182,6 +178,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	hcfg := httpapi.Config{
 		MaxRequestBodySize: o.maxRequestBody,
 		AdminToken:         token,
+		AdminAllowLoopback: o.adminLoopback,
 		Version:            version,
 		Observe: func(model, ver, id string, code int, d time.Duration) {
 			obs.Observe(transport.ProtocolHTTP, model, ver, id, code, d)
@@ -191,14 +188,16 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	a.http = httpapi.New(httpapi.BackendsOf(a.srv), hcfg, log.Named("http"))
 
 	gcfg := grpcapi.Config{
-		Version:        version,
-		MaxRecvMsgSize: o.maxGRPCRecv,
-		MaxSendMsgSize: o.maxGRPCSend,
-		AdminToken:     token,
+		Version:            version,
+		MaxRecvMsgSize:     o.maxGRPCRecv,
+		MaxSendMsgSize:     o.maxGRPCSend,
+		AdminToken:         token,
+		AdminAllowLoopback: o.adminLoopback,
 		Observe: func(model, ver, id string, code int, d time.Duration) {
 			obs.Observe(transport.ProtocolGRPC, model, ver, id, code, d)
 		},
 	}
+	o.grpcAlive.apply(&gcfg)
 	sec.grpc(&gcfg)
 	a.grpc = grpcapi.New(grpcapi.BackendsOf(a.srv), gcfg, log.Named("grpc"))
 
@@ -292,6 +291,7 @@ func (a *app) watch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.planThreads(snap)
 	a.srv.Apply(ctx, serving.DesiredFromSnapshot(snap))
 	a.log.Info("repository loaded", zap.Int("models", len(snap.Models)), zap.Bool("ready", a.srv.Ready()))
 	w, err := repository.NewWatcher(a.o.modelRepository, a.o.pollInterval, a.log.Named("repository"),
@@ -299,7 +299,10 @@ func (a *app) watch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.Run(ctx, func(s repository.Snapshot) { a.srv.Apply(ctx, serving.DesiredFromSnapshot(s)) })
+	w.Run(ctx, func(s repository.Snapshot) {
+		a.planThreads(s)
+		a.srv.Apply(ctx, serving.DesiredFromSnapshot(s))
+	})
 	return nil
 }
 

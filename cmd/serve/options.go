@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/keepalive"
+
 	"github.com/onnxserve/onnxserve/internal/serving"
+	"github.com/onnxserve/onnxserve/internal/transport/grpcapi"
 )
 
 // options are the command-line settings. Every port may be 0 (a free port,
@@ -37,7 +40,9 @@ type options struct {
 	maxRequestBody  int
 	maxGRPCRecv     int
 	maxGRPCSend     int
+	grpcAlive       grpcKeepalive
 	adminTokenFile  string
+	adminLoopback   bool
 	histogramBounds string
 	pprof           bool
 	// gcPercent is the Go collector's target (debug.SetGCPercent); 0 means
@@ -75,10 +80,12 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.maxRequestBody, "max-request-body-size", 64<<20, "largest HTTP request body in bytes")
 	fs.IntVar(&o.maxGRPCRecv, "grpc-max-recv-msg-size", 64<<20, "largest gRPC message received, in bytes")
 	fs.IntVar(&o.maxGRPCSend, "grpc-max-send-msg-size", 64<<20, "largest gRPC message sent, in bytes")
-	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token management calls need; without it they are accepted from loopback only")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bearer token management calls (repository, traffic, PUT /log-level) need; without it they are refused, unless --admin-allow-loopback")
+	fs.BoolVar(&o.adminLoopback, "admin-allow-loopback", false, "without --admin-token-file, accept management calls from loopback callers; never behind a sidecar (Istio, Knative), which forwards every client from loopback")
 	fs.StringVar(&o.histogramBounds, "histogram-buckets", "", "latency histogram upper bounds in seconds, comma separated (default 100us to 10s)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the metrics port; keep that port off untrusted networks")
 	fs.IntVar(&o.gcPercent, "gc-percent", 0, "Go garbage collector target, as GOGC: heap growth in percent of the live heap before a collection, -1 turns it off (default $GOGC, else 400)")
+	o.grpcAlive.register(fs)
 	o.sec.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -113,6 +120,9 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.maxRequestBody <= 0 || o.maxGRPCRecv <= 0 || o.maxGRPCSend <= 0 {
 		return nil, errors.New("message size limits must be > 0")
+	}
+	if err := o.grpcAlive.validate(); err != nil {
+		return nil, err
 	}
 	if err := o.sec.validate(); err != nil {
 		return nil, err
@@ -181,4 +191,52 @@ func readToken(path string) (string, error) {
 		return "", fmt.Errorf("--admin-token-file: %s holds %d lines of tokens; the admin token is one line", path, len(tokens))
 	}
 	return tokens[0], nil
+}
+
+// grpcKeepalive are the flags of gRPC connection ageing and keepalive.
+type grpcKeepalive struct {
+	maxAge, maxAgeGrace time.Duration
+	time, timeout       time.Duration
+	minTime             time.Duration
+}
+
+func (k *grpcKeepalive) register(fs *flag.FlagSet) {
+	fs.DurationVar(&k.maxAge, "grpc-max-connection-age", grpcapi.DefaultMaxConnectionAge, "age (±10% jitter) at which a gRPC connection is sent a GOAWAY so that its client reconnects, reaching pods added since; calls in flight finish first; 0 for never")
+	fs.DurationVar(&k.maxAgeGrace, "grpc-max-connection-age-grace", 0, "after --grpc-max-connection-age, longest wait for the connection's calls in flight before it is closed under them; 0 for no limit (no call is cut)")
+	fs.DurationVar(&k.time, "grpc-keepalive-time", grpcapi.DefaultKeepaliveTime, "silence on a gRPC connection after which the server pings the client")
+	fs.DurationVar(&k.timeout, "grpc-keepalive-timeout", grpcapi.DefaultKeepaliveTimeout, "longest wait for the answer to the server's ping before the connection is dropped")
+	fs.DurationVar(&k.minTime, "grpc-keepalive-min-time", grpcapi.DefaultKeepaliveMinTime, "shortest interval between client pings the server accepts (also without calls); a client pinging faster gets GOAWAY too_many_pings")
+}
+
+// minConnectionAge keeps ageing from turning into a reconnect storm.
+const minConnectionAge = time.Second
+
+func (k *grpcKeepalive) validate() error {
+	if k.maxAge != 0 && k.maxAge < minConnectionAge {
+		return fmt.Errorf("--grpc-max-connection-age: want 0 (never) or at least %v, got %v", minConnectionAge, k.maxAge)
+	}
+	if k.maxAgeGrace < 0 {
+		return errors.New("--grpc-max-connection-age-grace must be >= 0")
+	}
+	if k.time <= 0 || k.timeout <= 0 || k.minTime <= 0 {
+		return errors.New("--grpc-keepalive-time, --grpc-keepalive-timeout and --grpc-keepalive-min-time must be > 0")
+	}
+	return nil
+}
+
+// apply sets the gRPC front end's keepalive settings; 0 flags mean forever.
+func (k *grpcKeepalive) apply(c *grpcapi.Config) {
+	forever := func(d time.Duration) time.Duration {
+		if d == 0 {
+			return grpcapi.Forever
+		}
+		return d
+	}
+	c.Keepalive = keepalive.ServerParameters{
+		Time:                  k.time,
+		Timeout:               k.timeout,
+		MaxConnectionAge:      forever(k.maxAge),
+		MaxConnectionAgeGrace: forever(k.maxAgeGrace),
+	}
+	c.KeepalivePolicy = keepalive.EnforcementPolicy{MinTime: k.minTime, PermitWithoutStream: true}
 }

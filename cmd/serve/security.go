@@ -98,16 +98,17 @@ func (s *securityOptions) validate() error {
 // one rate limiter for both protocols, so a client cannot double its share
 // by using both.
 type security struct {
-	o          securityOptions
-	adminToken string
-	certs      *guard.CertReloader // nil without TLS
-	inference  *guard.Tokens       // nil without inference auth
-	limiter    *guard.RateLimiter  // nil without a rate limit
-	scrub      guard.PathScrubber
+	o             securityOptions
+	adminToken    string
+	adminLoopback bool
+	certs         *guard.CertReloader // nil without TLS
+	inference     *guard.Tokens       // nil without inference auth
+	limiter       *guard.RateLimiter  // nil without a rate limit
+	scrub         guard.PathScrubber
 }
 
 func newSecurity(o *options, adminToken string, log *zap.Logger) (*security, error) {
-	s := &security{o: o.sec, adminToken: adminToken, scrub: guard.NewPathScrubber(o.modelRepository)}
+	s := &security{o: o.sec, adminToken: adminToken, adminLoopback: o.adminLoopback, scrub: guard.NewPathScrubber(o.modelRepository)}
 	if o.sec.tlsCert != "" {
 		certs, err := guard.NewCertReloader(o.sec.tlsCert, o.sec.tlsKey, o.sec.tlsClientCA, log.Named("tls"))
 		if err != nil {
@@ -184,8 +185,9 @@ func (s *security) runReload(ctx context.Context) {
 }
 
 // guardWrites lets anyone read h but applies the management API's rule
-// (the admin token, else loopback only) to every other method: the
-// log-level endpoint changes the server.
+// (the admin token; without one, loopback only with --admin-allow-loopback,
+// else nobody) to every other method: the log-level endpoint changes the
+// server.
 func (s *security) guardWrites(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -193,9 +195,14 @@ func (s *security) guardWrites(h http.Handler) http.Handler {
 			if a, err := net.ResolveTCPAddr("tcp", r.RemoteAddr); err == nil {
 				remote = a
 			}
-			if err := guard.AuthorizeAdmin(s.adminToken, r.Header.Get("Authorization"), remote); err != nil {
+			if err := guard.AuthorizeAdmin(s.adminToken, s.adminLoopback, r.Header.Get("Authorization"), remote); err != nil {
 				_, code := transport.Status(err)
-				http.Error(w, http.StatusText(code), code)
+				msg := http.StatusText(code)
+				if code == http.StatusForbidden {
+					// Say which flag opens it; a 401 says nothing more.
+					msg = err.Error()
+				}
+				http.Error(w, msg, code)
 				return
 			}
 		}

@@ -39,7 +39,10 @@ func startLogged(t *testing.T, log *zap.Logger, repo string, extra ...string) *t
 	requireORT(t)
 	args := append([]string{"--model-repository", repo, "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
 		"--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1", "--metrics-address", "127.0.0.1",
-		"--shutdown-delay", "0s", "--repository-poll-interval", "200ms", "--repository-settle", "50ms"}, extra...)
+		"--shutdown-delay", "0s", "--repository-poll-interval", "200ms", "--repository-settle", "50ms",
+		// Management calls from the test's loopback client, as `make run`
+		// allows them; a test of the default passes --admin-allow-loopback=false.
+		"--admin-allow-loopback"}, extra...)
 	o, err := parseOptions(args)
 	if err != nil {
 		t.Fatal(err)

@@ -114,13 +114,20 @@ type Instances struct {
 	// DeviceID is the GPU ordinal for ProviderCUDA. [0], >= 0.
 	DeviceID int `yaml:"device_id"`
 	// IntraOpThreads is ONNX Runtime's thread count inside one operator;
-	// 0 (the default) lets ONNX Runtime choose.
+	// 0 (the default) lets the server divide the CPUs it may use among
+	// the versions it loads.
 	IntraOpThreads int `yaml:"intra_op_threads"`
 	// InterOpThreads is ONNX Runtime's thread count across operators;
 	// 0 (the default) lets ONNX Runtime choose.
 	InterOpThreads int `yaml:"inter_op_threads"`
 	// GraphOptimization is one of the GraphOpt* levels. [GraphOptAll]
 	GraphOptimization string `yaml:"graph_optimization"`
+	// AllowSpinning, when set, says whether ONNX Runtime's intra-op
+	// threads spin while waiting for work (ONNX Runtime's
+	// session.intra_op.allow_spinning): lower latency, CPU burnt while
+	// idle. Nil: on while the loaded instances do not outnumber the CPUs,
+	// off otherwise. Never changed once parsed.
+	AllowSpinning *bool `yaml:"allow_spinning"`
 }
 
 // VersionPolicy is the version_policy block: exactly one of its fields is

@@ -70,6 +70,19 @@ func TestParseConfigGood(t *testing.T) {
 			},
 		},
 		{name: "empty file", yaml: "", want: DefaultConfig()},
+		{
+			name: "spinning off",
+			yaml: "instances: {allow_spinning: false}\n",
+			want: withDefaults(func(c *Config) { c.Instances.AllowSpinning = new(bool) }),
+		},
+		{
+			name: "spinning on",
+			yaml: "instances: {count: 2, allow_spinning: true}\n",
+			want: withDefaults(func(c *Config) {
+				on := true
+				c.Instances.Count, c.Instances.AllowSpinning = 2, &on
+			}),
+		},
 		{name: "comments only", yaml: "# nothing here\n", want: DefaultConfig()},
 		{name: "empty document", yaml: "---\n", want: DefaultConfig()},
 		{name: "empty mapping", yaml: "{}", want: DefaultConfig()},
@@ -210,6 +223,9 @@ func TestParseConfigBad(t *testing.T) {
 		{"unknown provider", "instances: {provider: tpu}", "instances.provider", `got "tpu"`},
 		{"provider not a string", "instances: {provider: 1}", "instances.provider", "must be a string"},
 		{"negative device", "instances: {device_id: -1}", "instances.device_id", "must be >= 0, got -1"},
+		{"spinning as a string", `instances: {allow_spinning: "no"}`, "instances.allow_spinning", "must be true or false"},
+		{"spinning as a number", "instances: {allow_spinning: 0}", "instances.allow_spinning", "must be true or false"},
+		{"spinning misspelt", "instances: {allow_spin: false}", "instances.allow_spin", "unknown"},
 		{"negative intra threads", "instances: {intra_op_threads: -1}", "instances.intra_op_threads", "must be >= 0"},
 		{"negative inter threads", "instances: {inter_op_threads: -2}", "instances.inter_op_threads", "got -2"},
 		{"unknown graph optimization", "instances: {graph_optimization: max}", "instances.graph_optimization", `got "max"`},

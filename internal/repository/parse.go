@@ -367,6 +367,11 @@ func (p *parser) config(n *yaml.Node, c *Config) {
 				"intra_op_threads":   func(v *yaml.Node, path string) { p.intField(v, path, &in.IntraOpThreads) },
 				"inter_op_threads":   func(v *yaml.Node, path string) { p.intField(v, path, &in.InterOpThreads) },
 				"graph_optimization": func(v *yaml.Node, path string) { p.stringField(v, path, &in.GraphOptimization) },
+				"allow_spinning": func(v *yaml.Node, path string) {
+					var b bool
+					p.boolField(v, path, &b)
+					in.AllowSpinning = &b
+				},
 			})
 		},
 		"version_policy": func(v *yaml.Node, path string) {

@@ -52,6 +52,11 @@ type Options struct {
 	// GraphOptimization is "disable", "basic", "extended" or "all";
 	// "" means "all".
 	GraphOptimization string
+	// AllowSpinning, when not nil, sets whether idle intra-op and inter-op
+	// threads spin waiting for work (ONNX Runtime's
+	// session.intra_op.allow_spinning and session.inter_op.allow_spinning);
+	// nil keeps ONNX Runtime's default, which spins. Never written through.
+	AllowSpinning *bool
 }
 
 var optimizationLevels = map[string]ort.GraphOptimizationLevel{
@@ -234,6 +239,17 @@ func sessionOptions(opts Options) (*ort.SessionOptions, error) {
 	if opts.InterOpThreads > 0 {
 		if err := so.SetInterOpNumThreads(opts.InterOpThreads); err != nil {
 			return nil, fmt.Errorf("inter-op threads: %w", err)
+		}
+	}
+	if opts.AllowSpinning != nil {
+		v := "0"
+		if *opts.AllowSpinning {
+			v = "1"
+		}
+		for _, key := range []string{"session.intra_op.allow_spinning", "session.inter_op.allow_spinning"} {
+			if err := so.AddSessionConfigEntry(key, v); err != nil {
+				return nil, fmt.Errorf("%s: %w", key, err)
+			}
 		}
 	}
 	if provider == ProviderCUDA {

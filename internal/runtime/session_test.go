@@ -597,6 +597,22 @@ func TestOptions(t *testing.T) {
 	}
 }
 
+// TestSpinningOption: sessions load and run with spinning set either way
+// (ONNX Runtime takes the config entries at session creation).
+func TestSpinningOption(t *testing.T) {
+	for _, spin := range []bool{false, true} {
+		t.Run(fmt.Sprint("allow_spinning=", spin), func(t *testing.T) {
+			s := load(t, onnxgen.Simple(), Options{IntraOpThreads: 2, AllowSpinning: &spin})
+			in0, in1, sum, diff := simpleInputs(3, 2)
+			out, err := s.Run(context.Background(), []tensor.Tensor{in0, in1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSimple(t, out, 3, sum, diff)
+		})
+	}
+}
+
 func TestLoadErrors(t *testing.T) {
 	requireORT(t)
 	simple := writeModel(t, onnxgen.Simple())

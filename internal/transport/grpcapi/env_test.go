@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -106,8 +107,19 @@ func testModels() []string {
 	return names
 }
 
-func newEnv(t *testing.T, cfg Config) *env {
+// envOption changes what newEnv builds.
+type envOption int
+
+// closedManagement keeps Config.AdminAllowLoopback as given: without it,
+// newEnv opens the repository RPCs to the test's loopback client, as
+// `make run` does.
+const closedManagement envOption = 1
+
+func newEnv(t *testing.T, cfg Config, opts ...envOption) *env {
 	t.Helper()
+	if !slices.Contains(opts, closedManagement) {
+		cfg.AdminAllowLoopback = true
+	}
 	e := &env{gate: newGate(), gate8: newGate(), obs: make(chan observation, 1024), served: make(chan error, 1)}
 	loader := &fakeLoader{models: map[string]func() (serving.Model, error){
 		"simple": func() (serving.Model, error) { return servingtest.Simple(), nil },

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"math"
 	"net"
 	"runtime/debug"
 	"sync"
@@ -87,6 +88,26 @@ const (
 	DefaultHealthWatchInterval = time.Second
 	// DefaultConnectionTimeout bounds a new connection's handshakes.
 	DefaultConnectionTimeout = 20 * time.Second
+	// DefaultMaxConnectionAge is how long a connection lives before the
+	// server asks the client, with an HTTP/2 GOAWAY, to open a new one for
+	// its next calls (gRPC adds ±10% jitter). A client behind a plain
+	// Kubernetes Service then spreads over the pods the autoscaler adds
+	// within minutes; the calls in flight finish on the old connection.
+	DefaultMaxConnectionAge = 5 * time.Minute
+	// DefaultKeepaliveTime is how long a connection may stay silent before
+	// the server pings it.
+	DefaultKeepaliveTime = time.Minute
+	// DefaultKeepaliveTimeout is how long the server waits for the answer
+	// to its ping before it drops the connection.
+	DefaultKeepaliveTimeout = 20 * time.Second
+	// DefaultKeepaliveMinTime is the shortest interval between client
+	// pings the server accepts; a client pinging faster is sent a GOAWAY
+	// ("too_many_pings") and disconnected.
+	DefaultKeepaliveMinTime = 10 * time.Second
+	// Forever, as a duration of Config.Keepalive, turns that bound off:
+	// as MaxConnectionAge, connections are never aged out; as
+	// MaxConnectionAgeGrace, in-flight calls are never cut.
+	Forever = time.Duration(math.MaxInt64)
 )
 
 // maxHeaderListSize bounds the metadata of one call, in bytes: tokens and
@@ -151,13 +172,17 @@ type Config struct {
 	// Scrub removes host paths from status messages and repository index
 	// reasons sent to clients; logs keep them.
 	Scrub guard.PathScrubber
-	// Keepalive is how the server pings idle connections. The zero value
-	// pings after 1 minute without activity and drops a peer that does not
-	// answer within 20 seconds; connections are never aged out.
+	// Keepalive is how the server pings idle connections and ages
+	// connections out; each zero field takes its default: Time
+	// [DefaultKeepaliveTime], Timeout [DefaultKeepaliveTimeout],
+	// MaxConnectionAge [DefaultMaxConnectionAge; negative: Forever], MaxConnectionAgeGrace
+	// [Forever: a call in flight when the connection reaches its age is
+	// never cut], MaxConnectionIdle [Forever]. Forever turns a bound off.
 	Keepalive keepalive.ServerParameters
 	// KeepalivePolicy is what the server demands of client pings. The zero
-	// value allows a ping every 10 seconds, also on a connection without
-	// calls; a client pinging faster is disconnected.
+	// value allows a ping every DefaultKeepaliveMinTime, also on a
+	// connection without calls; a client pinging faster is sent a GOAWAY
+	// and disconnected.
 	KeepalivePolicy keepalive.EnforcementPolicy
 	// StreamDepth bounds how many requests of one ModelStreamInfer stream
 	// are in flight at once [DefaultStreamDepth]; 1 runs them one after the
@@ -167,9 +192,12 @@ type Config struct {
 	// backend for a change [DefaultHealthWatchInterval].
 	HealthWatchInterval time.Duration
 	// AdminToken, when set, is the bearer token the repository RPCs require
-	// in the "authorization" metadata; when empty they are open to loopback
-	// peers only.
+	// in the "authorization" metadata; when empty they are refused
+	// (PERMISSION_DENIED) unless AdminAllowLoopback is set.
 	AdminToken string
+	// AdminAllowLoopback, without an AdminToken, opens the repository RPCs
+	// to loopback peers (guard.AuthorizeAdmin says why not in a pod).
+	AdminAllowLoopback bool
 	// Observe is called exactly once for every finished ModelInfer call and
 	// every request of a ModelStreamInfer stream; nil records nothing. It
 	// must be safe for concurrent use and quick.
@@ -195,11 +223,22 @@ func (c Config) withDefaults() Config {
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
-	if c.Keepalive == (keepalive.ServerParameters{}) {
-		c.Keepalive = keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}
+	// gRPC itself reads a zero age, grace or idle time as forever.
+	if c.Keepalive.Time == 0 {
+		c.Keepalive.Time = DefaultKeepaliveTime
+	}
+	if c.Keepalive.Timeout == 0 {
+		c.Keepalive.Timeout = DefaultKeepaliveTimeout
+	}
+	switch {
+	case c.Keepalive.MaxConnectionAge == 0:
+		c.Keepalive.MaxConnectionAge = DefaultMaxConnectionAge
+	case c.Keepalive.MaxConnectionAge < 10*time.Nanosecond:
+		// gRPC's ±10% jitter needs a positive tenth.
+		c.Keepalive.MaxConnectionAge = Forever
 	}
 	if c.KeepalivePolicy == (keepalive.EnforcementPolicy{}) {
-		c.KeepalivePolicy = keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}
+		c.KeepalivePolicy = keepalive.EnforcementPolicy{MinTime: DefaultKeepaliveMinTime, PermitWithoutStream: true}
 	}
 	if c.StreamDepth <= 0 {
 		c.StreamDepth = DefaultStreamDepth

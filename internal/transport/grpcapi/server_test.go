@@ -790,7 +790,7 @@ func TestAdminToken(t *testing.T) {
 }
 
 func TestAuthorizePeers(t *testing.T) {
-	s := &service{cfg: Config{}.withDefaults()}
+	s := &service{cfg: Config{AdminAllowLoopback: true}.withDefaults()}
 	tests := []struct {
 		name string
 		addr net.Addr
@@ -860,6 +860,25 @@ func TestRequestIDs(t *testing.T) {
 				t.Errorf("observed id %q, want %q", o.id, got)
 			}
 		})
+	}
+}
+
+// TestRepositoryClosedByDefault: without an admin token and without
+// AdminAllowLoopback the repository RPCs refuse loopback callers too (a
+// sidecar's), naming the flags that open them; inference stays open.
+func TestRepositoryClosedByDefault(t *testing.T) {
+	e := newEnv(t, Config{}, closedManagement)
+	_, err := e.client.RepositoryIndex(testCtx(t), &inference.RepositoryIndexRequest{})
+	st := wantCode(t, err, codes.PermissionDenied)
+	for _, flag := range []string{"--admin-token-file", "--admin-allow-loopback"} {
+		if !strings.Contains(st.Message(), flag) {
+			t.Errorf("message %q does not name %s", st.Message(), flag)
+		}
+	}
+	_, err = e.client.RepositoryModelUnload(testCtx(t), &inference.RepositoryModelUnloadRequest{ModelName: "simple"})
+	wantCode(t, err, codes.PermissionDenied)
+	if _, err := e.client.ModelInfer(testCtx(t), simpleRequest("")); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -229,7 +229,7 @@ func (s *service) authorize(ctx context.Context) error {
 	if p, ok := peer.FromContext(ctx); ok {
 		remote = p.Addr
 	}
-	if err := guard.AuthorizeAdmin(s.cfg.AdminToken, header, remote); err != nil {
+	if err := guard.AuthorizeAdmin(s.cfg.AdminToken, s.cfg.AdminAllowLoopback, header, remote); err != nil {
 		return transport.GRPCError(err)
 	}
 	return nil

@@ -14,14 +14,18 @@ import (
 
 // AuthorizeAdmin decides whether a management call may proceed. With a
 // configured token, header must be "Bearer <token>" (the scheme is
-// case-insensitive) and anything else is transport.ErrUnauthenticated. Without a token
-// the management API is open only to callers on the same host: loopback TCP
-// peers and Unix sockets; any other peer gets serving.ErrUnauthorized.
+// case-insensitive) and anything else is transport.ErrUnauthenticated.
+// Without a token the management API is closed (serving.ErrUnauthorized,
+// with a message naming the flags that open it) unless allowLoopback admits
+// callers on the same host: loopback TCP peers and Unix sockets. Loopback
+// is no proof of identity in a pod: sidecars (Istio's proxy connects from
+// 127.0.0.6, Knative's queue-proxy from 127.0.0.1) forward every client's
+// calls from there, so allowLoopback is for a developer's machine.
 //
 // header is the Authorization header (HTTP) or the "authorization" metadata
 // value (gRPC); remote is the peer's address and may be nil when unknown,
 // which is refused.
-func AuthorizeAdmin(token, header string, remote net.Addr) error {
+func AuthorizeAdmin(token string, allowLoopback bool, header string, remote net.Addr) error {
 	if token != "" {
 		want := sha256.Sum256([]byte(token))
 		have, ok := bearerDigest(header)
@@ -30,10 +34,13 @@ func AuthorizeAdmin(token, header string, remote net.Addr) error {
 		}
 		return nil
 	}
+	if !allowLoopback {
+		return fmt.Errorf("management API is closed: the server has no admin token; start it with --admin-token-file (or, on a developer's machine, --admin-allow-loopback): %w", serving.ErrUnauthorized)
+	}
 	if isLocal(remote) {
 		return nil
 	}
-	return fmt.Errorf("management API without an admin token accepts only loopback callers, not %v: %w", remote, serving.ErrUnauthorized)
+	return fmt.Errorf("management API without an admin token accepts only loopback callers (--admin-allow-loopback), not %v; set --admin-token-file to call it from elsewhere: %w", remote, serving.ErrUnauthorized)
 }
 
 // bearerDigest returns the SHA-256 of the token in a "Bearer <token>"

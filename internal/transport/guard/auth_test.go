@@ -3,6 +3,7 @@ package guard
 import (
 	"errors"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/onnxserve/onnxserve/internal/serving"
@@ -15,31 +16,39 @@ func TestAuthorizeAdmin(t *testing.T) {
 	remote := &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 5000}
 	unix := &net.UnixAddr{Name: "/run/onnxserve.sock", Net: "unix"}
 	tests := []struct {
-		name   string
-		token  string
-		header string
-		addr   net.Addr
-		want   error // nil = allowed
+		name     string
+		token    string
+		loopback bool // allowLoopback
+		header   string
+		addr     net.Addr
+		want     error  // nil = allowed
+		names    string // a flag the refusal must name
 	}{
-		{"token ok", "s3cret", "Bearer s3cret", remote, nil},
-		{"token ok lowercase scheme", "s3cret", "bearer s3cret", remote, nil},
-		{"token ok from loopback", "s3cret", "Bearer s3cret", loop4, nil},
-		{"token wrong", "s3cret", "Bearer nope", remote, transport.ErrUnauthenticated},
-		{"token prefix only", "s3cret", "Bearer s3cre", loop4, transport.ErrUnauthenticated},
-		{"token longer", "s3cret", "Bearer s3cret2", loop4, transport.ErrUnauthenticated},
-		{"token missing", "s3cret", "", loop4, transport.ErrUnauthenticated},
-		{"token wrong scheme", "s3cret", "Basic s3cret", loop4, transport.ErrUnauthenticated},
-		{"token bare", "s3cret", "s3cret", loop4, transport.ErrUnauthenticated},
-		{"no token loopback v4", "", "", loop4, nil},
-		{"no token loopback v6", "", "", loop6, nil},
-		{"no token unix socket", "", "", unix, nil},
-		{"no token remote", "", "", remote, serving.ErrUnauthorized},
-		{"no token remote with header", "", "Bearer anything", remote, serving.ErrUnauthorized},
-		{"no token unknown peer", "", "", nil, serving.ErrUnauthorized},
+		{"token ok", "s3cret", false, "Bearer s3cret", remote, nil, ""},
+		{"token ok lowercase scheme", "s3cret", false, "bearer s3cret", remote, nil, ""},
+		{"token ok from loopback", "s3cret", false, "Bearer s3cret", loop4, nil, ""},
+		{"token wrong", "s3cret", false, "Bearer nope", remote, transport.ErrUnauthenticated, ""},
+		{"token prefix only", "s3cret", false, "Bearer s3cre", loop4, transport.ErrUnauthenticated, ""},
+		{"token longer", "s3cret", false, "Bearer s3cret2", loop4, transport.ErrUnauthenticated, ""},
+		{"token missing", "s3cret", false, "", loop4, transport.ErrUnauthenticated, ""},
+		{"token wrong scheme", "s3cret", false, "Basic s3cret", loop4, transport.ErrUnauthenticated, ""},
+		{"token bare", "s3cret", false, "s3cret", loop4, transport.ErrUnauthenticated, ""},
+		{"no token loopback v4", "", true, "", loop4, nil, ""},
+		{"no token loopback v6", "", true, "", loop6, nil, ""},
+		{"no token unix socket", "", true, "", unix, nil, ""},
+		{"no token remote", "", true, "", remote, serving.ErrUnauthorized, ""},
+		{"no token remote with header", "", true, "Bearer anything", remote, serving.ErrUnauthorized, ""},
+		{"no token unknown peer", "", true, "", nil, serving.ErrUnauthorized, ""},
+		{"no token, loopback not allowed", "", false, "", loop4, serving.ErrUnauthorized, "--admin-token-file"},
+		{"no token, loopback not allowed, names the opt-in", "", false, "", loop4, serving.ErrUnauthorized, "--admin-allow-loopback"},
+		{"no token, Istio sidecar address", "", false, "", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 6), Port: 5000}, serving.ErrUnauthorized, "--admin-token-file"},
+		{"no token, unix socket not allowed", "", false, "", unix, serving.ErrUnauthorized, "--admin-token-file"},
+		{"no token remote names the token flag", "", true, "", remote, serving.ErrUnauthorized, "--admin-token-file"},
+		{"token ignores allowLoopback", "s3cret", true, "", loop4, transport.ErrUnauthenticated, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := AuthorizeAdmin(tt.token, tt.header, tt.addr)
+			err := AuthorizeAdmin(tt.token, tt.loopback, tt.header, tt.addr)
 			if tt.want == nil {
 				if err != nil {
 					t.Fatalf("AuthorizeAdmin = %v, want nil", err)
@@ -48,6 +57,9 @@ func TestAuthorizeAdmin(t *testing.T) {
 			}
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("AuthorizeAdmin = %v, want %v", err, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.names) {
+				t.Errorf("refusal %q does not name %s", err, tt.names)
 			}
 			_, code := transport.Status(err)
 			wantCode := map[error]int{transport.ErrUnauthenticated: 401, serving.ErrUnauthorized: 403}[tt.want]

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -168,8 +169,19 @@ type env struct {
 	unblock func()
 }
 
-func newEnv(t *testing.T, cfg Config) *env {
+// envOption changes what newEnv builds.
+type envOption int
+
+// closedManagement keeps Config.AdminAllowLoopback as given: without it,
+// newEnv opens the management API to the test's loopback client, as
+// `make run` does.
+const closedManagement envOption = 1
+
+func newEnv(t *testing.T, cfg Config, opts ...envOption) *env {
 	t.Helper()
+	if !slices.Contains(opts, closedManagement) {
+		cfg.AdminAllowLoopback = true
+	}
 	return newEnvWith(t, cfg, func(s *Server, ln net.Listener) error { return s.Serve(ln) }, nil)
 }
 

@@ -257,7 +257,7 @@ func (s *Server) authorizeInference(ctx *fasthttp.RequestCtx, o *outcome) bool {
 // authorized applies the management API's access rule, answering 401 or
 // 403 when it refuses.
 func (s *Server) authorized(ctx *fasthttp.RequestCtx) bool {
-	err := guard.AuthorizeAdmin(s.cfg.AdminToken, string(ctx.Request.Header.Peek("Authorization")), ctx.RemoteAddr())
+	err := guard.AuthorizeAdmin(s.cfg.AdminToken, s.cfg.AdminAllowLoopback, string(ctx.Request.Header.Peek("Authorization")), ctx.RemoteAddr())
 	if err != nil {
 		s.fail(ctx, err)
 		return false

@@ -108,9 +108,12 @@ type Config struct {
 	// fails its handshake.
 	TLS *tls.Config
 	// AdminToken, when set, is the bearer token the management API
-	// requires; when empty, the management API answers loopback callers
-	// only.
+	// requires; when empty, the management API is closed (403) unless
+	// AdminAllowLoopback is set.
 	AdminToken string
+	// AdminAllowLoopback, without an AdminToken, opens the management API
+	// to loopback callers (guard.AuthorizeAdmin says why not in a pod).
+	AdminAllowLoopback bool
 	// InferenceTokens, when not nil, are the bearer tokens inference and
 	// metadata calls need (401 without one); health probes and model
 	// readiness stay open, and the management API keeps its own rule.

@@ -672,7 +672,7 @@ func TestManagementToken(t *testing.T) {
 // the test pose as a remote peer.
 func TestManagementLoopbackOnly(t *testing.T) {
 	ln := fasthttputil.NewInmemoryListener()
-	newEnvWith(t, Config{}, func(s *Server, l net.Listener) error { return s.Serve(l) }, ln)
+	newEnvWith(t, Config{AdminAllowLoopback: true}, func(s *Server, l net.Listener) error { return s.Serve(l) }, ln)
 	tests := []struct {
 		name string
 		peer net.Addr
@@ -701,6 +701,26 @@ func TestManagementLoopbackOnly(t *testing.T) {
 				t.Fatalf("403 body %s", resp.Body())
 			}
 		})
+	}
+}
+
+// TestManagementClosedByDefault: without an admin token and without
+// AdminAllowLoopback the management API refuses every caller, loopback
+// included (a sidecar's), with a 403 naming the flags that open it;
+// inference stays open.
+func TestManagementClosedByDefault(t *testing.T) {
+	e := newEnv(t, Config{}, closedManagement)
+	for _, path := range []string{"/v2/repository/index", "/v2/repository/models/simple/load", "/v2/repository/models/simple/unload"} {
+		t.Run(path, func(t *testing.T) {
+			r := e.post(t, path, "")
+			wantError(t, r, http.StatusForbidden, "--admin-token-file")
+			if !strings.Contains(string(r.body), "--admin-allow-loopback") {
+				t.Errorf("403 body %s does not name --admin-allow-loopback", r.body)
+			}
+		})
+	}
+	if r := e.post(t, "/v2/models/simple/infer", simpleRequest("")); r.code != http.StatusOK {
+		t.Fatalf("infer: %d %s", r.code, r.body)
 	}
 }
 
