@@ -74,6 +74,9 @@ type Config struct {
 	DynamicBatching *DynamicBatching `yaml:"dynamic_batching"`
 	// Instances says how and where batches execute.
 	Instances Instances `yaml:"instances"`
+	// PayloadLog writes sampled requests and responses to the payload log
+	// sinks; nil when the block is absent (nothing logged).
+	PayloadLog *PayloadLog `yaml:"payload_log"`
 	// VersionPolicy picks which version folders are served.
 	VersionPolicy VersionPolicy `yaml:"version_policy"`
 	// Traffic splits requests that name no version among the ready
@@ -205,6 +208,10 @@ func (c Config) Clone() Config {
 		out.DynamicBatching = &db
 	}
 	out.VersionPolicy.Specific = slices.Clone(c.VersionPolicy.Specific)
+	if c.PayloadLog != nil {
+		pl := c.PayloadLog.Clone()
+		out.PayloadLog = &pl
+	}
 	if c.Traffic != nil {
 		t := c.Traffic.Clone()
 		out.Traffic = &t
@@ -389,6 +396,9 @@ func (c *Config) validate(ch *checker) {
 	}
 
 	c.VersionPolicy.validate(ch)
+	if c.PayloadLog != nil {
+		c.PayloadLog.validate(ch)
+	}
 	if c.Traffic != nil {
 		c.Traffic.validate(ch, "traffic.")
 	}

@@ -374,6 +374,11 @@ func (p *parser) config(n *yaml.Node, c *Config) {
 				},
 			})
 		},
+		"payload_log": func(v *yaml.Node, path string) {
+			pl := PayloadLog{Mode: PayloadLogAll}
+			c.PayloadLog = &pl
+			p.payloadLog(v, path, &pl)
+		},
 		"version_policy": func(v *yaml.Node, path string) {
 			var vp VersionPolicy
 			p.mapping(v, path, fields{
