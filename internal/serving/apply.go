@@ -137,6 +137,9 @@ func (s *Server) removeModel(name string) {
 	next := s.cloneModels()
 	delete(next, name)
 	s.models.Store(&next)
+	if s.cfg.OnConfig != nil {
+		s.cfg.OnConfig(name, nil)
+	}
 	for _, v := range old.byNumber {
 		s.retire(m, v, retireRemoved)
 	}
@@ -230,6 +233,9 @@ func (s *Server) execute(ctx context.Context, m *model, cur *servingSet, d Desir
 		return
 	}
 	m.serving.Store(newServingSet(next, cfg.Traffic))
+	if s.cfg.OnConfig != nil {
+		s.cfg.OnConfig(m.name, &cfg)
+	}
 	for _, r := range retired {
 		s.retire(m, r.v, r.how)
 	}
@@ -322,6 +328,9 @@ func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion
 	if err := checkBatchDims(v, cfg.MaxBatchSize); err != nil {
 		return nil, err
 	}
+	if err := checkRedact(v, cfg.PayloadLog); err != nil {
+		return nil, err
+	}
 	if err := warmup(ctx, sess, v.inputs, cfg); err != nil {
 		return nil, fmt.Errorf("warmup: %w", err)
 	}
@@ -359,6 +368,21 @@ func checkBatchDims(v *version, maxBatch int) error {
 	for _, sp := range append(slices.Clip(v.inputs), v.outputs...) {
 		if len(sp.Shape) == 0 || sp.Shape[0] >= 0 {
 			return fmt.Errorf("max_batch_size is %d but %q has shape %v: its first dimension must be dynamic (-1) to batch; set max_batch_size: 0", maxBatch, sp.Name, sp.Shape)
+		}
+	}
+	return nil
+}
+
+// checkRedact requires every input payload_log.redact names to be an input
+// of the model: a misspelt name would otherwise log the input it meant to
+// hide. Only the model file declares its inputs, so this runs at load.
+func checkRedact(v *version, pl *repository.PayloadLog) error {
+	if pl == nil {
+		return nil
+	}
+	for i, name := range pl.Redact {
+		if !slices.ContainsFunc(v.inputs, func(sp tensor.Spec) bool { return sp.Name == name }) {
+			return fmt.Errorf("%w: payload_log.redact[%d]: %q is not an input of the model", ErrInvalidConfig, i, name)
 		}
 	}
 	return nil

@@ -49,6 +49,12 @@ type Config struct {
 	// good (removed or unloaded, not replaced in place), so collectors kept
 	// outside this package can drop its series.
 	OnRelease func(model, version string)
+	// OnConfig, when set, is called with a model's accepted config each
+	// time Apply or a load publishes its versions, and with nil once the
+	// model is removed, so taps configured per model (payload_log) follow
+	// config.yaml. It runs under the server's management lock and must not
+	// call back into the Server or keep cfg's slices for writing.
+	OnConfig func(model string, cfg *repository.Config)
 }
 
 // Server is the live set of models. It is safe for concurrent use: the
