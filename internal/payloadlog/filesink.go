@@ -69,7 +69,8 @@ type FileSink struct {
 	f       *os.File
 	name    string
 	size    int64
-	started time.Time
+	started time.Time // when the current file opened, for MaxAge
+	stamp   time.Time // the time its name carries
 
 	stop chan struct{}
 	done chan struct{}
@@ -133,17 +134,18 @@ func (s *FileSink) files(suffix string) ([]string, error) {
 // open starts a new current file. Caller holds mu, or is the constructor.
 func (s *FileSink) open() error {
 	now := s.cfg.Now().UTC()
-	if !now.After(s.started) && !s.started.IsZero() {
-		// Names must grow: a coarse or stepped-back clock gets the next
-		// nanosecond after the previous file's start.
-		now = s.started.Add(time.Nanosecond)
+	stamp := now
+	if !stamp.After(s.stamp) && !s.stamp.IsZero() {
+		// Names must grow: a coarse or stepped-back clock names the file
+		// the nanosecond after the previous one.
+		stamp = s.stamp.Add(time.Nanosecond)
 	}
-	name := filePrefix + now.Format(timeLayout) + fileSuffix
+	name := filePrefix + stamp.Format(timeLayout) + fileSuffix
 	f, err := os.OpenFile(filepath.Join(s.cfg.Dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
-	s.f, s.name, s.size, s.started = f, name, 0, now
+	s.f, s.name, s.size, s.started, s.stamp = f, name, 0, now, stamp
 	return nil
 }
 
