@@ -26,6 +26,7 @@ const defaultCommand = "serve"
 var commands = []command{
 	{"serve", "serve the model repository over HTTP and gRPC (the default; see serve -h for its flags)", serveMain},
 	{"version", "print the version", versionMain},
+	{"export", "join the payload log's requests and responses into a training set (Parquet, JSONL, CSV)", exportMain},
 }
 
 // dispatch picks the command named by args[0] from cmds and runs it with

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/onnxserve/onnxserve/internal/batcher"
+	"github.com/onnxserve/onnxserve/internal/payloadlog"
 	"github.com/onnxserve/onnxserve/internal/repository"
 	"github.com/onnxserve/onnxserve/internal/runtime"
 	"github.com/onnxserve/onnxserve/internal/serving"
@@ -110,6 +111,8 @@ type app struct {
 	ortShutdown func() error
 	// threads divides the CPUs among the sessions.
 	threads *runtime.ThreadBudget
+	// plog is the payload log; nil without a sink.
+	plog *payloadlog.Logger
 }
 
 // newApp loads ONNX Runtime, builds every component and opens the
@@ -152,6 +155,15 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	if err != nil {
 		return nil, err
 	}
+	if a.plog, err = newPayloadLog(o.plog, o.httpPort, log.Named("payloadlog"), a.reg); err != nil {
+		return nil, err
+	}
+	pl := a.plog
+	defer func() {
+		if err != nil {
+			_ = closePayloadLog(context.Background(), pl)
+		}
+	}()
 	var obs *transport.Observer
 	a.startup = o.loadModels
 	if o.controlMode == string(serving.ModePoll) {
@@ -171,7 +183,15 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		Mode:          serving.ControlMode(o.controlMode),
 		Status:        func(err error) int { _, code := transport.Status(err); return code },
 		OnRelease:     func(model, version string) { obs.ForgetVersion(model, version) },
+		OnConfig: func(model string, cfg *repository.Config) {
+			if a.plog != nil {
+				a.plog.SetPolicy(model, payloadPolicy(cfg))
+			}
+		},
 	}, log, sm, bm)
+	if err := registerPayloadLog(a.srv, a.plog); err != nil {
+		return nil, err
+	}
 	if obs, err = transport.NewObserver(a.reg, buckets, log.Named("access")); err != nil {
 		return nil, err
 	}
@@ -322,6 +342,9 @@ func (a *app) shutdown() error {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
 	if err := a.closeServing(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := closePayloadLog(ctx, a.plog); err != nil {
 		errs = append(errs, err)
 	}
 	if err := a.metrics.Shutdown(ctx); err != nil {

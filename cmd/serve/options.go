@@ -50,6 +50,8 @@ type options struct {
 	gcPercent int
 
 	sec securityOptions
+
+	plog payloadLogOptions
 }
 
 // stringList is a repeatable string flag.
@@ -87,6 +89,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.gcPercent, "gc-percent", 0, "Go garbage collector target, as GOGC: heap growth in percent of the live heap before a collection, -1 turns it off (default $GOGC, else 400)")
 	o.grpcAlive.register(fs)
 	o.sec.register(fs)
+	o.plog.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -125,6 +128,9 @@ func parseOptions(args []string) (*options, error) {
 		return nil, err
 	}
 	if err := o.sec.validate(); err != nil {
+		return nil, err
+	}
+	if err := o.plog.validate(); err != nil {
 		return nil, err
 	}
 	return o, nil
