@@ -230,6 +230,14 @@ func TestExportJoinsExactly(t *testing.T) {
 			checkRows(t, read[format](t, out), n, rows)
 		})
 	}
+	t.Run("progress", func(t *testing.T) {
+		var progress bytes.Buffer
+		_, _, st := runExport(t, ExportConfig{Dir: dir, Format: FormatCSV, Progress: &progress, ProgressEvery: time.Nanosecond})
+		want := fmt.Sprintf("export: %d files, %d lines, %d inferences, %d rows written, 0 skipped\n", st.Files, st.Lines, n, st.Rows)
+		if !strings.HasSuffix(progress.String(), want) {
+			t.Errorf("progress %q, want it to end with %q", progress.String(), want)
+		}
+	})
 	t.Run("version and time window", func(t *testing.T) {
 		all := readJSONL(t, must(runExport(t, ExportConfig{Dir: dir, Format: FormatJSONL})))
 		mid := all[len(all)/2].at
