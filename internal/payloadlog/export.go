@@ -78,8 +78,11 @@ func (w where) String() string { return fmt.Sprintf("%s:%d", w.file, w.line) }
 // index, each input feature and each prediction. A request event and the
 // response event of the same id that follows it (the file sink writes them
 // one after the other) make one inference; either alone is exported with
-// the other's columns empty. It streams: memory holds one inference and the
-// writer's buffer (for Parquet, one row group), whatever the log's size.
+// the other's columns empty. When the model has feedback events, a last
+// column holds the ground truth posted for each row (null where none was),
+// found by a first pass over the files. It streams: memory holds one
+// inference, the writer's buffer (for Parquet, one row group) and the
+// feedback's ground truth, whatever the size of the logged requests.
 // Lines that do not parse (a crash cut the last one short) and inferences
 // whose columns differ from the first one's are skipped with a warning
 // naming file and line.
@@ -101,10 +104,16 @@ func Export(ctx context.Context, cfg ExportConfig, out io.Writer) (ExportStats, 
 	if x.cfg.Warn == nil {
 		x.cfg.Warn = io.Discard
 	}
+	// Ground truth comes back long after its request, often files later:
+	// a first pass gathers the model's feedback, the second joins it.
+	x.feedback, x.pass1 = map[string][]json.RawMessage{}, true
 	for _, f := range files {
-		if err := ctx.Err(); err != nil {
+		if err := x.file(ctx, f); err != nil {
 			return st, err
 		}
+	}
+	x.pass1 = false
+	for _, f := range files {
 		if err := x.file(ctx, f); err != nil {
 			return st, err
 		}
@@ -154,12 +163,18 @@ func logFiles(dir string) ([]string, error) {
 
 // exporter is one Export run's state.
 type exporter struct {
-	cfg          ExportConfig
-	out          io.Writer
-	st           *ExportStats
-	w            rowWriter
-	cols         []column
-	pending      *logged // a request waiting for its response
+	cfg     ExportConfig
+	out     io.Writer
+	st      *ExportStats
+	w       rowWriter
+	cols    []column
+	pending *logged // a request waiting for its response
+	// pass1 is the first pass, which reads feedback alone, silently.
+	pass1 bool
+	// feedback is the ground truth per row of each request id with
+	// feedback; truthKind the type of all its values.
+	feedback     map[string][]json.RawMessage
+	truthKind    kind
 	pendingAt    where
 	lastProgress time.Time
 }
@@ -206,6 +221,16 @@ func (x *exporter) file(ctx context.Context, path string) error {
 		}
 		line, err := readLine(br)
 		at := where{name, n}
+		if x.pass1 {
+			if err == nil {
+				x.feedbackLine(line)
+				continue
+			}
+			if errors.Is(err, errLineTooLong) {
+				continue
+			}
+			return nil
+		}
 		switch {
 		case err == nil:
 			x.st.Lines++
@@ -264,6 +289,37 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// feedbackLine keeps the ground truth of one feedback event of the
+// selected model; the first feedback of an id wins, as in the quality
+// loop. A line that does not parse is left to the second pass to report.
+func (x *exporter) feedbackLine(line []byte) {
+	if !bytes.Contains(line, []byte(TypeFeedback)) {
+		return
+	}
+	var l logLine
+	if json.Unmarshal(line, &l) != nil || l.Type != TypeFeedback || l.Model != x.cfg.Model {
+		return
+	}
+	if _, dup := x.feedback[l.ID]; dup {
+		return
+	}
+	var body struct {
+		GroundTruth []json.RawMessage `json:"ground_truth"`
+	}
+	if json.Unmarshal(l.Data, &body) != nil || len(body.GroundTruth) == 0 {
+		return
+	}
+	for _, v := range body.GroundTruth {
+		if len(v) > 0 && v[0] == '"' {
+			x.truthKind = kindString
+		}
+	}
+	if len(x.feedback) == 0 && x.truthKind != kindString {
+		x.truthKind = kindFloat
+	}
+	x.feedback[l.ID] = body.GroundTruth
 }
 
 // line handles one complete line.
@@ -375,6 +431,14 @@ func (x *exporter) inference(req, resp *logged, at where) error {
 		x.skip(at, "inference %s: %v", first.id, err)
 		return nil
 	}
+	truth, hasTruth := x.feedback[first.id]
+	if len(x.feedback) > 0 {
+		cols = append(cols, column{TruthColumn, x.truthKind})
+		if hasTruth && len(truth) != rows {
+			x.skip(at, "inference %s: feedback holds %d ground-truth rows for %d rows", first.id, len(truth), rows)
+			return nil
+		}
+	}
 	if x.w == nil {
 		x.cols = cols
 		if x.w, err = newRowWriter(x.cfg.Format, x.out, cols); err != nil {
@@ -384,7 +448,7 @@ func (x *exporter) inference(req, resp *logged, at where) error {
 		x.skip(at, "inference %s: its columns differ from the first inference's (another signature or redact list)", first.id)
 		return nil
 	}
-	vals := make([]any, len(cols)+len(fixedColumns))
+	vals := make([]any, len(fixedColumns)+len(cols))
 	for r := range rows {
 		vals[0], vals[1], vals[2], vals[3] = first.at, version, first.id, int64(r)
 		i := len(fixedColumns)
@@ -399,6 +463,15 @@ func (x *exporter) inference(req, resp *logged, at where) error {
 					}
 					vals[i] = v
 					i++
+				}
+			}
+		}
+		if len(x.feedback) > 0 {
+			vals[i] = nil
+			if hasTruth {
+				if vals[i], err = value(truth[r], x.truthKind); err != nil {
+					x.skip(at, "inference %s: ground truth: %v", first.id, err)
+					return nil
 				}
 			}
 		}
@@ -442,6 +515,10 @@ type column struct {
 	kind kind
 }
 
+// TruthColumn is the column of the ground truth posted as feedback, last
+// in every row when the model has any feedback; null for rows without.
+const TruthColumn = "ground_truth"
+
 // fixedColumns open every row.
 var fixedColumns = []column{{"time", kindTime}, {"model_version", kindString}, {"id", kindString}, {"row", kindInt}}
 
@@ -469,7 +546,7 @@ func layout(ins, outs []logTensor) (int, []column, error) {
 		return 0, nil, errors.New("no rows")
 	}
 	var cols []column
-	seen := map[string]bool{}
+	seen := map[string]bool{TruthColumn: true}
 	for _, c := range fixedColumns {
 		seen[c.name] = true
 	}
@@ -525,6 +602,10 @@ func value(raw json.RawMessage, k kind) (any, error) {
 		var s string
 		if err = json.Unmarshal(raw, &s); err == nil {
 			return s, nil
+		}
+		if raw[0] != '"' {
+			// A number among string labels keeps its JSON spelling.
+			return string(raw), nil
 		}
 	}
 	return nil, fmt.Errorf("element %s: %w", raw, err)

@@ -23,6 +23,13 @@ import (
 // lines, and returns the directory once everything is written.
 func logToFiles(t *testing.T, n int, rows func(int) int, p *Policy) string {
 	t.Helper()
+	return logToFilesThen(t, n, rows, p, nil)
+}
+
+// logToFilesThen is logToFiles with after called once the inferences are
+// answered, before the sinks close.
+func logToFilesThen(t *testing.T, n int, rows func(int) int, p *Policy, after func(*Logger)) string {
+	t.Helper()
 	dir := t.TempDir()
 	fs, err := NewFileSink(FileConfig{Dir: dir, MaxBytes: 16 << 10}, zap.NewNop())
 	if err != nil {
@@ -44,6 +51,9 @@ func logToFiles(t *testing.T, n int, rows func(int) int, p *Policy) string {
 	defer cancel()
 	if err := s.Close(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if after != nil {
+		after(l)
 	}
 	closeLogger(t, l)
 	if d := counterValue(t, reg, "onnxserve_payload_log_dropped_total", "file"); d != 0 {
@@ -157,7 +167,11 @@ func readParquet(t *testing.T, b []byte) []exportRow {
 				case "row":
 					er.row = int(v.Int64())
 				default:
-					if !v.IsNull() {
+					switch {
+					case v.IsNull():
+					case v.Kind() == parquet.Double:
+						er.vals[name] = v.Double()
+					default:
 						er.vals[name] = float64(v.Int64())
 					}
 				}
@@ -296,4 +310,57 @@ func TestExportSkipsCutLines(t *testing.T) {
 		t.Errorf("%d skipped, want 2", st.Skipped)
 	}
 	checkRows(t, readJSONL(t, out), n, one)
+}
+
+// TestExportJoinsFeedback: ground truth posted as feedback (files later
+// than its request) lands in exactly the rows of the requests it was
+// posted for, with the values posted; the first of two posts wins, and
+// feedback for a request never logged adds no row.
+func TestExportJoinsFeedback(t *testing.T) {
+	const n = 30
+	rows := func(i int) int { return 1 + i%2 }
+	truthOf := func(i, r int) float64 { return float64(1000*i + r) }
+	posted := func(i int) bool { return i%3 == 0 }
+	dir := logToFilesThen(t, n, rows, &Policy{Sample: 1, Mode: ModeAll, Redact: []string{"INPUT1"}}, func(l *Logger) {
+		for i := range n {
+			if !posted(i) {
+				continue
+			}
+			var truth []float64
+			for r := range rows(i) {
+				truth = append(truth, truthOf(i, r))
+			}
+			b, _ := json.Marshal(truth)
+			l.LogFeedback("simple", "1", fmt.Sprintf("req-%d", i), b)
+			if i == 0 {
+				l.LogFeedback("simple", "1", "req-0", json.RawMessage(`[-1]`)) // a second post
+			}
+		}
+		l.LogFeedback("simple", "1", "never-logged", json.RawMessage(`[7]`))
+		l.LogFeedback("unlogged-model", "1", "req-1", json.RawMessage(`[7]`))
+	})
+	read := map[string]func(*testing.T, []byte) []exportRow{FormatJSONL: readJSONL, FormatCSV: readCSV, FormatParquet: readParquet}
+	for _, format := range []string{FormatJSONL, FormatCSV, FormatParquet} {
+		t.Run(format, func(t *testing.T) {
+			out, warn, _ := runExport(t, ExportConfig{Dir: dir, Format: format})
+			if warn != "" {
+				t.Errorf("warnings: %s", warn)
+			}
+			got := read[format](t, out)
+			checkRows(t, got, n, rows)
+			k := 0
+			for i := range n {
+				for r := range rows(i) {
+					v, ok := got[k].vals[TruthColumn]
+					k++
+					switch {
+					case posted(i) && (!ok || v != truthOf(i, r)):
+						t.Errorf("req-%d row %d: ground truth %v (present %v), want %v", i, r, v, ok, truthOf(i, r))
+					case !posted(i) && ok:
+						t.Errorf("req-%d row %d: ground truth %v, none was posted", i, r, v)
+					}
+				}
+			}
+		})
+	}
 }

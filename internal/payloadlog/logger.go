@@ -164,13 +164,28 @@ func (l *Logger) offer(e *Entry, typ string, at time.Time, body []byte, err erro
 	}
 }
 
-// LogFeedback logs ground truth posted for the request id of model and
-// version (body: the feedback as JSON) as a feedback event, so every sink
-// can join it to the request's events. It never blocks; a request that was
-// not sampled gets its feedback logged all the same, for the sink to join
-// or drop.
-func (l *Logger) LogFeedback(model, version, id string, body json.RawMessage) {
+// feedbackBody is the body of a feedback event.
+type feedbackBody struct {
+	ID           string          `json:"id"`
+	ModelName    string          `json:"model_name"`
+	ModelVersion string          `json:"model_version,omitempty"`
+	GroundTruth  json.RawMessage `json:"ground_truth"`
+}
+
+// LogFeedback logs the ground truth posted for request id of model
+// (groundTruth: a JSON array, one value per row of the request; version:
+// the version it scored, "" when unknown) as a feedback event under the
+// request's id, so every sink can join it to the request's events. Only
+// models with a payload_log policy are logged; feedback for a request that
+// was not sampled is logged too, and export leaves it out. It never
+// blocks; call it once the feedback was accepted.
+func (l *Logger) LogFeedback(model, version, id string, groundTruth json.RawMessage) {
 	if l.policies.get(model) == nil {
+		return
+	}
+	body, err := json.Marshal(feedbackBody{ID: id, ModelName: model, ModelVersion: version, GroundTruth: groundTruth})
+	if err != nil {
+		l.log.Debug("feedback not logged", zap.String("model", model), zap.String("id", id), zap.Error(err))
 		return
 	}
 	ev := l.event(TypeFeedback, id, model, version, time.Now(), body)
