@@ -1,15 +1,19 @@
 package httpapi
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
 // TestErrorsClipClientStrings: an error that names what the client sent
@@ -137,5 +141,37 @@ func TestShutdownSparesArrivedRequest(t *testing.T) {
 	_ = client.SetReadDeadline(time.Now().Add(testTimeout))
 	if _, err := io.ReadAll(client); err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("not closed after the second Close: %v", err)
+	}
+}
+
+// TestAuthBeforeBody: with inference tokens, a request without a valid one
+// is answered 401 on its head; the server does not wait for (or buffer)
+// the body it declares.
+func TestAuthBeforeBody(t *testing.T) {
+	e := newEnv(t, Config{InferenceTokens: guard.NewTokens([]string{"alpha"})})
+	for _, auth := range []string{"", "Authorization: Bearer wrong\r\n"} {
+		c, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		head := "POST /v2/models/simple/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth + "Content-Length: 67108863\r\n\r\n"
+		if _, err := io.WriteString(c, head); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(testTimeout))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%q: no answer before the body: %v", auth, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%q: status %d, want 401", auth, resp.StatusCode)
+		}
+	}
+	// With the token, the body is read and served as before.
+	r := e.do(t, "POST", "/v2/models/simple/infer", []byte(simpleRequest("")), map[string]string{"Authorization": "Bearer alpha"})
+	if r.code != http.StatusOK {
+		t.Fatalf("with the token: %d %s", r.code, r.body)
 	}
 }

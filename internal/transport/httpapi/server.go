@@ -165,7 +165,7 @@ func New(b Backend, cfg Config, log *zap.Logger) *Server {
 		// bounds the TLS handshake); once the head is in, HeaderReceived
 		// gives the body its own deadline.
 		ReadTimeout:                  cfg.ReadHeaderTimeout,
-		HeaderReceived:               func(*fasthttp.RequestHeader) fasthttp.RequestConfig { return bodyConfig },
+		HeaderReceived:               s.headerReceived(bodyConfig),
 		WriteTimeout:                 cfg.WriteTimeout,
 		IdleTimeout:                  cfg.IdleTimeout,
 		MaxRequestBodySize:           cfg.MaxRequestBodySize,
@@ -279,6 +279,8 @@ func (s *Server) handleProtocolError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
 	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge) && s.unauthenticatedBody(&ctx.Request.Header):
+		s.fail(ctx, transport.ErrUnauthenticated) // its body was never read (body.go)
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		// The body is still on its way: let the client finish sending,
 		// so it reads this answer rather than a reset.
