@@ -36,6 +36,13 @@ const (
 	MaxQueueSizeLimit = 1 << 20
 	// MaxInstanceCount bounds instances.count.
 	MaxInstanceCount = 64
+	// MaxThreads bounds instances.intra_op_threads and inter_op_threads
+	// each: ONNX Runtime starts that many threads per session, up front.
+	MaxThreads = 256
+	// MaxModelThreads bounds instances.count times the threads one
+	// session starts (intra_op_threads + inter_op_threads), so one config
+	// cannot make the server start tens of thousands of threads.
+	MaxModelThreads = 1024
 	// DefaultStickyKey is the header, gRPC metadata key or request parameter
 	// that pins a caller to one traffic arm when traffic.sticky_key is absent.
 	DefaultStickyKey = "x-routing-key"
@@ -115,7 +122,8 @@ type Instances struct {
 	DeviceID int `yaml:"device_id"`
 	// IntraOpThreads is ONNX Runtime's thread count inside one operator;
 	// 0 (the default) lets the server divide the CPUs it may use among
-	// the versions it loads.
+	// the versions it loads. 0..MaxThreads, and with InterOpThreads at most
+	// MaxModelThreads over all instances.
 	IntraOpThreads int `yaml:"intra_op_threads"`
 	// InterOpThreads is ONNX Runtime's thread count across operators;
 	// 0 (the default) lets ONNX Runtime choose.
@@ -375,11 +383,15 @@ func (c *Config) validate(ch *checker) {
 	if in.DeviceID < 0 {
 		ch.addf("instances.device_id", "must be >= 0, got %d", in.DeviceID)
 	}
-	if in.IntraOpThreads < 0 {
-		ch.addf("instances.intra_op_threads", "must be >= 0, got %d", in.IntraOpThreads)
+	if in.IntraOpThreads < 0 || in.IntraOpThreads > MaxThreads {
+		ch.addf("instances.intra_op_threads", "must be in 0..%d, got %d", MaxThreads, in.IntraOpThreads)
 	}
-	if in.InterOpThreads < 0 {
-		ch.addf("instances.inter_op_threads", "must be >= 0, got %d", in.InterOpThreads)
+	if in.InterOpThreads < 0 || in.InterOpThreads > MaxThreads {
+		ch.addf("instances.inter_op_threads", "must be in 0..%d, got %d", MaxThreads, in.InterOpThreads)
+	}
+	if threads := in.Count * (in.IntraOpThreads + in.InterOpThreads); in.Count <= MaxInstanceCount &&
+		in.IntraOpThreads <= MaxThreads && in.InterOpThreads <= MaxThreads && threads > MaxModelThreads {
+		ch.addf("instances", "count × (intra_op_threads + inter_op_threads) must be at most %d, got %d", MaxModelThreads, threads)
 	}
 	switch in.GraphOptimization {
 	case GraphOptDisable, GraphOptBasic, GraphOptExtended, GraphOptAll:

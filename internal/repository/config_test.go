@@ -226,7 +226,10 @@ func TestParseConfigBad(t *testing.T) {
 		{"spinning as a string", `instances: {allow_spinning: "no"}`, "instances.allow_spinning", "must be true or false"},
 		{"spinning as a number", "instances: {allow_spinning: 0}", "instances.allow_spinning", "must be true or false"},
 		{"spinning misspelt", "instances: {allow_spin: false}", "instances.allow_spin", "unknown"},
-		{"negative intra threads", "instances: {intra_op_threads: -1}", "instances.intra_op_threads", "must be >= 0"},
+		{"negative intra threads", "instances: {intra_op_threads: -1}", "instances.intra_op_threads", "must be in 0..256"},
+		{"intra threads too many", "instances: {intra_op_threads: 100000}", "instances.intra_op_threads", "must be in 0..256, got 100000"},
+		{"inter threads too many", "instances: {inter_op_threads: 257}", "instances.inter_op_threads", "got 257"},
+		{"threads over all instances", "instances: {count: 64, intra_op_threads: 16, inter_op_threads: 1}", "instances", "at most 1024, got 1088"},
 		{"negative inter threads", "instances: {inter_op_threads: -2}", "instances.inter_op_threads", "got -2"},
 		{"unknown graph optimization", "instances: {graph_optimization: max}", "instances.graph_optimization", `got "max"`},
 		{"instances not a mapping", "instances: [1, 2]", "instances", "must be a mapping, got a list"},
@@ -456,6 +459,38 @@ func TestParseTraffic(t *testing.T) {
 		if !slices.ContainsFunc(fieldErrorsOf(err), func(fe *FieldError) bool { return fe.Field == tc.field }) {
 			t.Errorf("ParseTraffic(%s) = %v, want an error for %q", tc.body, err, tc.field)
 		}
+	}
+}
+
+func TestParseTrafficUpdate(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       *Traffic
+	}{
+		{"split", `{"split": {"1": 90, "2": 10}}`, &Traffic{Split: map[string]int{"1": 90, "2": 10}, StickyKey: DefaultStickyKey}},
+		{"null split clears", `{"split": null, "sticky_key": "user"}`, &Traffic{StickyKey: "user"}},
+		// Each of these used to parse as the default block, so a PUT
+		// wiped the split from config.yaml.
+		{"not UTF-8", "\xff\xfe", nil},
+		{"null", `null`, nil},
+		{"empty object", `{}`, nil},
+		{"empty", ``, nil},
+		{"no split", `{"sticky_key": "user"}`, nil},
+		{"array", `[1, 2]`, nil},
+		{"string", `"split"`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseTrafficUpdate([]byte(tc.body))
+			if tc.want == nil {
+				if !errors.Is(err, ErrInvalidConfig) {
+					t.Fatalf("ParseTrafficUpdate(%q) = %+v, %v; want ErrInvalidConfig", tc.body, got, err)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, *tc.want) {
+				t.Fatalf("ParseTrafficUpdate(%q) = %+v, %v; want %+v", tc.body, got, err, *tc.want)
+			}
+		})
 	}
 }
 

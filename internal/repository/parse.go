@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -78,6 +79,35 @@ func ParseTraffic(data []byte) (Traffic, error) {
 		return Traffic{}, err
 	}
 	return t, nil
+}
+
+// ParseTrafficUpdate parses the body of a traffic API PUT, which replaces a
+// model's whole traffic block. Stricter than ParseTraffic: the body must be
+// UTF-8 text holding a mapping with a "split" key, so an empty, null or
+// garbled body is an error instead of a silent reset to the defaults. A
+// null split ({"split": null}) clears the split: all traffic then goes to
+// the newest ready version.
+func ParseTrafficUpdate(data []byte) (Traffic, error) {
+	if !utf8.Valid(data) {
+		return Traffic{}, &FieldError{Msg: "the body is not UTF-8 text"}
+	}
+	doc, err := decodeDocument(data)
+	if err != nil {
+		return Traffic{}, err
+	}
+	if doc == nil || doc.Kind != yaml.MappingNode {
+		return Traffic{}, &FieldError{Msg: `the body must be a JSON object with a "split" key (send {"split": null} to clear the split)`}
+	}
+	hasSplit := false
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if k := resolveAlias(doc.Content[i]); k.Kind == yaml.ScalarNode && k.Value == "split" {
+			hasSplit = true
+		}
+	}
+	if !hasSplit {
+		return Traffic{}, &FieldError{Field: "split", Msg: `is required (send {"split": null} to clear the split)`}
+	}
+	return ParseTraffic(data)
 }
 
 // LoadConfig reads and parses the config.yaml at path. A missing file is the

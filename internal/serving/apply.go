@@ -197,6 +197,9 @@ func (s *Server) execute(ctx context.Context, m *model, cur *servingSet, d Desir
 			if old != nil {
 				next[a.number] = old
 			}
+			if a.kind == actKeep && old != nil {
+				s.keepState(m, a.number, a.reason)
+			}
 		case actUnavailable:
 			s.setState(m, a.number, StateUnavailable, a.reason)
 		case actFail:
@@ -258,6 +261,18 @@ const stateGone State = ""
 // setState sets a version's index entry and state gauge together.
 func (s *Server) setState(m *model, n int64, to State, reason string) {
 	s.moveState(m, n, "", to, reason)
+}
+
+// keepState lists a version that keeps serving as READY with reason (a
+// config error, or none once the config is good again), changing the entry
+// only when it says something else now.
+func (s *Server) keepState(m *model, n int64, reason string) {
+	m.mu.Lock()
+	e, ok := m.entries[n]
+	m.mu.Unlock()
+	if !ok || e.State != StateReady || e.Reason != reason {
+		s.setState(m, n, StateReady, reason)
+	}
 }
 
 // moveState is the one writer of a version's index entry and state gauge,

@@ -66,6 +66,9 @@ type codec struct {
 	// nheld is len(held), read without the lock: while no request holds a
 	// buffer, release skips the weak pointer and the lookup.
 	nheld atomic.Int64
+	// decodeFailures are the messages that could not be decoded, which
+	// Unmarshal reports to the interceptors rather than to grpc-go.
+	decodeFailures
 }
 
 type heldBuffer struct {
@@ -81,8 +84,22 @@ func newCodec() *codec {
 // Name is the content subtype the codec serves: plain protobuf on the wire.
 func (*codec) Name() string { return grpcproto.Name }
 
-// Unmarshal decodes data into v.
+// Unmarshal decodes data into v. A message that cannot be decoded is left
+// empty and its error recorded for the interceptors (decodeFailures);
+// Unmarshal itself then succeeds.
 func (c *codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if err := c.unmarshal(data, v); err != nil {
+		if m, ok := v.(proto.Message); ok {
+			proto.Reset(m)
+			c.failed(v, err)
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *codec) unmarshal(data mem.BufferSlice, v any) error {
 	req, ok := v.(*inference.ModelInferRequest)
 	if !ok {
 		return c.std.Unmarshal(data, v)

@@ -148,6 +148,10 @@ type Config struct {
 	// the first call fails with RESOURCE_EXHAUSTED naming the limit and an
 	// HTTP/2 GOAWAY closes it. 0: no limit.
 	MaxConnections int
+	// RecvTimeout bounds receiving a call's request message, from its
+	// headers, and a call still receiving when Stop begins is cut off
+	// (recvGuard) [DefaultRecvTimeout].
+	RecvTimeout time.Duration
 	// ConnectionTimeout bounds a new connection's TLS and HTTP/2
 	// handshakes, so a client that opens connections and sends nothing
 	// cannot hold them [DefaultConnectionTimeout].
@@ -249,6 +253,9 @@ func (c Config) withDefaults() Config {
 	if c.ConnectionTimeout <= 0 {
 		c.ConnectionTimeout = DefaultConnectionTimeout
 	}
+	if c.RecvTimeout <= 0 {
+		c.RecvTimeout = DefaultRecvTimeout
+	}
 	c.Limits = c.Limits.WithDefaults()
 	if c.Observe == nil {
 		c.Observe = func(string, string, string, int, time.Duration) {}
@@ -269,6 +276,9 @@ type Server struct {
 
 	quit     chan struct{} // closed when Stop begins
 	stopOnce sync.Once
+	// quitCtx ends when Stop begins, cutting off calls still receiving.
+	quitCtx  context.Context
+	quitDone context.CancelFunc
 }
 
 // New builds the server with the inference, health and reflection services
@@ -279,6 +289,7 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{log: log, cfg: cfg, quit: make(chan struct{}), codec: newCodec()}
+	s.quitCtx, s.quitDone = context.WithCancel(context.Background())
 	s.health = newHealthService(struct {
 		Models
 		Repository
@@ -298,7 +309,10 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 		// status message is scrubbed, then the caller is authenticated;
 		// unary calls get the same in one interceptor.
 		grpc.UnaryInterceptor(s.unary),
-		grpc.ChainStreamInterceptor(s.recoverStream, s.scrubStream, s.authStream),
+		grpc.ChainStreamInterceptor(s.recoverStream, s.scrubStream, s.authStream, s.recvStream),
+		// Tokens are checked as soon as a call's headers arrive, before
+		// its message is read (intake.go).
+		grpc.InTapHandle(s.tap),
 		// Stop returns only once every handler has: the caller may close
 		// the backend right after.
 		grpc.WaitForHandlers(true),
@@ -330,7 +344,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // first, the remaining calls are cancelled and connections closed at once.
 func (s *Server) Stop(ctx context.Context) {
 	s.SetNotServing()
-	s.stopOnce.Do(func() { close(s.quit) })
+	s.stopOnce.Do(func() { close(s.quit); s.quitDone() })
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -367,6 +381,9 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 		}
 	}()
 	ctx, err = s.authenticate(ctx, info.FullMethod)
+	if err == nil {
+		err = s.codec.decodeError(req)
+	}
 	if err == nil {
 		resp, err = h(ctx, req)
 	}
