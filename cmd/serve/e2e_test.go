@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -105,7 +106,11 @@ func (ts *testServer) shutdown(t *testing.T) {
 			t.Errorf("server stopped with: %v", err)
 		}
 	case <-time.After(testTimeout):
-		t.Fatal("server did not stop")
+		// The stacks say where it hangs, on a machine where it cannot be
+		// reproduced at will.
+		var stacks strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+		t.Fatalf("server did not stop; goroutines:\n%s", stacks.String())
 	}
 	if n := runtime.LiveSessions(); n != 0 {
 		t.Errorf("%d ONNX Runtime sessions still open after shutdown", n)
