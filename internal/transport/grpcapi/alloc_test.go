@@ -21,10 +21,14 @@ import (
 // (encodeResponse), marshalled parts without their own slice (buffers), no
 // allocation for a typed-contents request before it goes to protobuf
 // (commonInput), typed inputs' data in one block (contentsArena) and their
-// tensors inside the call, which measures 207 and 208.
+// tensors inside the call, which measures 207 and 208. The receive guard
+// that cuts off a stalled request message (recvGuard) adds 7: the guard,
+// which is also the call's context, and the cancel context under it (five
+// inside package context, most of them registering it with grpc-go's
+// stream context). A timer and a shutdown hook per call cost 14.
 const (
-	maxModelInferAllocsClientID = 207
-	maxModelInferAllocsNoID     = 208
+	maxModelInferAllocsClientID = 207 + 7
+	maxModelInferAllocsNoID     = 208 + 7
 )
 
 // TestDecodeRawAllocs proves raw inputs are aliased: decoding allocates the
