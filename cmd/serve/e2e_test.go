@@ -70,6 +70,14 @@ type testServer struct {
 
 func startServer(t *testing.T, repo string, extra ...string) *testServer {
 	t.Helper()
+	ts := startServerNoWait(t, repo, extra...)
+	ts.waitReady(t)
+	return ts
+}
+
+// startServerNoWait is startServer without waiting for readiness.
+func startServerNoWait(t *testing.T, repo string, extra ...string) *testServer {
+	t.Helper()
 	requireORT(t)
 	args := append([]string{"--model-repository", repo, "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
 		"--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1", "--metrics-address", "127.0.0.1",
@@ -89,7 +97,6 @@ func startServer(t *testing.T, repo string, extra ...string) *testServer {
 	ts := &testServer{a: a, http: "http://" + a.httpLn.Addr().String(), done: make(chan error, 1), stop: cancel}
 	go func() { ts.done <- a.run(ctx) }()
 	t.Cleanup(func() { ts.shutdown(t) })
-	ts.waitReady(t)
 	return ts
 }
 

@@ -171,6 +171,10 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		Mode:          serving.ControlMode(o.controlMode),
 		Status:        func(err error) int { _, code := transport.Status(err); return code },
 		OnRelease:     func(model, version string) { obs.ForgetVersion(model, version) },
+
+		// --strict-readiness=false: a broken model stays UNAVAILABLE
+		// without keeping the server out of its Service.
+		LenientReadiness: !o.strictReadiness,
 	}, log, sm, bm)
 	if obs, err = transport.NewObserver(a.reg, buckets, log.Named("access")); err != nil {
 		return nil, err

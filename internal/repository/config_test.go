@@ -623,3 +623,33 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+func TestSequenceBatchingConfig(t *testing.T) {
+	ok := "max_batch_size: 16\nsequence_batching:\n  state:\n    - {input: state, output: stateN, batch_axis: 1}\n"
+	c, err := ParseConfig([]byte(ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := c.SequenceBatching
+	if sb == nil || sb.MaxSequenceIdle != DefaultMaxSequenceIdle || sb.MaxSequences != DefaultMaxSequences || sb.State[0].Initial != StateInitialZeros || sb.State[0].BatchAxis != 1 {
+		t.Errorf("parsed %+v", sb)
+	}
+	bad := []struct{ name, yaml, field string }{
+		{"unknown key", "max_batch_size: 4\nsequence_batching: {state: [{input: a, output: b}], idle: 1s}\n", "sequence_batching.idle"},
+		{"no states", "max_batch_size: 4\nsequence_batching: {max_sequences: 3}\n", "sequence_batching.state"},
+		{"negative axis", "max_batch_size: 4\nsequence_batching: {state: [{input: a, output: b, batch_axis: -1}]}\n", "sequence_batching.state[0].batch_axis"},
+		{"initial", "max_batch_size: 4\nsequence_batching: {state: [{input: a, output: b, initial: ones}]}\n", "sequence_batching.state[0].initial"},
+		{"missing output", "max_batch_size: 4\nsequence_batching: {state: [{input: a}]}\n", "sequence_batching.state[0].output"},
+		{"no batch", "sequence_batching: {state: [{input: a, output: b}]}\n", "max_batch_size"},
+		{"idle", "max_batch_size: 4\nsequence_batching: {max_sequence_idle: 0s, state: [{input: a, output: b}]}\n", "sequence_batching.max_sequence_idle"},
+		{"too many", "max_batch_size: 4\nsequence_batching: {max_sequences: 0, state: [{input: a, output: b}]}\n", "sequence_batching.max_sequences"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.field) {
+				t.Errorf("error %v does not name %s", err, tc.field)
+			}
+		})
+	}
+}

@@ -433,6 +433,26 @@ func (p *parser) config(n *yaml.Node, c *Config) {
 				"batch_sizes": func(v *yaml.Node, path string) { p.intList(v, path, &c.Warmup.BatchSizes) },
 			})
 		},
+		"sequence_batching": func(v *yaml.Node, path string) {
+			sb := &SequenceBatching{MaxSequenceIdle: DefaultMaxSequenceIdle, MaxSequences: DefaultMaxSequences}
+			c.SequenceBatching = sb
+			p.mapping(v, path, fields{
+				"max_sequence_idle": func(v *yaml.Node, path string) { p.durationField(v, path, &sb.MaxSequenceIdle) },
+				"max_sequences":     func(v *yaml.Node, path string) { p.intField(v, path, &sb.MaxSequences) },
+				"state": func(v *yaml.Node, path string) {
+					p.sequence(v, path, func(v *yaml.Node, field string) {
+						st := SequenceState{Initial: StateInitialZeros}
+						p.mapping(v, field, fields{
+							"input":      func(v *yaml.Node, path string) { p.stringField(v, path, &st.Input) },
+							"output":     func(v *yaml.Node, path string) { p.stringField(v, path, &st.Output) },
+							"batch_axis": func(v *yaml.Node, path string) { p.intField(v, path, &st.BatchAxis) },
+							"initial":    func(v *yaml.Node, path string) { p.stringField(v, path, &st.Initial) },
+						})
+						sb.State = append(sb.State, st)
+					})
+				},
+			})
+		},
 	})
 }
 
