@@ -81,6 +81,20 @@ type Config struct {
 	Traffic *Traffic `yaml:"traffic"`
 	// Warmup lists inference runs done before a version turns READY.
 	Warmup Warmup `yaml:"warmup"`
+	// Check is the latency budget `onnxserve check` holds each version
+	// to; nil (the block is absent) means none. The server ignores it.
+	Check *CheckBudget `yaml:"check"`
+}
+
+// CheckBudget is the check block: `onnxserve check` runs batches of Batch
+// rows through each version and fails it when their 99th percentile
+// latency exceeds P99. A plain value, safe for concurrent reads.
+type CheckBudget struct {
+	// Batch is the rows per measured request. [1], in 1..max(MaxBatchSize, 1).
+	Batch int `yaml:"batch"`
+	// P99 is the budget for the 99th percentile of one request's latency,
+	// measured on the machine running the check; required, > 0.
+	P99 time.Duration `yaml:"p99"`
 }
 
 // DynamicBatching is the dynamic_batching block. Fields absent from a present
@@ -203,6 +217,10 @@ func (c Config) Clone() Config {
 		out.Traffic = &t
 	}
 	out.Warmup.BatchSizes = slices.Clone(c.Warmup.BatchSizes)
+	if c.Check != nil {
+		b := *c.Check
+		out.Check = &b
+	}
 	return out
 }
 
@@ -390,6 +408,14 @@ func (c *Config) validate(ch *checker) {
 	for i, n := range c.Warmup.BatchSizes {
 		if n < 1 || n > maxWarm {
 			ch.addf(fmt.Sprintf("warmup.batch_sizes[%d]", i), "must be in 1..%d (max_batch_size, or 1 without batching), got %d", maxWarm, n)
+		}
+	}
+	if b := c.Check; b != nil {
+		if b.Batch < 1 || b.Batch > maxWarm {
+			ch.addf("check.batch", "must be in 1..%d (max_batch_size, or 1 without batching), got %d", maxWarm, b.Batch)
+		}
+		if b.P99 <= 0 {
+			ch.addf("check.p99", "must be > 0, got %s", b.P99)
 		}
 	}
 }
