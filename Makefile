@@ -17,7 +17,7 @@ ARGS ?=
 # vets or lists packages runs once per module (`go -C`).
 MODULES := . bench deploy
 
-.PHONY: all lib build run test test-short tools proto models fuzz soak vet fmt clean
+.PHONY: all lib build run test test-short tools proto models fuzz soak vet fmt clean check
 
 all: build
 
@@ -41,6 +41,11 @@ test: lib tools ## every test, with the race detector, against the real ONNX Run
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInferRequest$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/transport/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateSplit$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/tensor
 	$(GO) test -run '^$$' -fuzz '^FuzzCodecUnmarshal$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/transport/grpcapi
+	@# The bundled models pass the gate a new version must pass.
+	$(MAKE) --no-print-directory check
+
+check: build ## onnxserve check on models/: load, golden tests and latency budgets, as CI runs it
+	./$(BIN) check --model-repository models
 
 test-short: lib
 	export ONNXSERVE_REQUIRE_ORT=1; \

@@ -25,6 +25,7 @@ const defaultCommand = "serve"
 // help is added by dispatch.
 var commands = []command{
 	{"serve", "serve the model repository over HTTP and gRPC (the default; see serve -h for its flags)", serveMain},
+	{"check", "load and test models as the server would (golden tests, latency budgets): the CI gate", checkMain},
 	{"version", "print the version", versionMain},
 }
 
