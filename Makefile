@@ -17,7 +17,7 @@ ARGS ?=
 # vets or lists packages runs once per module (`go -C`).
 MODULES := . bench deploy
 
-.PHONY: all lib build run test test-short tools proto models fuzz soak vet fmt clean check
+.PHONY: all lib build run test test-short tools proto models fuzz soak vet fmt clean check score-1m
 
 all: build
 
@@ -46,6 +46,9 @@ test: lib tools ## every test, with the race detector, against the real ONNX Run
 
 check: build ## onnxserve check on models/: load, golden tests and latency budgets, as CI runs it
 	./$(BIN) check --model-repository models
+
+score-1m: lib ## the score tests (formats agree, server sample, kill -9 then --resume) on 1,000,000 rows; not part of `make test`
+	ONNXSERVE_REQUIRE_ORT=1 ONNXSERVE_SCORE_ROWS=1000000 $(GO) test -count=1 -timeout 60m -run '^TestScore(FormatsAgree|ResumeAfterKill)$$' -v ./cmd/serve/
 
 test-short: lib
 	export ONNXSERVE_REQUIRE_ORT=1; \
