@@ -17,7 +17,7 @@ ARGS ?=
 # vets or lists packages runs once per module (`go -C`).
 MODULES := . bench deploy
 
-.PHONY: all lib build run test test-short tools proto models fuzz soak vet fmt clean vad
+.PHONY: all lib build run test test-short tools proto models fuzz soak vet fmt clean vad check score-1m
 
 all: build
 
@@ -48,6 +48,14 @@ test: lib vad tools ## every test, with the race detector, against the real ONNX
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInferRequest$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/transport/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateSplit$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/tensor
 	$(GO) test -run '^$$' -fuzz '^FuzzCodecUnmarshal$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/transport/grpcapi
+	@# The bundled models pass the gate a new version must pass.
+	$(MAKE) --no-print-directory check
+
+check: build ## onnxserve check on models/: load, golden tests and latency budgets, as CI runs it
+	./$(BIN) check --model-repository models
+
+score-1m: lib ## the score tests (formats agree, server sample, kill -9 then --resume) on 1,000,000 rows; not part of `make test`
+	ONNXSERVE_REQUIRE_ORT=1 ONNXSERVE_SCORE_ROWS=1000000 $(GO) test -count=1 -timeout 60m -run '^TestScore(FormatsAgree|ResumeAfterKill)$$' -v ./cmd/serve/
 
 test-short: lib vad
 	export ONNXSERVE_REQUIRE_ORT=1; \

@@ -91,6 +91,9 @@ type Config struct {
 	// SequenceBatching keeps per-sequence state on the server for stateful
 	// models; nil (the block is absent) means requests are independent.
 	SequenceBatching *SequenceBatching `yaml:"sequence_batching,omitempty"`
+	// Check is the latency budget `onnxserve check` holds each version
+	// to; nil (the block is absent) means none. The server ignores it.
+	Check *CheckBudget `yaml:"check"`
 }
 
 // Sequence batching defaults and limits.
@@ -134,6 +137,17 @@ type SequenceState struct {
 	BatchAxis int `yaml:"batch_axis"`
 	// Initial is the state of a sequence's first request: StateInitialZeros.
 	Initial string `yaml:"initial"`
+}
+
+// CheckBudget is the check block: `onnxserve check` runs batches of Batch
+// rows through each version and fails it when their 99th percentile
+// latency exceeds P99. A plain value, safe for concurrent reads.
+type CheckBudget struct {
+	// Batch is the rows per measured request. [1], in 1..max(MaxBatchSize, 1).
+	Batch int `yaml:"batch"`
+	// P99 is the budget for the 99th percentile of one request's latency,
+	// measured on the machine running the check; required, > 0.
+	P99 time.Duration `yaml:"p99"`
 }
 
 // DynamicBatching is the dynamic_batching block. Fields absent from a present
@@ -268,6 +282,10 @@ func (c Config) Clone() Config {
 		sb := *c.SequenceBatching
 		sb.State = slices.Clone(sb.State)
 		out.SequenceBatching = &sb
+	}
+	if c.Check != nil {
+		b := *c.Check
+		out.Check = &b
 	}
 	return out
 }
@@ -463,6 +481,14 @@ func (c *Config) validate(ch *checker) {
 	for i, n := range c.Warmup.BatchSizes {
 		if n < 1 || n > maxWarm {
 			ch.addf(fmt.Sprintf("warmup.batch_sizes[%d]", i), "must be in 1..%d (max_batch_size, or 1 without batching), got %d", maxWarm, n)
+		}
+	}
+	if b := c.Check; b != nil {
+		if b.Batch < 1 || b.Batch > maxWarm {
+			ch.addf("check.batch", "must be in 1..%d (max_batch_size, or 1 without batching), got %d", maxWarm, b.Batch)
+		}
+		if b.P99 <= 0 {
+			ch.addf("check.p99", "must be > 0, got %s", b.P99)
 		}
 	}
 }

@@ -453,6 +453,18 @@ func (p *parser) config(n *yaml.Node, c *Config) {
 				},
 			})
 		},
+		"check": func(v *yaml.Node, path string) {
+			b := &CheckBudget{Batch: 1}
+			c.Check = b
+			seen := p.mapping(v, path, fields{
+				"batch": func(v *yaml.Node, path string) { p.intField(v, path, &b.Batch) },
+				"p99":   func(v *yaml.Node, path string) { p.durationField(v, path, &b.P99) },
+			})
+			if seen != nil && !seen["p99"] {
+				// A budget without its bound would pass everything.
+				p.ch.errs = append(p.ch.errs, &FieldError{Field: joinPath(path, "p99"), Line: resolveAlias(v).Line, Msg: "required"})
+			}
+		},
 	})
 }
 

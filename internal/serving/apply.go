@@ -318,38 +318,21 @@ func (s *Server) versionFailed(m *model, a action, old *version, err error, next
 // the new one must have the same signature. On any failure the session is
 // closed again (one deferred rollback).
 func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion, fp string, cfg repository.Config, old *version) (v *version, err error) {
-	sess, err := s.loader.Load(ctx, dv.Path, cfg.Instances)
+	v, err = openVersion(ctx, s.loader, dv, fp, cfg, old)
 	if err != nil {
-		return nil, fmt.Errorf("load: %w", err)
+		return nil, err
 	}
 	defer func() {
 		if err == nil {
 			return
 		}
-		if cerr := sess.Close(); cerr != nil {
+		if cerr := v.sess.Close(); cerr != nil {
 			s.log.Warn("closing a session that failed to load", zap.String("model", name), zap.String("version", strconv.FormatInt(dv.Number, 10)), zap.Error(cerr))
 		}
 	}()
-	v = newVersion(dv.Number, fp, sess)
-	if old != nil {
-		if err := sameSignature(old, v); err != nil {
-			return nil, err
-		}
-	}
 	var inAxes, outAxes []int
 	if cfg.MaxBatchSize > 0 {
 		inAxes, outAxes = batchAxes(v.inputs, v.outputs, cfg.SequenceBatching)
-	}
-	if sb := cfg.SequenceBatching; sb != nil {
-		if v.seq, err = newSeqPlan(sb, v.inputs, v.outputs); err != nil {
-			return nil, err
-		}
-	}
-	if err := checkBatchDims(v, cfg.MaxBatchSize, inAxes, outAxes); err != nil {
-		return nil, err
-	}
-	if err := warmup(ctx, sess, v.inputs, cfg, inAxes); err != nil {
-		return nil, fmt.Errorf("warmup: %w", err)
 	}
 	v.versionCounters = s.metrics.counters(name, v.label)
 	bc := batcher.Config{
@@ -377,8 +360,46 @@ func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion
 		bc.MaxQueueSize = db.MaxQueueSize
 		bc.DefaultTimeout = db.DefaultTimeout
 	}
-	if v.batch, err = batcher.New(sess, bc, s.log.With(zap.String("model", name), zap.String("version", v.label)), s.bm); err != nil {
+	if v.batch, err = batcher.New(v.sess, bc, s.log.With(zap.String("model", name), zap.String("version", v.label)), s.bm); err != nil {
 		return nil, fmt.Errorf("batcher: %w", err)
+	}
+	return v, nil
+}
+
+// openVersion loads one version's session and makes it ready to run: the
+// signature check against old (when not nil), the batch-dimension check
+// and the warmup. It is the one load path of the server and of the offline
+// commands (Open). On failure the session is closed again.
+func openVersion(ctx context.Context, l Loader, dv DesiredVersion, fp string, cfg repository.Config, old *version) (v *version, err error) {
+	sess, err := l.Load(ctx, dv.Path, cfg.Instances)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, sess.Close())
+		}
+	}()
+	v = newVersion(dv.Number, fp, sess)
+	if old != nil {
+		if err := sameSignature(old, v); err != nil {
+			return nil, err
+		}
+	}
+	var inAxes, outAxes []int
+	if cfg.MaxBatchSize > 0 {
+		inAxes, outAxes = batchAxes(v.inputs, v.outputs, cfg.SequenceBatching)
+	}
+	if sb := cfg.SequenceBatching; sb != nil {
+		if v.seq, err = newSeqPlan(sb, v.inputs, v.outputs); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkBatchDims(v, cfg.MaxBatchSize, inAxes, outAxes); err != nil {
+		return nil, err
+	}
+	if err := warmup(ctx, sess, v.inputs, cfg, inAxes); err != nil {
+		return nil, fmt.Errorf("warmup: %w", err)
 	}
 	return v, nil
 }
