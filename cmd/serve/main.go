@@ -188,6 +188,10 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 				a.plog.SetPolicy(model, payloadPolicy(cfg))
 			}
 		},
+
+		// --strict-readiness=false: a broken model stays UNAVAILABLE
+		// without keeping the server out of its Service.
+		LenientReadiness: !o.strictReadiness,
 	}, log, sm, bm)
 	if err := registerPayloadLog(a.srv, a.plog); err != nil {
 		return nil, err
@@ -251,7 +255,8 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		a.closeListeners()
 		return nil, err
 	}
-	a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: o.sec.readHeaderTimeout, IdleTimeout: o.sec.idleTimeout, ErrorLog: errLog}
+	a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: o.sec.readHeaderTimeout, IdleTimeout: o.sec.idleTimeout, ErrorLog: errLog,
+		ReadTimeout: o.sec.readHeaderTimeout + o.sec.readTimeout, WriteTimeout: o.sec.writeTimeout}
 	log.Info("listening",
 		zap.String("http", a.httpLn.Addr().String()),
 		zap.String("grpc", a.grpcLn.Addr().String()),
