@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -306,6 +307,68 @@ func TestFailingReceiverNeverSlowsInference(t *testing.T) {
 				t.Errorf("inference p99 %v with the receiver %s, %v with a healthy one", got, tt.name, base)
 			}
 			t.Logf("p99 %v (healthy %v), dropped %v", got, base, dropped)
+		})
+	}
+}
+
+// slowSink takes delay per event, or until ctx ends.
+type slowSink struct {
+	delay time.Duration
+	n     atomic.Int64
+}
+
+func (s *slowSink) Write(ctx context.Context, _ *event.Event) error {
+	t := time.NewTimer(s.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		s.n.Add(1)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *slowSink) Close() error { return nil }
+
+// TestCloseFlushesWithinDeadline: Close delivers what the sinks hold while
+// its deadline allows and counts the rest as dropped, so every event is
+// either delivered or counted.
+func TestCloseFlushesWithinDeadline(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		deadline time.Duration
+		all      bool
+	}{{"generous deadline", testTimeout, true}, {"short deadline", 20 * time.Millisecond, false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			const n = 40
+			sink := &slowSink{delay: 5 * time.Millisecond}
+			reg := prometheus.NewRegistry()
+			l, err := New(Config{QueueSize: 2 * n}, map[string]Sink{"slow": sink}, zap.NewNop(), reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.SetPolicy("simple", &Policy{Sample: 1, Mode: ModeAll})
+			r := simpleRequest(1, 1)
+			for i := range n / 2 {
+				rec := serving.Record{Model: "simple", Version: "1", ID: strconv.Itoa(i), Inputs: r.Inputs}
+				e, ok := l.Keep(&rec)
+				if !ok {
+					t.Fatal("not sampled at sample 1")
+				}
+				l.Consume(e)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), tt.deadline)
+			defer cancel()
+			_ = l.Close(ctx)
+			delivered := counterValue(t, reg, "onnxserve_payload_log_events_total", "slow")
+			dropped := counterValue(t, reg, "onnxserve_payload_log_dropped_total", "slow")
+			if int(delivered) != int(sink.n.Load()) || delivered+dropped != n {
+				t.Errorf("%v delivered (sink saw %d) + %v dropped, want %d in all", delivered, sink.n.Load(), dropped, n)
+			}
+			if tt.all != (delivered == n) {
+				t.Errorf("%v of %d delivered with a %v deadline", delivered, n, tt.deadline)
+			}
 		})
 	}
 }
