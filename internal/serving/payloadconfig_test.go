@@ -54,3 +54,31 @@ func TestRedactNamesAnInput(t *testing.T) {
 		t.Fatalf("index %+v, want READY with redact [%s]", idx, in)
 	}
 }
+
+// TestPayloadLogSampleChangeDoesNotReload: a new sample or mode reaches
+// the hook without reloading a session; a new redact list reloads, since
+// it is checked against the model's inputs at load.
+func TestPayloadLogSampleChangeDoesNotReload(t *testing.T) {
+	l := newFakeLoader()
+	l.set("v1", 1, nil)
+	var last *repository.Config
+	s := newTestServer(t, l, Config{OnConfig: func(_ string, cfg *repository.Config) { last = cfg }})
+	ctx := context.Background()
+	apply := func(pl repository.PayloadLog) {
+		cfg := batchingConfig()
+		cfg.PayloadLog = &pl
+		d := DesiredFromRepository(repository.Model{Name: "m", Config: cfg,
+			Versions: []repository.Version{{Number: 1, Path: "v1"}}, Selected: []int64{1}})
+		s.Apply(ctx, []Desired{d})
+	}
+	apply(repository.PayloadLog{Sample: 0.1, Mode: repository.PayloadLogAll})
+	loads := l.loads.Load()
+	apply(repository.PayloadLog{Sample: 1, Mode: repository.PayloadLogRequest})
+	if n := l.loads.Load() - loads; n != 0 || last == nil || last.PayloadLog.Sample != 1 {
+		t.Fatalf("a sample change: %d loads, hook saw %+v; want 0 loads and sample 1", n, last)
+	}
+	apply(repository.PayloadLog{Sample: 1, Mode: repository.PayloadLogRequest, Redact: []string{"INPUT"}})
+	if n := l.loads.Load() - loads; n != 1 {
+		t.Fatalf("a redact change: %d loads, want 1", n)
+	}
+}

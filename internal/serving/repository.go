@@ -48,6 +48,11 @@ func DesiredFromRepository(m repository.Model) Desired {
 func servingHash(c repository.Config) string {
 	c.Traffic = nil
 	c.Check = nil
+	if c.PayloadLog != nil {
+		// Sampling is read per request through OnConfig; only the redact
+		// list, checked against the model's inputs at load, reloads.
+		c.PayloadLog = &repository.PayloadLog{Redact: c.PayloadLog.Redact}
+	}
 	b, err := json.Marshal(c)
 	if err != nil {
 		// Config holds only plain data; this cannot fail, but a unique
