@@ -81,6 +81,9 @@ type Config struct {
 	Traffic *Traffic `yaml:"traffic"`
 	// Warmup lists inference runs done before a version turns READY.
 	Warmup Warmup `yaml:"warmup"`
+	// Monitoring turns on the model-quality loop (predictions kept for
+	// joining with ground truth posted back); nil when the block is absent.
+	Monitoring *Monitoring `yaml:"monitoring"`
 }
 
 // DynamicBatching is the dynamic_batching block. Fields absent from a present
@@ -203,6 +206,10 @@ func (c Config) Clone() Config {
 		out.Traffic = &t
 	}
 	out.Warmup.BatchSizes = slices.Clone(c.Warmup.BatchSizes)
+	if c.Monitoring != nil {
+		mon := *c.Monitoring
+		out.Monitoring = &mon
+	}
 	return out
 }
 
@@ -384,6 +391,10 @@ func (c *Config) validate(ch *checker) {
 	c.VersionPolicy.validate(ch)
 	if c.Traffic != nil {
 		c.Traffic.validate(ch, "traffic.")
+	}
+
+	if c.Monitoring != nil {
+		c.Monitoring.validate(ch)
 	}
 
 	maxWarm := max(c.MaxBatchSize, 1)

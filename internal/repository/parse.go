@@ -398,6 +398,11 @@ func (p *parser) config(n *yaml.Node, c *Config) {
 				"batch_sizes": func(v *yaml.Node, path string) { p.intList(v, path, &c.Warmup.BatchSizes) },
 			})
 		},
+		"monitoring": func(v *yaml.Node, path string) {
+			mon := defaultMonitoring()
+			c.Monitoring = &mon
+			p.monitoring(v, path, &mon)
+		},
 	})
 }
 
