@@ -125,4 +125,3 @@ func (s *Spec) classIndex(v Value, classes int32) (int32, error) {
 	}
 	return int32(v.Num), nil
 }
-

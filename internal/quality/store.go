@@ -56,11 +56,11 @@ type prediction struct {
 
 // event is one labelled row.
 type event struct {
-	at            int64
-	task          Task
-	actual, pred  int32
-	score         float64 // binary: the positive-class score
-	truth, value  float64 // regression
+	at             int64
+	task           Task
+	actual, pred   int32
+	score          float64 // binary: the positive-class score
+	truth, value   float64 // regression
 	model, version string
 }
 
