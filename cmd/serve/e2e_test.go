@@ -72,7 +72,8 @@ func startServer(t *testing.T, repo string, extra ...string) *testServer {
 	requireORT(t)
 	args := append([]string{"--model-repository", repo, "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
 		"--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1", "--metrics-address", "127.0.0.1",
-		"--shutdown-delay", "0s", "--repository-poll-interval", "200ms", "--repository-settle", "50ms"}, extra...)
+		"--shutdown-delay", "0s", "--repository-poll-interval", "200ms", "--repository-settle", "50ms",
+		"--state-dir", t.TempDir()}, extra...)
 	o, err := parseOptions(args)
 	if err != nil {
 		t.Fatal(err)
