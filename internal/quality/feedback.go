@@ -90,6 +90,7 @@ func (q *Monitor) Feedback(model string, items []Item) ([]Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", model, err)
 	}
+	q.progress.catchUp()
 	now := q.cfg.Now().UnixNano()
 	var results []Result
 	var labelled []scored

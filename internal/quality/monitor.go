@@ -61,6 +61,8 @@ type Monitor struct {
 
 	specs sync.Map // model name → *resolved
 
+	progress progress
+
 	// predicted caches onnxserve_predictions_total children; Consume's
 	// goroutine alone uses it.
 	predicted map[predKeyLabel]prometheus.Counter
@@ -203,6 +205,7 @@ func (q *Monitor) Keep(r *serving.Record) (Kept, bool) {
 	}
 	k := Kept{p: p, store: sampled(r.ID, spec.Sample)}
 	if k.store {
+		q.progress.kept.Add(1)
 		k.p.id = strings.Clone(r.ID)
 		k.p.expires = p.at + int64(spec.TTL)
 		k.p.deadline = k.p.expires + int64(expiredGrace(spec.TTL))
@@ -243,6 +246,7 @@ func (q *Monitor) Consume(k Kept) {
 		q.storeErr(q.store.flush())
 	}
 	q.store.add(k.p)
+	q.progress.advance()
 	if q.store.pendingLen() >= flushBatch {
 		q.storeErr(q.store.flush())
 	}

@@ -72,6 +72,9 @@ func (q *Monitor) Report(model, version string, window time.Duration) (Report, e
 	if window <= 0 {
 		window = spec.Window
 	}
+	// Predictions answered before the call are committed before it
+	// answers, so a report is also a durability barrier.
+	q.progress.catchUp()
 	if err := q.store.flush(); err != nil {
 		return Report{}, fmt.Errorf("prediction store: %w", err)
 	}
