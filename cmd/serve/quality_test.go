@@ -227,7 +227,9 @@ func (c *qclient) feedbackGRPC(model string, items []*inference.FeedbackItem) []
 	return out
 }
 
-func label(s string) *inference.Value { return &inference.Value{Kind: &inference.Value_Label{Label: s}} }
+func label(s string) *inference.Value {
+	return &inference.Value{Kind: &inference.Value_Label{Label: s}}
+}
 func number(f float64) *inference.Value {
 	return &inference.Value{Kind: &inference.Value_Number{Number: f}}
 }
