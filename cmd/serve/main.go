@@ -182,16 +182,18 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	if obs, err = transport.NewObserver(a.reg, buckets, log.Named("access")); err != nil {
 		return nil, err
 	}
-	a.quality, err = quality.New(quality.Config{StateDir: o.stateDir, MaxBytes: o.stateMaxBytes,
+	mon, err := quality.New(quality.Config{StateDir: o.stateDir, MaxBytes: o.stateMaxBytes,
 		Resolve: newQualitySpecs(a.srv, o.modelRepository).resolve}, log.Named("quality"), a.reg)
 	if err != nil {
 		return nil, fmt.Errorf("--state-dir: %w", err)
 	}
+	// A failure below returns a nil app: close the store through mon.
 	defer func() {
 		if err != nil {
-			_ = a.quality.Close()
+			_ = mon.Close()
 		}
 	}()
+	a.quality = mon
 	if err = serving.AddTap(a.srv, "quality", 0, a.quality); err != nil {
 		return nil, err
 	}

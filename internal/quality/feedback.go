@@ -37,7 +37,7 @@ const (
 )
 
 // ErrTooManyItems: a feedback call over MaxFeedbackItems (a bad request).
-var ErrTooManyItems = fmt.Errorf("%w: more than %d feedback items in one call", tensor.ErrInvalid, MaxFeedbackItems)
+var ErrTooManyItems = tensor.Invalidf("more than %d feedback items in one call", MaxFeedbackItems)
 
 // Value is one row's ground truth or prediction: a number (a class index,
 // a score or a value) or a string (a label from the labels file).

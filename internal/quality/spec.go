@@ -51,7 +51,7 @@ func (t Task) String() string {
 
 // ErrNotMonitored: the model's config.yaml has no monitoring block, so it
 // takes no feedback and has no quality report. It is a client error.
-var ErrNotMonitored = fmt.Errorf("%w: the model's config.yaml has no monitoring block", tensor.ErrInvalid)
+var ErrNotMonitored = tensor.Invalidf("the model's config.yaml has no monitoring block")
 
 // Spec is how the loop reads one model: its monitoring block with the
 // labels file read, and what the serving core knows of it. A plain value,

@@ -2,10 +2,10 @@ package grpcapi
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/onnxserve/onnxserve/internal/quality"
+	"github.com/onnxserve/onnxserve/internal/tensor"
 	"github.com/onnxserve/onnxserve/internal/transport"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
@@ -71,7 +71,7 @@ func (s *qualityService) Quality(_ context.Context, req *inference.QualityReques
 	if w := req.GetWindow(); w != "" {
 		d, err := time.ParseDuration(w)
 		if err != nil || d <= 0 {
-			return nil, transport.GRPCError(fmt.Errorf("%w: window: want a positive duration such as 15m or 24h, got %q", transport.ErrBadRequest, w))
+			return nil, transport.GRPCError(tensor.Invalidf("window: want a positive duration such as 15m or 24h, got %q", w))
 		}
 		window = d
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/onnxserve/onnxserve/internal/quality"
-	"github.com/onnxserve/onnxserve/internal/transport"
+	"github.com/onnxserve/onnxserve/internal/tensor"
 )
 
 // Quality is the model-quality loop as the front end uses it;
@@ -71,17 +71,17 @@ func decodeFeedback(body []byte) ([]quality.Item, error) {
 	dec.DisallowUnknownFields()
 	var b feedbackBody
 	if err := dec.Decode(&b); err != nil {
-		return nil, fmt.Errorf("%w: feedback body: %v", transport.ErrBadRequest, err)
+		return nil, tensor.Invalidf("feedback body: %v", err)
 	}
 	if dec.More() {
-		return nil, fmt.Errorf("%w: feedback body: more than one JSON value", transport.ErrBadRequest)
+		return nil, tensor.Invalidf("feedback body: more than one JSON value")
 	}
 	single := b.ID != nil || b.GroundTruth != nil || b.ModelVersion != "" || b.Prediction != nil
 	switch {
 	case single && b.Feedback != nil:
-		return nil, fmt.Errorf("%w: feedback body: send one item (id, ground_truth) or a batch (feedback), not both", transport.ErrBadRequest)
+		return nil, tensor.Invalidf("feedback body: send one item (id, ground_truth) or a batch (feedback), not both")
 	case !single && b.Feedback == nil:
-		return nil, fmt.Errorf("%w: feedback body: want {\"id\":…,\"ground_truth\":…} or {\"feedback\":[…]}", transport.ErrBadRequest)
+		return nil, tensor.Invalidf(`feedback body: want {"id":…,"ground_truth":…} or {"feedback":[…]}`)
 	case single:
 		b.Feedback = []feedbackItem{b.feedbackItem}
 	}
@@ -96,11 +96,11 @@ func decodeFeedback(body []byte) ([]quality.Item, error) {
 		items[i].Version = f.ModelVersion
 		var err error
 		if items[i].Truth, err = decodeValues(f.GroundTruth); err != nil {
-			return nil, fmt.Errorf("%w: feedback[%d].ground_truth: %v", transport.ErrBadRequest, i, err)
+			return nil, tensor.Invalidf("feedback[%d].ground_truth: %v", i, err)
 		}
 		if f.Prediction != nil {
 			if items[i].Prediction, err = decodeValues(f.Prediction); err != nil {
-				return nil, fmt.Errorf("%w: feedback[%d].prediction: %v", transport.ErrBadRequest, i, err)
+				return nil, tensor.Invalidf("feedback[%d].prediction: %v", i, err)
 			}
 		}
 	}
