@@ -177,7 +177,12 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		Root:          o.modelRepository,
 		Mode:          serving.ControlMode(o.controlMode),
 		Status:        func(err error) int { _, code := transport.Status(err); return code },
-		OnRelease:     func(model, version string) { obs.ForgetVersion(model, version) },
+		OnRelease: func(model, version string) {
+			obs.ForgetVersion(model, version)
+			if a.quality != nil {
+				a.quality.ForgetVersion(model, version)
+			}
+		},
 	}, log, sm, bm)
 	if obs, err = transport.NewObserver(a.reg, buckets, log.Named("access")); err != nil {
 		return nil, err
@@ -357,8 +362,10 @@ func (a *app) shutdown() error {
 func (a *app) closeServing(ctx context.Context) error {
 	err := a.srv.Close(ctx)
 	// The taps stopped inside Close; what they kept is committed now.
-	if qerr := a.quality.Close(); qerr != nil {
-		a.log.Error("prediction store", zap.Error(qerr))
+	if a.quality != nil {
+		if qerr := a.quality.Close(); qerr != nil {
+			a.log.Error("prediction store", zap.Error(qerr))
+		}
 	}
 	if err != nil {
 		a.log.Error("sessions still open after the drain timeout; ONNX Runtime environment left in place", zap.Error(err))

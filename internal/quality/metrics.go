@@ -92,3 +92,15 @@ func predictedLabel(spec *Spec, classes, actual, pred int32) string {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// forget deletes every series of model and version.
+func (m *metrics) forget(model, version string) {
+	l := prometheus.Labels{"model": model, "version": version}
+	m.feedback.DeletePartialMatch(l)
+	m.labelled.DeletePartialMatch(l)
+	m.predictions.DeletePartialMatch(l)
+	m.score.DeletePartialMatch(l)
+	m.absErr.DeletePartialMatch(l)
+	m.sqErr.DeletePartialMatch(l)
+	m.rows.DeletePartialMatch(l)
+}

@@ -63,8 +63,8 @@ type Monitor struct {
 
 	progress progress
 
-	// predicted caches onnxserve_predictions_total children; Consume's
-	// goroutine alone uses it.
+	// predicted caches onnxserve_predictions_total children.
+	predMu    sync.Mutex
 	predicted map[predKeyLabel]prometheus.Counter
 
 	stop chan struct{}
@@ -223,6 +223,7 @@ func expiredGrace(ttl time.Duration) time.Duration { return min(ttl, 24*time.Hou
 func (q *Monitor) Consume(k Kept) {
 	if k.p.task != TaskRegression {
 		spec, err := q.spec(k.p.model)
+		q.predMu.Lock()
 		for _, c := range k.p.pred {
 			key := predKeyLabel{k.p.model, k.p.version, c}
 			ctr, ok := q.predicted[key]
@@ -238,6 +239,7 @@ func (q *Monitor) Consume(k Kept) {
 			}
 			ctr.Inc()
 		}
+		q.predMu.Unlock()
 	}
 	if !k.store {
 		return
@@ -364,4 +366,18 @@ func read(spec *Spec, t tensor.Tensor, p *prediction) bool {
 
 func numeric(d tensor.DataType) bool {
 	return d.Valid() && d != tensor.Bytes && d != tensor.Bool
+}
+
+// ForgetVersion deletes the quality series of a version that was
+// unloaded, as the serving core's own series go; its labelled rows stay
+// in the store until they expire.
+func (q *Monitor) ForgetVersion(model, version string) {
+	q.predMu.Lock()
+	for k := range q.predicted {
+		if k.model == model && k.version == version {
+			delete(q.predicted, k)
+		}
+	}
+	q.predMu.Unlock()
+	q.m.forget(model, version)
 }

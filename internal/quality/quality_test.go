@@ -375,3 +375,18 @@ func TestSampling(t *testing.T) {
 		t.Error("sample 0 or 1 is not all or nothing")
 	}
 }
+
+func TestForgetVersion(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	q, reg := newMonitor(t, t.TempDir(), c, 0)
+	defer q.Close()
+	answer(t, q, "cls", "1", "a", fp32(1, 3, 0.1, 0.8, 0.1), c.now())
+	answer(t, q, "cls", "2", "b", fp32(1, 3, 0.1, 0.8, 0.1), c.now())
+	results(t, q, "cls", Item{ID: "a", Truth: num(1)}, Item{ID: "b", Truth: num(1)})
+	q.ForgetVersion("cls", "2")
+	for _, name := range []string{"onnxserve_predictions_total", "onnxserve_labelled_predictions_total", "onnxserve_feedback_total"} {
+		if n, err := testutil.GatherAndCount(reg, name); err != nil || n != 1 {
+			t.Errorf("%s: %d series (%v), want version 1's only", name, n, err)
+		}
+	}
+}
