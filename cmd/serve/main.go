@@ -232,8 +232,9 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		},
 	}
 	sec.http(&hcfg)
+	qb := qualityBackend(a.quality, a.plog)
 	hb := httpapi.BackendsOf(a.srv)
-	hb.Quality = a.quality
+	hb.Quality = qb
 	a.http = httpapi.New(hb, hcfg, log.Named("http"))
 
 	gcfg := grpcapi.Config{
@@ -249,7 +250,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	o.grpcAlive.apply(&gcfg)
 	sec.grpc(&gcfg)
 	gb := grpcapi.BackendsOf(a.srv)
-	gb.Quality = a.quality
+	gb.Quality = qb
 	a.grpc = grpcapi.New(gb, gcfg, log.Named("grpc"))
 
 	if a.httpLn, err = listen(o.httpAddr, o.httpPort); err != nil {

@@ -300,3 +300,91 @@ func TestExportCommandUsage(t *testing.T) {
 		t.Errorf("a failed export left %v", ents)
 	}
 }
+
+// TestPayloadLogFeedback: ground truth posted to the feedback API for a
+// logged request reaches every sink as a feedback event under the
+// request's id, and export puts it in exactly those requests' rows.
+func TestPayloadLogFeedback(t *testing.T) {
+	repo := copyRepo(t)
+	cfgPath := filepath.Join(repo, "classifier", "config.yaml")
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, append(cfg, "\npayload_log: {sample: 1}\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rcv := newCEReceiver(t)
+	dir := filepath.Join(t.TempDir(), "payload")
+	ts := startServer(t, repo, "--payload-log-url", rcv.url, "--payload-log-dir", dir)
+
+	const n = 6
+	for i := range n {
+		body := strings.Replace(classifierBody(i), `{"inputs"`, fmt.Sprintf(`{"id":"c-%d","inputs"`, i), 1)
+		var resp inferResponse
+		if code := do(t, "POST", ts.http+"/v2/models/classifier/infer", body, &resp); code != 200 {
+			t.Fatalf("infer: %d %s", code, resp.Error)
+		}
+	}
+	truth := map[string]string{"c-0": "airplane", "c-2": "bird", "c-4": "automobile"}
+	var items []map[string]any
+	for id, label := range truth {
+		items = append(items, map[string]any{"id": id, "ground_truth": label})
+	}
+	items = append(items, map[string]any{"id": "never-sent", "ground_truth": "bird"})
+	fb, err := json.Marshal(map[string]any{"feedback": items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Results []struct{ ID, Result string } `json:"results"`
+	}
+	if code := do(t, "POST", ts.http+"/v2/models/classifier/feedback", string(fb), &res); code != 200 {
+		t.Fatalf("feedback: %d %+v", code, res)
+	}
+	rcv.wait(t, 2*n+len(items))
+	ts.shutdown(t)
+	got := map[string]string{}
+	for _, ev := range rcv.snapshot() {
+		if ev.Type() != payloadlog.TypeFeedback {
+			continue
+		}
+		var b struct {
+			ID          string   `json:"id"`
+			ModelName   string   `json:"model_name"`
+			GroundTruth []string `json:"ground_truth"`
+		}
+		if err := json.Unmarshal(ev.Data(), &b); err != nil || b.ID != ev.ID() || b.ModelName != "classifier" || len(b.GroundTruth) != 1 {
+			t.Errorf("feedback event %s: body %s (%v)", ev.ID(), ev.Data(), err)
+			continue
+		}
+		if ext, _ := ev.Extensions()["inferenceservicename"].(string); ext != "classifier" {
+			t.Errorf("feedback event %s: ce-inferenceservicename %q", ev.ID(), ext)
+		}
+		got[ev.ID()] = b.GroundTruth[0]
+	}
+	if len(got) != len(items) || got["never-sent"] != "bird" {
+		t.Errorf("feedback events %v, want one per posted item %v", got, items)
+	}
+
+	out := filepath.Join(t.TempDir(), "train.csv")
+	var stdout, stderr bytes.Buffer
+	if status := dispatch(commands, []string{"export", "--payload-log-dir", dir, "--model", "classifier", "--output", out}, &stdout, &stderr); status != 0 {
+		t.Fatalf("export: status %d: %s", status, stderr.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	head := strings.Split(lines[0], ",")
+	if len(lines) != n+1 || head[len(head)-1] != payloadlog.TruthColumn || head[2] != "id" {
+		t.Fatalf("export: %d lines, header %v; want %d rows ending in %s", len(lines), head, n, payloadlog.TruthColumn)
+	}
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		if want := truth[f[2]]; f[len(f)-1] != want {
+			t.Errorf("row %s: ground truth %q, want %q", f[2], f[len(f)-1], want)
+		}
+	}
+}
