@@ -204,7 +204,9 @@ func (x *exporter) file(ctx context.Context, path string) error {
 	if strings.HasSuffix(path, gzSuffix) {
 		zr, err := gzip.NewReader(f)
 		if err != nil {
-			fmt.Fprintf(x.cfg.Warn, "export: %s: skipped: not a readable gzip file: %v\n", filepath.Base(path), err)
+			if !x.pass1 {
+				x.skip(where{filepath.Base(path), 0}, "not a readable gzip file: %v", err)
+			}
 			return nil
 		}
 		defer zr.Close()
