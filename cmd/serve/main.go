@@ -28,6 +28,7 @@ import (
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/transport"
 	"github.com/onnxserve/onnxserve/internal/transport/grpcapi"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	"github.com/onnxserve/onnxserve/internal/transport/httpapi"
 )
 
@@ -212,7 +213,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		a.closeListeners()
 		return nil, fmt.Errorf("--metrics-port: %w", err)
 	}
-	a.metricsLn = sec.metricsListener(a.metricsLn)
+	a.metricsLn = sec.metricsListener(guard.RetryAccept(a.metricsLn, log.Named("metrics")))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.Handle("/log-level", sec.guardWrites(level))
@@ -236,7 +237,8 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	log.Info("listening",
 		zap.String("http", a.httpLn.Addr().String()),
 		zap.String("grpc", a.grpcLn.Addr().String()),
-		zap.String("metrics", a.metricsLn.Addr().String()))
+		zap.String("metrics", a.metricsLn.Addr().String()),
+		zap.Int(guard.LimitConnections, o.sec.maxConnections))
 	return a, nil
 }
 

@@ -329,9 +329,10 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 
 // Serve accepts connections on ln until Stop; it returns nil after Stop,
 // also when Stop came first, and the listener's error otherwise. It applies
-// Config.MaxConnections.
+// Config.MaxConnections and waits out a shortage of descriptors
+// (guard.RetryAccept).
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.grpc.Serve(guard.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn))
+	err := s.grpc.Serve(guard.LimitListener(guard.RetryAccept(ln, s.log), s.cfg.MaxConnections, s.rejectConn))
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil // stopped before it began serving: a shutdown, not a failure
 	}

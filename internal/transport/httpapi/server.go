@@ -208,9 +208,10 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 
 // Serve answers requests on ln until Shutdown; it returns nil after a
 // Shutdown and the listener's error otherwise. It applies the connection
-// limit and, with Config.TLS, serves HTTPS.
+// limit, waits out a shortage of descriptors (guard.RetryAccept) and, with
+// Config.TLS, serves HTTPS.
 func (s *Server) Serve(ln net.Listener) error {
-	ln = lingerListener{guard.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn), s.conns}
+	ln = lingerListener{guard.LimitListener(guard.RetryAccept(ln, s.log), s.cfg.MaxConnections, s.rejectConn), s.conns}
 	if s.cfg.TLS != nil {
 		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
