@@ -118,6 +118,10 @@ type Config struct {
 	// metadata calls need (401 without one); health probes and model
 	// readiness stay open, and the management API keeps its own rule.
 	InferenceTokens *guard.Tokens
+	// Budget, when not nil, bounds the request body bytes held at once
+	// over all connections; a body that does not fit is answered 429
+	// (inflight.go).
+	Budget *guard.Budget
 	// RateLimiter, when not nil, limits each client's inference requests
 	// (429 beyond it); clients are told apart by token when
 	// InferenceTokens is set, else by IP address.
@@ -200,8 +204,10 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 		IdleTimeout:                  cfg.IdleTimeout,
 		MaxRequestBodySize:           cfg.MaxRequestBodySize,
 		DisablePreParseMultipartForm: true,
-		CloseOnShutdown:              true,
-		Logger:                       fasthttpLogger{log},
+		// Bodies are read by takeBody, in proportion to what arrived.
+		StreamRequestBody: true,
+		CloseOnShutdown:   true,
+		Logger:            fasthttpLogger{log},
 	}
 	return s
 }
@@ -304,6 +310,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			s.cfg.Observe(o.model, o.version, o.id, ctx.Response.StatusCode(), time.Since(start))
 		}
 	}()
+	charged, err := s.takeBody(ctx)
+	defer s.cfg.Budget.Refund(charged)
+	if err != nil {
+		s.refuseBody(ctx, err)
+		return
+	}
 	s.route(ctx, &o)
 }
 
@@ -320,6 +332,8 @@ func (s *Server) handleProtocolError(ctx *fasthttp.RequestCtx, err error) {
 		// so it reads this answer rather than a reset.
 		lingerOnClose(ctx.Conn())
 		s.fail(ctx, guard.LimitErrorf("request body exceeds the %d-byte limit (%s)", s.cfg.MaxRequestBodySize, guard.LimitRequestBody))
+	case errors.Is(err, transport.ErrMemoryBudget):
+		s.fail(ctx, err)
 	case errors.As(err, &small):
 		writeError(ctx, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
 	case errors.As(err, &netErr) && netErr.Timeout():
