@@ -57,6 +57,9 @@ func serveMain(args []string, _, _ io.Writer) int {
 	}
 	gc, gcFrom := o.applyGC(os.Getenv)
 	log.Info("garbage collector", zap.Int("gc_percent", gc), zap.String("from", gcFrom))
+	mem := defaultMemoryLimit()
+	log.Info("memory", zap.Int64("limit", mem.bytes), zap.String("limit_from", mem.source),
+		zap.Int64("go_memory_limit", applyGoMemoryLimit(mem, os.Getenv)), zap.Int64(guard.LimitInflightBytes, o.maxInflightBytes))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	a, err := newApp(o, log, level)
@@ -186,6 +189,11 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		},
 	}
 	sec.http(&hcfg)
+	budget, err := newBudget(o.maxInflightBytes, a.reg)
+	if err != nil {
+		return nil, err
+	}
+	hcfg.Budget = budget
 	a.http = httpapi.New(httpapi.BackendsOf(a.srv), hcfg, log.Named("http"))
 
 	gcfg := grpcapi.Config{
@@ -200,6 +208,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	}
 	o.grpcAlive.apply(&gcfg)
 	sec.grpc(&gcfg)
+	gcfg.Budget = budget
 	a.grpc = grpcapi.New(grpcapi.BackendsOf(a.srv), gcfg, log.Named("grpc"))
 
 	if a.httpLn, err = listen(o.httpAddr, o.httpPort); err != nil {

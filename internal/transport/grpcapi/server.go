@@ -163,6 +163,11 @@ type Config struct {
 	// is decoded; an input over one fails with RESOURCE_EXHAUSTED naming
 	// the limit. Zero fields take guard's defaults.
 	Limits guard.Limits
+	// Budget, when not nil, bounds the bytes of inference requests held
+	// at once over all connections, counting what decoding them costs; a
+	// request that does not fit is answered RESOURCE_EXHAUSTED before it
+	// is decoded (budget.go).
+	Budget *guard.Budget
 	// InferenceTokens, when not nil, are the bearer tokens ("authorization"
 	// metadata) every call needs but health (ServerLive, ServerReady,
 	// ModelReady, grpc.health.v1) and the repository RPCs, which keep the
@@ -289,6 +294,7 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{log: log, cfg: cfg, quit: make(chan struct{}), codec: newCodec()}
+	s.codec.charges.budget, s.codec.limits = cfg.Budget, cfg.Limits
 	s.quitCtx, s.quitDone = context.WithCancel(context.Background())
 	s.health = newHealthService(struct {
 		Models
@@ -384,6 +390,7 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	ctx, err = s.authenticate(ctx, info.FullMethod)
 	if err == nil {
 		err = s.codec.decodeError(req)
+		retryLater(ctx, err)
 	}
 	if err == nil {
 		resp, err = h(ctx, req)
