@@ -109,3 +109,26 @@ func (s *Server) refuseBody(ctx *fasthttp.RequestCtx, err error) {
 	lingerOnClose(ctx.Conn())
 	s.handleProtocolError(ctx, err)
 }
+
+// jsonExpansion bounds the bytes of tensors decoding makes of one byte of
+// JSON: an 8-byte element takes at least two ("0,"), and a BYTES element's
+// layout (4 bytes of length and its bytes, in a buffer that grows by
+// doubling) at most 8/3 of its three or more ("\"\",").
+const jsonExpansion = 4
+
+// chargeDecode charges the budget, before an inference body is decoded,
+// for the tensors decoding makes of it: jsonExpansion times its JSON part
+// and once its binary part (binary tensor extension; headerLen < 0 for
+// none), which is copied. It returns what it charged, for the caller to
+// refund once the request is answered.
+func (s *Server) chargeDecode(body []byte, headerLen int) (int64, error) {
+	jsonLen := len(body)
+	if headerLen >= 0 && headerLen <= len(body) {
+		jsonLen = headerLen
+	}
+	n := int64(jsonExpansion*jsonLen + len(body) - jsonLen)
+	if err := s.cfg.Budget.Charge(n); err != nil {
+		return 0, err
+	}
+	return n, nil
+}

@@ -115,3 +115,19 @@ func TestStreamedBodyLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestBudgetCountsDecoding: a JSON body that fits the budget but whose
+// decoded tensors might not is refused before it is decoded.
+func TestBudgetCountsDecoding(t *testing.T) {
+	budget := guard.NewBudget(300 << 10)
+	e := newEnv(t, Config{Budget: budget})
+	r := e.post(t, "/v2/models/simple/infer", simpleRequest("")+strings.Repeat(" ", 100<<10))
+	if r.code != http.StatusTooManyRequests || !strings.Contains(string(r.body), guard.LimitInflightBytes) {
+		t.Fatalf("decoding over the budget: %d %s", r.code, r.body)
+	}
+	waitInUse(t, budget, 0)
+	if r := e.post(t, "/v2/models/simple/infer", simpleRequest("")); r.code != http.StatusOK {
+		t.Fatalf("within the budget: %d %s", r.code, r.body)
+	}
+	waitInUse(t, budget, 0)
+}
