@@ -59,7 +59,7 @@ func serveMain(args []string, _, _ io.Writer) int {
 	log.Info("garbage collector", zap.Int("gc_percent", gc), zap.String("from", gcFrom))
 	mem := defaultMemoryLimit()
 	log.Info("memory", zap.Int64("limit", mem.bytes), zap.String("limit_from", mem.source),
-		zap.Int64("go_memory_limit", applyGoMemoryLimit(mem, os.Getenv)), zap.Int64(guard.LimitInflightBytes, o.maxInflightBytes))
+		zap.Int64("go_memory_limit", applyGoMemoryLimit(mem, o.maxInflightBytes, os.Getenv)), zap.Int64(guard.LimitInflightBytes, o.maxInflightBytes))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	a, err := newApp(o, log, level)

@@ -116,13 +116,33 @@ func defaultMemoryLimit() memoryLimit {
 	return findMemoryLimit(cg, ok, debug.SetMemoryLimit(-1), physicalMemory())
 }
 
-// applyGoMemoryLimit sets the Go runtime's soft memory limit to 90% of a
-// cgroup limit, unless GOMEMLIMIT set one (which the runtime has read
-// already), so the collector works harder before the kernel kills the
-// process. It returns the limit in force, math.MaxInt64 for none.
-func applyGoMemoryLimit(m memoryLimit, getenv func(string) string) int64 {
-	if getenv("GOMEMLIMIT") == "" && m.source == memFromCgroup {
-		debug.SetMemoryLimit(m.bytes / 100 * goLimitPercent)
+// goHeadroom is what the Go heap may hold beyond the requests in flight:
+// the server's own state, batches and responses being written, garbage.
+const goHeadroom = 256 << 20
+
+// goMemoryLimit is the default soft memory limit of the Go runtime: the
+// memory budget plus goHeadroom, and at most 90% of a cgroup limit;
+// math.MaxInt64 (none) without either. Without it the collector, at the
+// server's GOGC of 400, lets garbage grow to four times the live heap, so
+// a burst of large requests within the budget would still take RSS far
+// past it, and keep it there.
+func goMemoryLimit(m memoryLimit, budget int64) int64 {
+	limit := int64(math.MaxInt64)
+	if m.source == memFromCgroup {
+		limit = m.bytes / 100 * goLimitPercent
+	}
+	if budget > 0 {
+		limit = min(limit, budget+goHeadroom)
+	}
+	return limit
+}
+
+// applyGoMemoryLimit sets the Go runtime's soft memory limit to
+// goMemoryLimit, unless GOMEMLIMIT set one (which the runtime has read
+// already). It returns the limit in force, math.MaxInt64 for none.
+func applyGoMemoryLimit(m memoryLimit, budget int64, getenv func(string) string) int64 {
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(goMemoryLimit(m, budget))
 	}
 	return debug.SetMemoryLimit(-1)
 }

@@ -83,6 +83,26 @@ func TestInflightDefault(t *testing.T) {
 	}
 }
 
+func TestGoMemoryLimit(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		m      memoryLimit
+		budget int64
+		want   int64
+	}{
+		{"budget plus headroom", memoryLimit{16 << 30, memFromPhysical}, 4 << 30, 4<<30 + goHeadroom},
+		{"90% of a cgroup limit", memoryLimit{1 << 30, memFromCgroup}, 1 << 30, (1 << 30) / 100 * 90},
+		{"budget under a cgroup", memoryLimit{4 << 30, memFromCgroup}, 1 << 30, 1<<30 + goHeadroom},
+		{"neither", memoryLimit{16 << 30, memFromPhysical}, 0, math.MaxInt64},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := goMemoryLimit(c.m, c.budget); got != c.want {
+				t.Fatalf("goMemoryLimit = %d, want %d", got, c.want)
+			}
+		})
+	}
+}
+
 // TestMemoryBudgetEndToEnd: over the budget, a request is answered 429
 // with Retry-After naming the flag and counted in the metric.
 func TestMemoryBudgetEndToEnd(t *testing.T) {
