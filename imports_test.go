@@ -48,9 +48,9 @@ var allowed = map[string][]string{
 	"cmd/ortbench":                        {"internal/runtime", "internal/tensor", "internal/onnxgen"},
 	"internal/transport":                  {"internal/serving", "internal/tensor"},
 	"internal/transport/guard":            {"internal/transport", "internal/serving", "internal/tensor"},
-	"internal/transport/httpapi":          {"internal/transport", "internal/transport/guard", "internal/transport/httpapi/jsonscan", "internal/serving", "internal/tensor"},
+	"internal/transport/httpapi":          {"internal/transport", "internal/transport/guard", "internal/transport/httpapi/jsonscan", "internal/serving", "internal/tensor", "internal/quality"},
 	"internal/transport/httpapi/jsonscan": {},
-	"internal/transport/grpcapi":          {"internal/transport", "internal/transport/guard", "internal/serving", "internal/tensor", "proto"},
+	"internal/transport/grpcapi":          {"internal/transport", "internal/transport/guard", "internal/serving", "internal/tensor", "proto", "internal/quality"},
 	"internal/serving":                    {"internal/batcher", "internal/router", "internal/repository", "internal/tensor"},
 	"internal/router":                     {},
 	"internal/repository":                 {},
@@ -59,6 +59,10 @@ var allowed = map[string][]string{
 	"internal/tensor":                     {},
 	"internal/onnxgen":                    {},
 	"internal/testcert":                   {},
+	// The offline commands (check, score) and the data files they share.
+	"internal/dataset": {"internal/tensor"},
+	"internal/check":   {"internal/serving", "internal/repository", "internal/dataset", "internal/tensor"},
+	"internal/score":   {"internal/serving", "internal/repository", "internal/dataset", "internal/tensor"},
 	// The model-quality loop: taps on the serving core (DESIGN §3), and
 	// rollout reading their signals through its own small interfaces.
 	"internal/quality":             {"internal/serving", "internal/tensor"},

@@ -34,6 +34,9 @@ type options struct {
 	loadModels   stringList
 	pollInterval time.Duration
 	settle       time.Duration
+	// strictReadiness is Triton's --strict-readiness: false counts a
+	// model that cannot load as settled for readiness.
+	strictReadiness bool
 
 	shutdownDelay time.Duration
 	drainTimeout  time.Duration
@@ -49,6 +52,10 @@ type options struct {
 	// gcPercent is the Go collector's target (debug.SetGCPercent); 0 means
 	// the flag was not given.
 	gcPercent int
+	// stateDir holds the prediction store of the model-quality loop;
+	// stateMaxBytes bounds it.
+	stateDir      string
+	stateMaxBytes int64
 
 	sec securityOptions
 
@@ -78,6 +85,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&o.controlMode, "model-control-mode", "poll", "poll: serve what the repository folder holds and follow its changes; explicit: load only --load-model names and API calls")
 	fs.Var(&o.loadModels, "load-model", "model to load at startup (repeatable; explicit mode); readiness waits for these")
+	fs.BoolVar(&o.strictReadiness, "strict-readiness", true, "true: ready only when every startup model serves a version; false: ready once the front ends are up and every model with a loadable version serves it (broken models stay UNAVAILABLE)")
 	fs.DurationVar(&o.pollInterval, "repository-poll-interval", 10*time.Second, "full rescan interval of the repository in poll mode (file events are followed at once)")
 	fs.DurationVar(&o.settle, "repository-settle", 500*time.Millisecond, "a model file must stay unchanged this long before it is loaded")
 	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "after SIGTERM: time readiness is false while requests are still served")
@@ -93,6 +101,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.Int64Var(&o.maxInflightBytes, guard.LimitInflightBytes, defaultMemoryLimit().inflightBytes(),
 		"memory budget in bytes for the requests in flight over both front ends (bodies as they arrive, gRPC messages with what decoding them costs); a request that does not fit is answered 429 / RESOURCE_EXHAUSTED with Retry-After; 0 for no budget (default: a quarter of the memory limit, from the cgroup's limit, else GOMEMLIMIT, else physical memory; at least 64 MiB)")
 	o.grpcAlive.register(fs)
+	fs.StringVar(&o.stateDir, "state-dir", "state", "folder of the prediction store of models with a monitoring block (created if missing; one server per folder)")
+	fs.Int64Var(&o.stateMaxBytes, "state-max-bytes", 1<<30, "bound on the prediction store's data in bytes; beyond it the oldest predictions are evicted")
 	o.sec.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -124,6 +134,9 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.gcPercent < -1 {
 		return nil, fmt.Errorf("--gc-percent: want a percentage > 0, or -1 for off; got %d", o.gcPercent)
+	}
+	if o.stateDir == "" || o.stateMaxBytes <= 0 {
+		return nil, errors.New("--state-dir must be set and --state-max-bytes must be > 0")
 	}
 	if o.maxRequestBody <= 0 || o.maxGRPCRecv <= 0 || o.maxGRPCSend <= 0 {
 		return nil, errors.New("message size limits must be > 0")

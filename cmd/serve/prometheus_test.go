@@ -593,6 +593,11 @@ func TestRealPrometheus(t *testing.T) {
 	}
 	var queries []dashboardQuery
 	for _, q := range d.queries() {
+		if strings.Contains(q.expr, "onnxserve:") {
+			// Recording rules of deploy/prometheus: the deploy module's
+			// TestQualityRules evaluates them against a known stream.
+			continue
+		}
 		expr, err := substitute(q.expr, vars)
 		if err != nil {
 			t.Fatalf("%s: %v", q.panel, err)

@@ -433,6 +433,43 @@ func (p *parser) config(n *yaml.Node, c *Config) {
 				"batch_sizes": func(v *yaml.Node, path string) { p.intList(v, path, &c.Warmup.BatchSizes) },
 			})
 		},
+		"sequence_batching": func(v *yaml.Node, path string) {
+			sb := &SequenceBatching{MaxSequenceIdle: DefaultMaxSequenceIdle, MaxSequences: DefaultMaxSequences}
+			c.SequenceBatching = sb
+			p.mapping(v, path, fields{
+				"max_sequence_idle": func(v *yaml.Node, path string) { p.durationField(v, path, &sb.MaxSequenceIdle) },
+				"max_sequences":     func(v *yaml.Node, path string) { p.intField(v, path, &sb.MaxSequences) },
+				"state": func(v *yaml.Node, path string) {
+					p.sequence(v, path, func(v *yaml.Node, field string) {
+						st := SequenceState{Initial: StateInitialZeros}
+						p.mapping(v, field, fields{
+							"input":      func(v *yaml.Node, path string) { p.stringField(v, path, &st.Input) },
+							"output":     func(v *yaml.Node, path string) { p.stringField(v, path, &st.Output) },
+							"batch_axis": func(v *yaml.Node, path string) { p.intField(v, path, &st.BatchAxis) },
+							"initial":    func(v *yaml.Node, path string) { p.stringField(v, path, &st.Initial) },
+						})
+						sb.State = append(sb.State, st)
+					})
+				},
+			})
+		},
+		"check": func(v *yaml.Node, path string) {
+			b := &CheckBudget{Batch: 1}
+			c.Check = b
+			seen := p.mapping(v, path, fields{
+				"batch": func(v *yaml.Node, path string) { p.intField(v, path, &b.Batch) },
+				"p99":   func(v *yaml.Node, path string) { p.durationField(v, path, &b.P99) },
+			})
+			if seen != nil && !seen["p99"] {
+				// A budget without its bound would pass everything.
+				p.ch.errs = append(p.ch.errs, &FieldError{Field: joinPath(path, "p99"), Line: resolveAlias(v).Line, Msg: "required"})
+			}
+		},
+		"monitoring": func(v *yaml.Node, path string) {
+			mon := defaultMonitoring()
+			c.Monitoring = &mon
+			p.monitoring(v, path, &mon)
+		},
 	})
 }
 

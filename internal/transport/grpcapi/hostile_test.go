@@ -174,3 +174,31 @@ func TestAuthBeforeDecode(t *testing.T) {
 		t.Fatalf("with the token: grpc-status %v, want InvalidArgument", code)
 	}
 }
+
+// TestReceivedCallsLeaveNoGuard: a call whose message arrived holds no
+// receive guard afterwards, unary or streaming, so answered calls leave
+// nothing armed behind them however fast they come.
+func TestReceivedCallsLeaveNoGuard(t *testing.T) {
+	e := newEnv(t, Config{})
+	for range 20 {
+		if _, err := e.client.ModelInfer(testCtx(t), simpleRequest("")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := e.client.ModelStreamInfer(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(simpleRequest("")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	e.server.guards.mu.Lock()
+	armed := e.server.guards.head != nil
+	e.server.guards.mu.Unlock()
+	if armed {
+		t.Fatal("a call that got its message still holds an armed receive guard")
+	}
+}

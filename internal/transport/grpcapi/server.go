@@ -55,11 +55,14 @@ type Repository interface {
 	UnloadModel(name string) error
 }
 
-// Backends are the three parts of the serving core the front end uses.
+// Backends are the three parts of the serving core the front end uses,
+// and the model-quality loop.
 type Backends struct {
 	Inference  Inference
 	Models     Models
 	Repository Repository
+	// Quality, when not nil, is served as onnxserve.v1.ModelQuality.
+	Quality Quality
 }
 
 // BackendsOf returns b as all three parts; *serving.Server is one.
@@ -281,9 +284,8 @@ type Server struct {
 
 	quit     chan struct{} // closed when Stop begins
 	stopOnce sync.Once
-	// quitCtx ends when Stop begins, cutting off calls still receiving.
-	quitCtx  context.Context
-	quitDone context.CancelFunc
+	// guards are the calls still receiving their request message.
+	guards recvGuards
 }
 
 // New builds the server with the inference, health and reflection services
@@ -295,7 +297,6 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 	cfg = cfg.withDefaults()
 	s := &Server{log: log, cfg: cfg, quit: make(chan struct{}), codec: newCodec()}
 	s.codec.charges.budget, s.codec.limits = cfg.Budget, cfg.Limits
-	s.quitCtx, s.quitDone = context.WithCancel(context.Background())
 	s.health = newHealthService(struct {
 		Models
 		Repository
@@ -329,6 +330,9 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 	s.grpc = grpc.NewServer(append(opts, cfg.ServerOptions...)...)
 	inference.RegisterGRPCInferenceServiceServer(s.grpc, svc)
 	healthgrpc.RegisterHealthServer(s.grpc, s.health)
+	if b.Quality != nil {
+		inference.RegisterModelQualityServer(s.grpc, &qualityService{q: b.Quality})
+	}
 	reflection.Register(s.grpc)
 	return s
 }
@@ -338,6 +342,11 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 // Config.MaxConnections and waits out a shortage of descriptors
 // (guard.RetryAccept).
 func (s *Server) Serve(ln net.Listener) error {
+	if s.cfg.RecvTimeout > 0 {
+		served, reaped := make(chan struct{}), make(chan struct{})
+		go func() { defer close(reaped); s.reapRecv(served) }()
+		defer func() { close(served); <-reaped }()
+	}
 	err := s.grpc.Serve(guard.LimitListener(guard.RetryAccept(ln, s.log), s.cfg.MaxConnections, s.rejectConn))
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil // stopped before it began serving: a shutdown, not a failure
@@ -351,7 +360,11 @@ func (s *Server) Serve(ln net.Listener) error {
 // first, the remaining calls are cancelled and connections closed at once.
 func (s *Server) Stop(ctx context.Context) {
 	s.SetNotServing()
-	s.stopOnce.Do(func() { close(s.quit); s.quitDone() })
+	s.stopOnce.Do(func() { close(s.quit) })
+	// Calls still receiving their message are cut off now rather than
+	// holding the graceful stop; Serve's reaper does the same on quit, but
+	// a server that never served has none.
+	s.guards.cutOff(time.Time{}, true, errRecvShutdown)
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -387,6 +400,8 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 			s.codec.release(r, err == nil)
 		}
 	}()
+	// The message is in: its receive guard has done its work.
+	stopRecvGuard(s, ctx)
 	ctx, err = s.authenticate(ctx, info.FullMethod)
 	if err == nil {
 		err = s.codec.decodeError(req)

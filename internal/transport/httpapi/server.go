@@ -62,11 +62,15 @@ type Repository interface {
 	PutTraffic(model string, body []byte) error
 }
 
-// Backends are the three parts of the serving core the front end uses.
+// Backends are the three parts of the serving core the front end uses,
+// and the model-quality loop.
 type Backends struct {
 	Inference  Inference
 	Models     Models
 	Repository Repository
+	// Quality serves feedback and quality reports; nil answers those
+	// endpoints 404.
+	Quality Quality
 }
 
 // BackendsOf returns b as all three parts; *serving.Server is one.
@@ -156,6 +160,7 @@ type Server struct {
 	inf      Inference
 	models   Models
 	repo     Repository
+	quality  Quality
 	cfg      Config
 	log      *zap.Logger
 	srv      *fasthttp.Server
@@ -187,7 +192,7 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
-	s := &Server{inf: b.Inference, models: b.Models, repo: b.Repository, cfg: cfg, log: log, conns: newConnTracker(cfg.ReadHeaderTimeout + cfg.ReadTimeout + cfg.WriteTimeout)}
+	s := &Server{inf: b.Inference, models: b.Models, repo: b.Repository, quality: b.Quality, cfg: cfg, log: log, conns: newConnTracker(cfg.ReadHeaderTimeout + cfg.ReadTimeout + cfg.WriteTimeout)}
 	s.metadata = serverMetadata(cfg.Version)
 	bodyConfig := fasthttp.RequestConfig{ReadTimeout: cfg.ReadTimeout}
 	s.srv = &fasthttp.Server{
