@@ -53,7 +53,7 @@ func startProcess(t *testing.T, bin string, wrap []string, repo string, extra ..
 	t.Helper()
 	args := append(append(append([]string{}, wrap...), bin, "--model-repository", repo,
 		"--http-address", "127.0.0.1", "--http-port", "0", "--grpc-address", "127.0.0.1", "--grpc-port", "0",
-		"--metrics-address", "127.0.0.1", "--metrics-port", "0", "--shutdown-delay", "0s"), extra...)
+		"--metrics-address", "127.0.0.1", "--metrics-port", "0", "--shutdown-delay", "0s", "--state-dir", t.TempDir()), extra...)
 	p := &process{cmd: exec.Command(args[0], args[1:]...), exited: make(chan error, 1)}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
