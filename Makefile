@@ -17,7 +17,7 @@ ARGS ?=
 # vets or lists packages runs once per module (`go -C`).
 MODULES := . bench deploy
 
-.PHONY: all lib build run test test-short tools proto models fuzz soak vet fmt clean vad check score-1m
+.PHONY: all lib build run test test-short tools proto models fuzz soak attack vet fmt clean vad check score-1m
 
 all: build
 
@@ -89,6 +89,13 @@ SOAK_FLAGS ?=
 soak: lib ## chaos soak on loopback for SOAK_DURATION (not part of `make test`); writes bench/SOAK.md
 	ONNXSERVE_REQUIRE_ORT=1 ONNXSERVE_SOAK_DURATION=$(SOAK_DURATION) ONNXSERVE_SOAK_REPORT=1 \
 		$(GO) test $(SOAK_FLAGS) -count=1 -timeout 30m -run '^TestSoak$$' -v ./cmd/serve/
+
+# `make test` runs the same attacks for 1s each at 1/16 of their size.
+ATTACK_DURATION ?= 10s
+ATTACK_FLAGS ?=
+attack: lib ## hostile clients on loopback (not part of `make test`): header-only bodies, amplifying encodings, descriptor exhaustion, stalled messages; appends bench/SOAK.md
+	ONNXSERVE_REQUIRE_ORT=1 ONNXSERVE_ATTACK_DURATION=$(ATTACK_DURATION) ONNXSERVE_ATTACK_FLAGS='$(ATTACK_FLAGS)' ONNXSERVE_ATTACK_REPORT=1 \
+		$(GO) test -count=1 -timeout 15m -run '^TestAttack$$' -v ./cmd/serve/
 
 clean:
 	rm -rf bin

@@ -30,6 +30,7 @@ import (
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/transport"
 	"github.com/onnxserve/onnxserve/internal/transport/grpcapi"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	"github.com/onnxserve/onnxserve/internal/transport/httpapi"
 )
 
@@ -58,6 +59,9 @@ func serveMain(args []string, _, _ io.Writer) int {
 	}
 	gc, gcFrom := o.applyGC(os.Getenv)
 	log.Info("garbage collector", zap.Int("gc_percent", gc), zap.String("from", gcFrom))
+	mem := defaultMemoryLimit()
+	log.Info("memory", zap.Int64("limit", mem.bytes), zap.String("limit_from", mem.source),
+		zap.Int64("go_memory_limit", applyGoMemoryLimit(mem, o.maxInflightBytes, os.Getenv)), zap.Int64(guard.LimitInflightBytes, o.maxInflightBytes))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	a, err := newApp(o, log, level)
@@ -233,6 +237,11 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	}
 	sec.http(&hcfg)
 	qb := qualityBackend(a.quality, a.plog)
+	budget, err := newBudget(o.maxInflightBytes, a.reg)
+	if err != nil {
+		return nil, err
+	}
+	hcfg.Budget = budget
 	hb := httpapi.BackendsOf(a.srv)
 	hb.Quality = qb
 	a.http = httpapi.New(hb, hcfg, log.Named("http"))
@@ -249,6 +258,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	}
 	o.grpcAlive.apply(&gcfg)
 	sec.grpc(&gcfg)
+	gcfg.Budget = budget
 	gb := grpcapi.BackendsOf(a.srv)
 	gb.Quality = qb
 	a.grpc = grpcapi.New(gb, gcfg, log.Named("grpc"))
@@ -264,7 +274,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		a.closeListeners()
 		return nil, fmt.Errorf("--metrics-port: %w", err)
 	}
-	a.metricsLn = sec.metricsListener(a.metricsLn)
+	a.metricsLn = sec.metricsListener(guard.RetryAccept(a.metricsLn, log.Named("metrics")))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.Handle("/log-level", sec.guardWrites(level))
@@ -288,7 +298,8 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	log.Info("listening",
 		zap.String("http", a.httpLn.Addr().String()),
 		zap.String("grpc", a.grpcLn.Addr().String()),
-		zap.String("metrics", a.metricsLn.Addr().String()))
+		zap.String("metrics", a.metricsLn.Addr().String()),
+		zap.Int(guard.LimitConnections, o.sec.maxConnections))
 	return a, nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/transport/grpcapi"
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 )
 
 // options are the command-line settings. Every port may be 0 (a free port,
@@ -59,6 +60,9 @@ type options struct {
 	sec securityOptions
 
 	plog payloadLogOptions
+	// maxInflightBytes is the memory budget of requests in flight
+	// (--max-inflight-bytes; memory.go); 0 for none.
+	maxInflightBytes int64
 }
 
 // stringList is a repeatable string flag.
@@ -95,6 +99,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.histogramBounds, "histogram-buckets", "", "latency histogram upper bounds in seconds, comma separated (default 100us to 10s)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the metrics port; keep that port off untrusted networks")
 	fs.IntVar(&o.gcPercent, "gc-percent", 0, "Go garbage collector target, as GOGC: heap growth in percent of the live heap before a collection, -1 turns it off (default $GOGC, else 400)")
+	fs.Int64Var(&o.maxInflightBytes, guard.LimitInflightBytes, defaultMemoryLimit().inflightBytes(),
+		"memory budget in bytes for the requests in flight over both front ends (bodies as they arrive, gRPC messages with what decoding them costs); a request that does not fit is answered 429 / RESOURCE_EXHAUSTED with Retry-After; 0 for no budget (default: a quarter of the memory limit, from the cgroup's limit, else GOMEMLIMIT, else physical memory; at least 64 MiB)")
 	o.grpcAlive.register(fs)
 	fs.StringVar(&o.stateDir, "state-dir", "state", "folder of the prediction store of models with a monitoring block (created if missing; one server per folder)")
 	fs.Int64Var(&o.stateMaxBytes, "state-max-bytes", 1<<30, "bound on the prediction store's data in bytes; beyond it the oldest predictions are evicted")
@@ -136,6 +142,9 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.maxRequestBody <= 0 || o.maxGRPCRecv <= 0 || o.maxGRPCSend <= 0 {
 		return nil, errors.New("message size limits must be > 0")
+	}
+	if o.maxInflightBytes < 0 {
+		return nil, fmt.Errorf("--%s must be >= 0", guard.LimitInflightBytes)
 	}
 	if err := o.grpcAlive.validate(); err != nil {
 		return nil, err

@@ -56,7 +56,7 @@ func (s *securityOptions) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.maxInputs, guard.LimitInputs, guard.DefaultMaxInputs, "most inputs in one inference request; beyond it 413 / RESOURCE_EXHAUSTED")
 	fs.Int64Var(&s.maxBytesElement, guard.LimitBytesElement, guard.DefaultMaxBytesElement, "longest BYTES element in bytes; beyond it 413 / RESOURCE_EXHAUSTED")
 	fs.UintVar(&s.maxStreams, "grpc-max-concurrent-streams", grpcapi.DefaultMaxConcurrentStreams, "most concurrent gRPC calls on one connection; further calls wait for a free stream")
-	fs.IntVar(&s.maxConnections, guard.LimitConnections, 10000, "most connections open at once on each of the HTTP and gRPC ports; one more is refused (HTTP 503, HTTP/2 GOAWAY) naming the limit; 0 for no limit")
+	fs.IntVar(&s.maxConnections, guard.LimitConnections, defaultMaxConnections(), "most connections open at once on each of the HTTP and gRPC ports; one more is refused (HTTP 503, HTTP/2 GOAWAY) naming the limit; 0 for no limit (default: (descriptor limit - descriptor limit/8 - 64) / 2, "+maxConnectionsNote+")")
 	fs.DurationVar(&s.readHeaderTimeout, "http-read-header-timeout", httpapi.DefaultReadHeaderTimeout, "longest time for the TLS handshake and a request's head, from its first byte (cuts off clients that trickle headers)")
 	fs.DurationVar(&s.readTimeout, "http-read-timeout", httpapi.DefaultReadTimeout, "longest time to read a request body once its head is in")
 	fs.DurationVar(&s.writeTimeout, "http-write-timeout", httpapi.DefaultWriteTimeout, "longest time to write a response")

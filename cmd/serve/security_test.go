@@ -471,7 +471,7 @@ func TestSecurityFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.sec.maxConnections != 10000 || o.sec.maxInputs != guard.DefaultMaxInputs || o.sec.rateLimit != 0 {
+	if o.sec.maxConnections != defaultMaxConnections() || o.sec.maxInputs != guard.DefaultMaxInputs || o.sec.rateLimit != 0 {
 		t.Errorf("defaults %+v", o.sec)
 	}
 	for _, missing := range [][]string{

@@ -26,6 +26,11 @@ var ErrLimit = errors.New("limit exceeded")
 // than the per-client rate limit allows.
 var ErrRateLimited = errors.New("rate limited")
 
+// ErrMemoryBudget marks a request refused because the bytes of the
+// requests in flight fill the server's memory budget; the client should
+// retry later.
+var ErrMemoryBudget = errors.New("memory budget exhausted")
+
 // statusRow pairs the two protocols' codes for one class of error.
 type statusRow struct {
 	err  error
@@ -41,6 +46,7 @@ var statusTable = []statusRow{
 	{serving.ErrUnauthorized, codes.PermissionDenied, http.StatusForbidden},
 	{ErrLimit, codes.ResourceExhausted, http.StatusRequestEntityTooLarge},
 	{ErrRateLimited, codes.ResourceExhausted, http.StatusTooManyRequests},
+	{ErrMemoryBudget, codes.ResourceExhausted, http.StatusTooManyRequests},
 	{tensor.ErrInvalid, codes.InvalidArgument, http.StatusBadRequest},
 	{serving.ErrInvalidConfig, codes.InvalidArgument, http.StatusBadRequest},
 	{serving.ErrModelNotFound, codes.NotFound, http.StatusNotFound},

@@ -37,6 +37,7 @@ func TestStatus(t *testing.T) {
 		{"forbidden", serving.ErrUnauthorized, codes.PermissionDenied, 403},
 		{"limit", fmt.Errorf("body: %w", ErrLimit), codes.ResourceExhausted, 413},
 		{"rate limited", fmt.Errorf("client c: %w", ErrRateLimited), codes.ResourceExhausted, 429},
+		{"memory budget", fmt.Errorf("request r: %w", ErrMemoryBudget), codes.ResourceExhausted, 429},
 		{"runtime", errors.New("onnx runtime: kernel failed"), codes.Internal, 500},
 	}
 	for _, tc := range tests {

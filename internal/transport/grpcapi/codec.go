@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
 
@@ -69,6 +70,10 @@ type codec struct {
 	// decodeFailures are the messages that could not be decoded, which
 	// Unmarshal reports to the interceptors rather than to grpc-go.
 	decodeFailures
+	// charges hold the memory budget's charge of each decoded request
+	// until release (budget.go); limits bound its element counts.
+	charges charges
+	limits  guard.Limits
 }
 
 type heldBuffer struct {
@@ -78,7 +83,8 @@ type heldBuffer struct {
 
 // newCodec returns the codec, delegating to the registered protobuf codec.
 func newCodec() *codec {
-	return &codec{std: encoding.GetCodecV2(grpcproto.Name), held: map[weak.Pointer[inference.ModelInferRequest]]heldBuffer{}}
+	return &codec{std: encoding.GetCodecV2(grpcproto.Name), held: map[weak.Pointer[inference.ModelInferRequest]]heldBuffer{},
+		limits: guard.Limits{}.WithDefaults()}
 }
 
 // Name is the content subtype the codec serves: plain protobuf on the wire.
@@ -104,12 +110,33 @@ func (c *codec) unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return c.std.Unmarshal(data, v)
 	}
+	// The copy below is charged before it is made; then the request is
+	// charged what it holds until it is answered (its bytes, and what
+	// decoding them costs), before it is decoded.
+	size := int64(data.Len())
+	if err := c.charges.budget.Charge(size); err != nil {
+		return err
+	}
+	defer c.charges.budget.Refund(size)
 	if data.Len() < aliasFrom {
-		return unmarshalSmall(data.Materialize(), req)
+		b := data.Materialize()
+		if err := c.charge(b, req); err != nil {
+			return err
+		}
+		if err := unmarshalSmall(b, req); err != nil {
+			c.charges.refund(req)
+			return err
+		}
+		return nil
 	}
 	buf := c.bufs.get(data.Len())
 	data.CopyTo(*buf)
+	if err := c.charge(*buf, req); err != nil {
+		c.bufs.put(buf)
+		return err
+	}
 	if err := unmarshalInfer(*buf, req); err != nil {
+		c.charges.refund(req)
 		c.bufs.put(buf)
 		// Malformed wire data: let the standard codec parse it again, so
 		// the caller sees protobuf's own error.
@@ -130,6 +157,7 @@ func (c *codec) unmarshal(data mem.BufferSlice, v any) error {
 // (a call abandoned on its deadline may still be read by a batch). After
 // release req's raw_input_contents are gone.
 func (c *codec) release(req *inference.ModelInferRequest, reuse bool) {
+	c.charges.refund(req)
 	if req == nil || len(req.RawInputContents) == 0 || c.nheld.Load() == 0 {
 		return
 	}
@@ -147,6 +175,16 @@ func (c *codec) release(req *inference.ModelInferRequest, reuse bool) {
 	if reuse {
 		c.bufs.put(h.buf)
 	}
+}
+
+// charge checks the element counts of the request b and charges the
+// budget for it before it is decoded into req (decodeCost).
+func (c *codec) charge(b []byte, req *inference.ModelInferRequest) error {
+	cost, err := decodeCost(b, c.limits)
+	if err != nil {
+		return err
+	}
+	return c.charges.take(req, int64(len(b))+cost)
 }
 
 // forget drops the entry of a request collected without release.

@@ -258,7 +258,8 @@ func (d *decodeFailures) failed(msg any, err error) {
 }
 
 // decodeError returns, once, the INVALID_ARGUMENT status for msg when it
-// could not be decoded, else nil. Free while no decode has failed.
+// could not be decoded (RESOURCE_EXHAUSTED when it was refused over the
+// memory budget or a limit), else nil. Free while no decode has failed.
 func (d *decodeFailures) decodeError(msg any) error {
 	if d.n.Load() == 0 {
 		return nil
@@ -270,6 +271,9 @@ func (d *decodeFailures) decodeError(msg any) error {
 	d.mu.Unlock()
 	if !ok {
 		return nil
+	}
+	if errors.Is(err, transport.ErrMemoryBudget) || errors.Is(err, transport.ErrLimit) {
+		return statusError{err} // not malformed: refused before decoding
 	}
 	return status.Error(codes.InvalidArgument, "malformed request message: "+strings.TrimPrefix(err.Error(), "proto: "))
 }

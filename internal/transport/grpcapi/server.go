@@ -166,6 +166,11 @@ type Config struct {
 	// is decoded; an input over one fails with RESOURCE_EXHAUSTED naming
 	// the limit. Zero fields take guard's defaults.
 	Limits guard.Limits
+	// Budget, when not nil, bounds the bytes of inference requests held
+	// at once over all connections, counting what decoding them costs; a
+	// request that does not fit is answered RESOURCE_EXHAUSTED before it
+	// is decoded (budget.go).
+	Budget *guard.Budget
 	// InferenceTokens, when not nil, are the bearer tokens ("authorization"
 	// metadata) every call needs but health (ServerLive, ServerReady,
 	// ModelReady, grpc.health.v1) and the repository RPCs, which keep the
@@ -291,6 +296,7 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{log: log, cfg: cfg, quit: make(chan struct{}), codec: newCodec()}
+	s.codec.charges.budget, s.codec.limits = cfg.Budget, cfg.Limits
 	s.health = newHealthService(struct {
 		Models
 		Repository
@@ -333,14 +339,15 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 
 // Serve accepts connections on ln until Stop; it returns nil after Stop,
 // also when Stop came first, and the listener's error otherwise. It applies
-// Config.MaxConnections.
+// Config.MaxConnections and waits out a shortage of descriptors
+// (guard.RetryAccept).
 func (s *Server) Serve(ln net.Listener) error {
 	if s.cfg.RecvTimeout > 0 {
 		served, reaped := make(chan struct{}), make(chan struct{})
 		go func() { defer close(reaped); s.reapRecv(served) }()
 		defer func() { close(served); <-reaped }()
 	}
-	err := s.grpc.Serve(guard.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn))
+	err := s.grpc.Serve(guard.LimitListener(guard.RetryAccept(ln, s.log), s.cfg.MaxConnections, s.rejectConn))
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil // stopped before it began serving: a shutdown, not a failure
 	}
@@ -398,6 +405,7 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	ctx, err = s.authenticate(ctx, info.FullMethod)
 	if err == nil {
 		err = s.codec.decodeError(req)
+		retryLater(ctx, err)
 	}
 	if err == nil {
 		resp, err = h(ctx, req)

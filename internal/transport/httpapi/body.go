@@ -19,7 +19,18 @@ func (s *Server) headerReceived(bodyConfig fasthttp.RequestConfig) func(*fasthtt
 	refused := bodyConfig
 	refused.MaxRequestBodySize = 1
 	return func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+		h.Del(headerBodyTooLarge) // only this hook sets it
+		if h.ContentLength() > s.cfg.MaxRequestBodySize {
+			// Refused on its head, as without streamed bodies (takeBody).
+			h.Set(headerBodyTooLarge, "1")
+			h.SetContentLength(0)
+			return refused
+		}
 		if s.unauthenticatedBody(h) {
+			// With streamed bodies fasthttp would still wait for the
+			// body's first bytes: declare none, so the handler runs at
+			// once; takeBody closes the connection after the 401.
+			h.SetContentLength(0)
 			return refused
 		}
 		return bodyConfig

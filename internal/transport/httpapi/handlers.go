@@ -115,9 +115,13 @@ func (s *Server) runInfer(ctx *fasthttp.RequestCtx, o *outcome, c *inferCall) (*
 	if ce := ctx.Request.Header.ContentEncoding(); len(ce) > 0 && !bytes.EqualFold(ce, []byte("identity")) {
 		return nil, refuse(tensor.Invalidf("Content-Encoding %q is not supported; send the body uncompressed", ce))
 	}
+	charged, err := s.chargeDecode(body, headerLen)
+	defer s.cfg.Budget.Refund(charged)
+	if err != nil {
+		return nil, refuse(err)
+	}
 	// decodeInferRequest copies what it keeps, so nothing handed to the
 	// backend refers to fasthttp's buffers once this handler returns.
-	var err error
 	c.decoded, err = decodeInferRequest(body, headerLen, "", s.cfg.Limits)
 	if err != nil {
 		return nil, refuse(err)

@@ -122,6 +122,10 @@ type Config struct {
 	// metadata calls need (401 without one); health probes and model
 	// readiness stay open, and the management API keeps its own rule.
 	InferenceTokens *guard.Tokens
+	// Budget, when not nil, bounds the request body bytes held at once
+	// over all connections; a body that does not fit is answered 429
+	// (inflight.go).
+	Budget *guard.Budget
 	// RateLimiter, when not nil, limits each client's inference requests
 	// (429 beyond it); clients are told apart by token when
 	// InferenceTokens is set, else by IP address.
@@ -205,17 +209,20 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 		IdleTimeout:                  cfg.IdleTimeout,
 		MaxRequestBodySize:           cfg.MaxRequestBodySize,
 		DisablePreParseMultipartForm: true,
-		CloseOnShutdown:              true,
-		Logger:                       fasthttpLogger{log},
+		// Bodies are read by takeBody, in proportion to what arrived.
+		StreamRequestBody: true,
+		CloseOnShutdown:   true,
+		Logger:            fasthttpLogger{log},
 	}
 	return s
 }
 
 // Serve answers requests on ln until Shutdown; it returns nil after a
 // Shutdown and the listener's error otherwise. It applies the connection
-// limit and, with Config.TLS, serves HTTPS.
+// limit, waits out a shortage of descriptors (guard.RetryAccept) and, with
+// Config.TLS, serves HTTPS.
 func (s *Server) Serve(ln net.Listener) error {
-	ln = lingerListener{guard.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn), s.conns}
+	ln = lingerListener{guard.LimitListener(guard.RetryAccept(ln, s.log), s.cfg.MaxConnections, s.rejectConn), s.conns}
 	if s.cfg.TLS != nil {
 		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
@@ -308,6 +315,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			s.cfg.Observe(o.model, o.version, o.id, ctx.Response.StatusCode(), time.Since(start))
 		}
 	}()
+	charged, err := s.takeBody(ctx)
+	defer s.cfg.Budget.Refund(charged)
+	if err != nil {
+		s.refuseBody(ctx, err)
+		return
+	}
 	s.route(ctx, &o)
 }
 
@@ -324,6 +337,8 @@ func (s *Server) handleProtocolError(ctx *fasthttp.RequestCtx, err error) {
 		// so it reads this answer rather than a reset.
 		lingerOnClose(ctx.Conn())
 		s.fail(ctx, guard.LimitErrorf("request body exceeds the %d-byte limit (%s)", s.cfg.MaxRequestBodySize, guard.LimitRequestBody))
+	case errors.Is(err, transport.ErrMemoryBudget):
+		s.fail(ctx, err)
 	case errors.As(err, &small):
 		writeError(ctx, http.StatusRequestHeaderFieldsTooLarge, "request headers too large")
 	case errors.As(err, &netErr) && netErr.Timeout():
