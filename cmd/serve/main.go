@@ -24,6 +24,7 @@ import (
 
 	"github.com/onnxserve/onnxserve/internal/batcher"
 	"github.com/onnxserve/onnxserve/internal/repository"
+	"github.com/onnxserve/onnxserve/internal/rollout"
 	"github.com/onnxserve/onnxserve/internal/runtime"
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/transport"
@@ -110,6 +111,8 @@ type app struct {
 	ortShutdown func() error
 	// threads divides the CPUs among the sessions.
 	threads *runtime.ThreadBudget
+	// rollouts runs progressive delivery.
+	rollouts *rollout.Manager
 }
 
 // newApp loads ONNX Runtime, builds every component and opens the
@@ -185,7 +188,12 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		},
 	}
 	sec.http(&hcfg)
-	a.http = httpapi.New(httpapi.BackendsOf(a.srv), hcfg, log.Named("http"))
+	if a.rollouts, err = a.newRollouts(nil); err != nil {
+		return nil, err
+	}
+	backends := httpapi.BackendsOf(a.srv)
+	backends.Rollouts = rolloutAPI{m: a.rollouts, srv: a.srv, root: o.modelRepository}
+	a.http = httpapi.New(backends, hcfg, log.Named("http"))
 
 	gcfg := grpcapi.Config{
 		Version:            version,
@@ -265,6 +273,7 @@ func (a *app) run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return a.watch(gctx) })
+	g.Go(func() error { return a.rollouts.Run(gctx) })
 	g.Go(func() error { a.sec.runReload(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
@@ -285,6 +294,7 @@ func (a *app) watch(ctx context.Context) error {
 				a.log.Error("startup model failed to load", zap.String("model", name), zap.Error(err))
 			}
 		}
+		a.rollouts.Resume(a.o.loadModels)
 		return nil
 	}
 	snap, err := repository.Scan(a.o.modelRepository)
@@ -294,8 +304,13 @@ func (a *app) watch(ctx context.Context) error {
 	a.planThreads(snap)
 	a.srv.Apply(ctx, serving.DesiredFromSnapshot(snap))
 	a.log.Info("repository loaded", zap.Int("models", len(snap.Models)), zap.Bool("ready", a.srv.Ready()))
+	var names []string
+	for _, m := range snap.Models {
+		names = append(names, m.Name)
+	}
+	a.rollouts.Resume(names)
 	w, err := repository.NewWatcher(a.o.modelRepository, a.o.pollInterval, a.log.Named("repository"),
-		repository.WithSettle(a.o.settle))
+		repository.WithSettle(a.o.settle), repository.WithPublished(snap))
 	if err != nil {
 		return err
 	}

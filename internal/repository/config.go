@@ -81,6 +81,10 @@ type Config struct {
 	Traffic *Traffic `yaml:"traffic"`
 	// Warmup lists inference runs done before a version turns READY.
 	Warmup Warmup `yaml:"warmup"`
+	// Rollout is the progressive-delivery policy; nil (the block is
+	// absent) means DefaultRollout for rollouts started through the API,
+	// and no automatic rollout.
+	Rollout *Rollout `yaml:"rollout,omitempty"`
 }
 
 // DynamicBatching is the dynamic_batching block. Fields absent from a present
@@ -210,6 +214,10 @@ func (c Config) Clone() Config {
 		out.Traffic = &t
 	}
 	out.Warmup.BatchSizes = slices.Clone(c.Warmup.BatchSizes)
+	if c.Rollout != nil {
+		r := c.Rollout.Clone()
+		out.Rollout = &r
+	}
 	return out
 }
 
@@ -391,6 +399,9 @@ func (c *Config) validate(ch *checker) {
 	c.VersionPolicy.validate(ch)
 	if c.Traffic != nil {
 		c.Traffic.validate(ch, "traffic.")
+	}
+	if c.Rollout != nil {
+		c.Rollout.validate(ch, "rollout.")
 	}
 
 	maxWarm := max(c.MaxBatchSize, 1)

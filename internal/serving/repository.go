@@ -46,6 +46,7 @@ func DesiredFromRepository(m repository.Model) Desired {
 // never reloads a session.
 func servingHash(c repository.Config) string {
 	c.Traffic = nil
+	c.Rollout = nil // a policy moves traffic; it never reloads a session
 	b, err := json.Marshal(c)
 	if err != nil {
 		// Config holds only plain data; this cannot fail, but a unique

@@ -63,6 +63,9 @@ type Server struct {
 
 	mu     sync.Mutex // serialises Apply, Load, Unload and Close
 	models atomic.Pointer[map[string]*model]
+	// trafficOwners maps a model to the holder of its traffic (see
+	// ClaimTraffic); guarded by mu.
+	trafficOwners map[string]string
 
 	shadow *shadowQueue
 	taps   tapSet

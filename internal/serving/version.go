@@ -26,6 +26,7 @@ type version struct {
 
 	versionCounters
 	stats requestStats
+	tally shadowTally
 
 	refs     atomic.Int64
 	retired  atomic.Bool

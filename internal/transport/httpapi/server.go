@@ -62,11 +62,15 @@ type Repository interface {
 	PutTraffic(model string, body []byte) error
 }
 
-// Backends are the three parts of the serving core the front end uses.
+// Backends are the three parts of the serving core the front end uses,
+// and the rollouts, when the server runs them.
 type Backends struct {
 	Inference  Inference
 	Models     Models
 	Repository Repository
+	// Rollouts, when not nil, serves /v2/models/{m}/rollout; nil answers
+	// those paths 404.
+	Rollouts Rollouts
 }
 
 // BackendsOf returns b as all three parts; *serving.Server is one.
@@ -152,6 +156,7 @@ type Server struct {
 	inf      Inference
 	models   Models
 	repo     Repository
+	rollouts Rollouts
 	cfg      Config
 	log      *zap.Logger
 	srv      *fasthttp.Server
@@ -182,7 +187,7 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
-	s := &Server{inf: b.Inference, models: b.Models, repo: b.Repository, cfg: cfg, log: log}
+	s := &Server{inf: b.Inference, models: b.Models, repo: b.Repository, rollouts: b.Rollouts, cfg: cfg, log: log}
 	s.metadata = serverMetadata(cfg.Version)
 	bodyConfig := fasthttp.RequestConfig{ReadTimeout: cfg.ReadTimeout}
 	s.srv = &fasthttp.Server{
