@@ -174,6 +174,9 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		Mode:          serving.ControlMode(o.controlMode),
 		Status:        func(err error) int { _, code := transport.Status(err); return code },
 		OnRelease:     func(model, version string) { obs.ForgetVersion(model, version) },
+		OnNewVersion: func(model, candidate, baseline string, p repository.Rollout) {
+			a.rollouts.StartLater(model, candidate, baseline, policyOf(p))
+		},
 	}, log, sm, bm)
 	if obs, err = transport.NewObserver(a.reg, buckets, log.Named("access")); err != nil {
 		return nil, err

@@ -423,3 +423,33 @@ func TestRolloutCandidateRemoved(t *testing.T) {
 	}
 	servedOnly(t, ts, "1", 10)
 }
+
+// TestRolloutAutomatic: with rollout.auto, a new version folder starts a
+// rollout instead of taking all traffic, and a good one is promoted.
+func TestRolloutAutomatic(t *testing.T) {
+	repo := rolloutRepo(t, onnxgen.Classifier(2))
+	cfg := strings.Replace(rolloutConfig, "rollout:\n", "rollout:\n  auto: true\n", 1)
+	cfg = strings.Replace(cfg, "min_requests: 40", "min_requests: 20", 1)
+	if err := os.WriteFile(filepath.Join(repo, "classifier", "config.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Version 2 arrives while the server runs: it is moved in whole.
+	held := filepath.Join(t.TempDir(), "2")
+	if err := os.Rename(filepath.Join(repo, "classifier", "2"), held); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, repo, "--rollout-tick", "20ms")
+	l := startLoad(t, ts, 4)
+	if err := os.Rename(held, filepath.Join(repo, "classifier", "2")); err != nil {
+		t.Fatal(err)
+	}
+	d := waitPhase(t, ts, "rolled_back", "promoted", "held")
+	l.finish(t, ts)
+	if d.Phase != "promoted" || d.Candidate != "2" || d.Baseline != "1" {
+		t.Fatalf("automatic rollout ended %s (candidate %s, baseline %s): %s", d.Phase, d.Candidate, d.Baseline, d.Reason)
+	}
+	if h := d.History[0]; h.Reason != "started" || h.Percent != 20 {
+		t.Errorf("first decision %s at %d%%, want started at 20%%", h.Reason, h.Percent)
+	}
+	servedOnly(t, ts, "2", 10)
+}

@@ -87,7 +87,20 @@ type Manager struct {
 
 	mu   sync.Mutex // guards runs and each run's fields
 	runs map[string]*run
+
+	// auto queues the rollouts that new version folders start, for Run.
+	auto chan autoStart
 }
+
+// autoStart is a rollout a new version folder asked for.
+type autoStart struct {
+	model, candidate, baseline string
+	policy                     Policy
+}
+
+// maxAutoQueue bounds the automatic starts waiting for Run; beyond it one
+// is dropped and logged (its version stays without traffic).
+const maxAutoQueue = 64
 
 // run is one model's rollout and its window.
 type run struct {
@@ -184,7 +197,8 @@ func NewManager(cfg Config, meter *Meter, log *zap.Logger, m *Metrics) *Manager 
 	if cfg.Tick <= 0 {
 		cfg.Tick = DefaultTick
 	}
-	return &Manager{cfg: cfg, meter: meter, log: log, metrics: m, now: time.Now, runs: map[string]*run{}}
+	return &Manager{cfg: cfg, meter: meter, log: log, metrics: m, now: time.Now, runs: map[string]*run{},
+		auto: make(chan autoStart, maxAutoQueue)}
 }
 
 // Start begins a rollout of candidate on model, judged against baseline
@@ -384,7 +398,23 @@ func (mg *Manager) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			mg.judgeAll()
+		case a := <-mg.auto:
+			if _, err := mg.Start(a.model, a.candidate, a.baseline, a.policy); err != nil {
+				mg.log.Error("automatic rollout not started; the new version serves no unversioned traffic",
+					zap.String("model", a.model), zap.String("candidate", a.candidate), zap.Error(err))
+			}
 		}
+	}
+}
+
+// StartLater asks Run to start a rollout, as Start would; it never blocks.
+// The serving core calls it (through cmd/serve) when a new version folder
+// arrives on a model whose rollout policy is automatic.
+func (mg *Manager) StartLater(model, candidate, baseline string, p Policy) {
+	select {
+	case mg.auto <- autoStart{model, candidate, baseline, p}:
+	default:
+		mg.log.Error("automatic rollout dropped: too many waiting", zap.String("model", model), zap.String("candidate", candidate))
 	}
 }
 

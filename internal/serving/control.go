@@ -116,3 +116,41 @@ func (s *Server) VersionShadow(name, ver string) (ShadowCounts, error) {
 func (s *Server) logRouting(name, owner string, t repository.Traffic) {
 	s.log.Info("traffic changed", zap.String("model", name), zap.Any("split", t.Split), zap.String("by", owner))
 }
+
+// pinForRollout keeps the traffic where it is when a version newer than
+// every serving one arrives on a model whose rollout policy is automatic
+// and that has no split: it pins the split to the previous newest version
+// (persisted like SetTraffic) so the new one takes no traffic until a
+// rollout gives it some. ok reports a pin; candidate and baseline are then
+// the new version and the pinned one. s.mu is held.
+func (s *Server) pinForRollout(m *model, cur *servingSet, next map[int64]*version, cfg repository.Config) (t *repository.Traffic, candidate, baseline string, ok bool) {
+	if s.cfg.OnNewVersion == nil || cfg.Rollout == nil || !cfg.Rollout.Auto || (cfg.Traffic != nil && cfg.Traffic.Split != nil) || s.trafficOwners[m.name] != "" {
+		return nil, "", "", false
+	}
+	var prev, newest int64
+	for n := range cur.byNumber {
+		prev = max(prev, n)
+	}
+	for n := range next {
+		newest = max(newest, n)
+	}
+	if prev == 0 || newest <= prev || next[prev] == nil {
+		return nil, "", "", false
+	}
+	spec := repository.Traffic{StickyKey: repository.DefaultStickyKey}
+	if cfg.Traffic != nil {
+		spec = cfg.Traffic.Clone()
+	}
+	baseline, candidate = next[prev].label, next[newest].label
+	spec.Split = map[string]int{baseline: 100}
+	if err := repository.WriteTraffic(s.cfg.Root, m.name, spec); err != nil {
+		s.log.Error("new version takes all traffic: the split could not be pinned for its rollout",
+			zap.String("model", m.name), zap.String("version", candidate), zap.Error(err))
+		return nil, "", "", false
+	}
+	m.mu.Lock()
+	m.cfg.Traffic = &spec
+	m.mu.Unlock()
+	s.logRouting(m.name, "automatic rollout of version "+candidate, spec)
+	return &spec, candidate, baseline, true
+}

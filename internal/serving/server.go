@@ -49,6 +49,13 @@ type Config struct {
 	// good (removed or unloaded, not replaced in place), so collectors kept
 	// outside this package can drop its series.
 	OnRelease func(model, version string)
+	// OnNewVersion, when set, is called when a version newer than every
+	// serving one arrives on a model whose rollout block has auto: true and
+	// whose traffic has no split. The split was pinned to baseline, the
+	// previous newest version, so candidate serves nothing yet; the callee
+	// starts the rollout. It runs under the server's lock: it must not
+	// block or call back into the Server.
+	OnNewVersion func(model, candidate, baseline string, policy repository.Rollout)
 }
 
 // Server is the live set of models. It is safe for concurrent use: the
