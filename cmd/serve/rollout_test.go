@@ -453,3 +453,40 @@ func TestRolloutAutomatic(t *testing.T) {
 	}
 	servedOnly(t, ts, "2", 10)
 }
+
+// TestRolloutShadowFirst: with shadow_first the candidate first gets
+// mirrored copies only; one that agrees with the baseline goes on to serve,
+// one that disagrees is rolled back by min_shadow_agreement.
+func TestRolloutShadowFirst(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		candidate []byte
+		want      string
+	}{
+		{"agrees", onnxgen.Classifier(1), "promoted"},
+		{"disagrees", onnxgen.Classifier(2), "rolled_back"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ts := startServer(t, rolloutRepo(t, c.candidate), "--rollout-tick", "20ms")
+			d := startRollout(t, ts, `{"candidate":"2","shadow_first":"300ms","steps":[50,100],"step_interval":"200ms","min_requests":20,
+				"gates":{"min_shadow_agreement":0.95,"max_error_rate":0.01}}`)
+			if d.Phase != "shadow" || d.Percent != 0 {
+				t.Fatalf("started %s at %d%%, want shadow at 0%%", d.Phase, d.Percent)
+			}
+			l := startLoad(t, ts, 4)
+			d = waitPhase(t, ts, "rolled_back", "promoted", "held")
+			l.finish(t, ts)
+			if d.Phase != c.want {
+				t.Fatalf("ended %s (%s), want %s", d.Phase, d.Reason, c.want)
+			}
+			if c.want == "rolled_back" {
+				if _, reason, _ := lastDecision(t, d); reason != "min_shadow_agreement" {
+					t.Errorf("rolled back by %q, want min_shadow_agreement", reason)
+				}
+				if l.versions["2"] != 0 {
+					t.Errorf("the candidate answered %d clients during the shadow phase", l.versions["2"])
+				}
+			}
+		})
+	}
+}
