@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -93,5 +94,40 @@ func (p Policy) check() error {
 	if p.MinRequests < 1 {
 		return fmt.Errorf("%w: min_requests: must be >= 1", ErrInvalid)
 	}
+	return nil
+}
+
+// policyJSON is Policy with its durations as text ("1m0s"), as GET
+// /rollout shows them and the state file keeps them.
+type policyJSON struct {
+	ShadowFirst   string `json:"shadow_first"`
+	Steps         []int  `json:"steps"`
+	StepInterval  string `json:"step_interval"`
+	MinRequests   int    `json:"min_requests"`
+	Gates         Gates  `json:"gates"`
+	HoldOnFailure bool   `json:"hold_on_failure"`
+	HoldOnSuccess bool   `json:"hold_on_success"`
+}
+
+// MarshalJSON writes the durations as text.
+func (p Policy) MarshalJSON() ([]byte, error) {
+	return json.Marshal(policyJSON{p.ShadowFirst.String(), p.Steps, p.StepInterval.String(), p.MinRequests, p.Gates, p.HoldOnFailure, p.HoldOnSuccess})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (p *Policy) UnmarshalJSON(data []byte) error {
+	var j policyJSON
+	if err := json.Unmarshal(data, &j); err != nil {
+		return err
+	}
+	sf, err := time.ParseDuration(j.ShadowFirst)
+	if err != nil {
+		return fmt.Errorf("shadow_first: %w", err)
+	}
+	si, err := time.ParseDuration(j.StepInterval)
+	if err != nil {
+		return fmt.Errorf("step_interval: %w", err)
+	}
+	*p = Policy{sf, j.Steps, si, j.MinRequests, j.Gates, j.HoldOnFailure, j.HoldOnSuccess}
 	return nil
 }

@@ -87,6 +87,10 @@ func (s FileStore) Save(st Status) error {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // no-op after the rename
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err
