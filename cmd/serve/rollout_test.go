@@ -215,6 +215,25 @@ func (l *load) finish(t *testing.T, ts *testServer) {
 	t.Logf("answers by protocol and status: %v; successful answers by version: %v", l.codes, l.versions)
 }
 
+// finishRemoved is finish for a test that removes a version: the series
+// of a removed version go with it, so the server's count of the version
+// that stays must equal the clients' answers from it, and every answer
+// must be a success.
+func (l *load) finishRemoved(t *testing.T, ts *testServer, kept string) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	fams := scrape(t, ts)
+	got := counterValue(t, fams, "onnxserve_requests_total", map[string]string{"model": "classifier", "version": kept})
+	if int(got) != l.versions[kept] {
+		t.Errorf("version %s: the server counted %v requests, the clients got %d answers from it", kept, got, l.versions[kept])
+	}
+	if n := l.codes["http 200"] + l.codes["grpc 0"]; n != l.answered["http"]+l.answered["grpc"] || n == 0 {
+		t.Errorf("answers by protocol and status %v: want every one a success", l.codes)
+	}
+	t.Logf("answers by protocol and status: %v; successful answers by version: %v", l.codes, l.versions)
+}
+
 // lastDecision returns the rollout's final decision.
 func lastDecision(t *testing.T, d rolloutDoc) (to, reason string, step int) {
 	t.Helper()
@@ -417,7 +436,7 @@ func TestRolloutCandidateRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := waitPhase(t, ts, "rolled_back")
-	l.finish(t, ts)
+	l.finishRemoved(t, ts, "1")
 	if _, reason, _ := lastDecision(t, d); reason != "candidate_removed" || !strings.Contains(d.Reason, "removed") {
 		t.Errorf("ended by %q (%s), want candidate_removed", reason, d.Reason)
 	}
