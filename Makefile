@@ -17,14 +17,21 @@ ARGS ?=
 # vets or lists packages runs once per module (`go -C`).
 MODULES := . bench deploy
 
-.PHONY: all lib build run test test-short tools proto models fuzz soak vet fmt clean
+.PHONY: all lib build run test test-short tools proto models fuzz soak vet fmt clean vad check score-1m
 
 all: build
 
 lib: ## fetch and verify the pinned ONNX Runtime library (cached)
 	@scripts/fetch-onnxruntime.sh
 
-build: lib
+# Silero VAD v5, the published stateful model the sequence-batching tests
+# and the streaming benchmark serve (pinned, sha256-checked, cached in
+# .cache/models/; never committed).
+export ONNXSERVE_SILERO_VAD ?= $(CURDIR)/.cache/models/silero_vad/silero_vad.onnx
+vad: ## fetch and verify Silero VAD v5 (cached)
+	@scripts/fetch-silero-vad.sh
+
+build: lib vad
 	$(GO) build -o $(BIN) ./cmd/serve
 
 run: build ## serve ./models on ports 8000 (HTTP), 8001 (gRPC), 8002 (metrics)
@@ -33,7 +40,7 @@ run: build ## serve ./models on ports 8000 (HTTP), 8001 (gRPC), 8002 (metrics)
 tools: ## install test tools (protoc, prometheus) when missing and permitted
 	@scripts/ensure-tools.sh
 
-test: lib tools ## every test, with the race detector, against the real ONNX Runtime
+test: lib vad tools ## every test, with the race detector, against the real ONNX Runtime
 	export ONNXSERVE_REQUIRE_ORT=1 ONNXSERVE_REQUIRE_TOOLS=$$(scripts/ensure-tools.sh --check && echo 1 || echo 0); \
 		for m in $(MODULES); do $(GO) -C $$m test -race -count=1 -timeout 15m ./... || exit 1; done
 	@# A brief live fuzz of the request decoders and tensor validation; the
@@ -41,8 +48,16 @@ test: lib tools ## every test, with the race detector, against the real ONNX Run
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeInferRequest$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/transport/httpapi
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateSplit$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/tensor
 	$(GO) test -run '^$$' -fuzz '^FuzzCodecUnmarshal$$' -fuzztime 5s -fuzzminimizetime 2s ./internal/transport/grpcapi
+	@# The bundled models pass the gate a new version must pass.
+	$(MAKE) --no-print-directory check
 
-test-short: lib
+check: build ## onnxserve check on models/: load, golden tests and latency budgets, as CI runs it
+	./$(BIN) check --model-repository models
+
+score-1m: lib ## the score tests (formats agree, server sample, kill -9 then --resume) on 1,000,000 rows; not part of `make test`
+	ONNXSERVE_REQUIRE_ORT=1 ONNXSERVE_SCORE_ROWS=1000000 $(GO) test -count=1 -timeout 60m -run '^TestScore(FormatsAgree|ResumeAfterKill)$$' -v ./cmd/serve/
+
+test-short: lib vad
 	export ONNXSERVE_REQUIRE_ORT=1; \
 		for m in $(MODULES); do $(GO) -C $$m test -count=1 -short ./... || exit 1; done
 

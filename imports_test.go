@@ -59,6 +59,10 @@ var allowed = map[string][]string{
 	"internal/tensor":                     {},
 	"internal/onnxgen":                    {},
 	"internal/testcert":                   {},
+	// The offline commands (check, score) and the data files they share.
+	"internal/dataset": {"internal/tensor"},
+	"internal/check":   {"internal/serving", "internal/repository", "internal/dataset", "internal/tensor"},
+	"internal/score":   {"internal/serving", "internal/repository", "internal/dataset", "internal/tensor"},
 	// The model-quality loop: taps on the serving core (DESIGN §3), and
 	// rollout reading their signals through its own small interfaces.
 	"internal/quality":             {"internal/serving", "internal/tensor"},

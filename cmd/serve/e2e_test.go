@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -69,6 +70,14 @@ type testServer struct {
 
 func startServer(t *testing.T, repo string, extra ...string) *testServer {
 	t.Helper()
+	ts := startServerNoWait(t, repo, extra...)
+	ts.waitReady(t)
+	return ts
+}
+
+// startServerNoWait is startServer without waiting for readiness.
+func startServerNoWait(t *testing.T, repo string, extra ...string) *testServer {
+	t.Helper()
 	requireORT(t)
 	args := append([]string{"--model-repository", repo, "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
 		"--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1", "--metrics-address", "127.0.0.1",
@@ -88,7 +97,6 @@ func startServer(t *testing.T, repo string, extra ...string) *testServer {
 	ts := &testServer{a: a, http: "http://" + a.httpLn.Addr().String(), done: make(chan error, 1), stop: cancel}
 	go func() { ts.done <- a.run(ctx) }()
 	t.Cleanup(func() { ts.shutdown(t) })
-	ts.waitReady(t)
 	return ts
 }
 
@@ -105,7 +113,11 @@ func (ts *testServer) shutdown(t *testing.T) {
 			t.Errorf("server stopped with: %v", err)
 		}
 	case <-time.After(testTimeout):
-		t.Fatal("server did not stop")
+		// The stacks say where it hangs, on a machine where it cannot be
+		// reproduced at will.
+		var stacks strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+		t.Fatalf("server did not stop; goroutines:\n%s", stacks.String())
 	}
 	if n := runtime.LiveSessions(); n != 0 {
 		t.Errorf("%d ONNX Runtime sessions still open after shutdown", n)

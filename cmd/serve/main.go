@@ -177,6 +177,10 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		OnNewVersion: func(model, candidate, baseline string, p repository.Rollout) {
 			a.rollouts.StartLater(model, candidate, baseline, policyOf(p))
 		},
+
+		// --strict-readiness=false: a broken model stays UNAVAILABLE
+		// without keeping the server out of its Service.
+		LenientReadiness: !o.strictReadiness,
 	}, log, sm, bm)
 	if obs, err = transport.NewObserver(a.reg, buckets, log.Named("access")); err != nil {
 		return nil, err
@@ -242,7 +246,8 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		a.closeListeners()
 		return nil, err
 	}
-	a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: o.sec.readHeaderTimeout, IdleTimeout: o.sec.idleTimeout, ErrorLog: errLog}
+	a.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: o.sec.readHeaderTimeout, IdleTimeout: o.sec.idleTimeout, ErrorLog: errLog,
+		ReadTimeout: o.sec.readHeaderTimeout + o.sec.readTimeout, WriteTimeout: o.sec.writeTimeout}
 	log.Info("listening",
 		zap.String("http", a.httpLn.Addr().String()),
 		zap.String("grpc", a.grpcLn.Addr().String()),

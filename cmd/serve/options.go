@@ -34,6 +34,9 @@ type options struct {
 	loadModels   stringList
 	pollInterval time.Duration
 	settle       time.Duration
+	// strictReadiness is Triton's --strict-readiness: false counts a
+	// model that cannot load as settled for readiness.
+	strictReadiness bool
 
 	shutdownDelay time.Duration
 	drainTimeout  time.Duration
@@ -79,6 +82,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&o.controlMode, "model-control-mode", "poll", "poll: serve what the repository folder holds and follow its changes; explicit: load only --load-model names and API calls")
 	fs.Var(&o.loadModels, "load-model", "model to load at startup (repeatable; explicit mode); readiness waits for these")
+	fs.BoolVar(&o.strictReadiness, "strict-readiness", true, "true: ready only when every startup model serves a version; false: ready once the front ends are up and every model with a loadable version serves it (broken models stay UNAVAILABLE)")
 	fs.DurationVar(&o.pollInterval, "repository-poll-interval", 10*time.Second, "full rescan interval of the repository in poll mode (file events are followed at once)")
 	fs.DurationVar(&o.settle, "repository-settle", 500*time.Millisecond, "a model file must stay unchanged this long before it is loaded")
 	fs.StringVar(&o.rolloutStateDir, "rollout-state-dir", "", "folder of the rollout state files (<model>.rollout.json); default: each model's folder, as .rollout.json beside its config.yaml")

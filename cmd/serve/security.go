@@ -156,6 +156,8 @@ func (s *security) grpc(c *grpcapi.Config) {
 	c.MaxConcurrentStreams = uint32(s.o.maxStreams)
 	c.MaxConnections = s.o.maxConnections
 	c.ConnectionTimeout = s.o.grpcConnTimeout
+	// A request message gets the time an HTTP request gets for its head and body.
+	c.RecvTimeout = s.o.readHeaderTimeout + s.o.readTimeout
 	c.InferenceTokens = s.inference
 	c.RateLimiter = s.limiter
 	c.Scrub = s.scrub

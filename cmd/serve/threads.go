@@ -19,6 +19,12 @@ type ortLoader struct {
 	log     *zap.Logger
 }
 
+// offlineLoader is the loader of the offline commands: the server's own,
+// dividing the CPUs this process may use among the sessions it opens.
+func offlineLoader() *ortLoader {
+	return &ortLoader{threads: runtime.NewThreadBudget(runtime.AvailableCPUs()), log: zap.NewNop()}
+}
+
 func (l *ortLoader) Load(_ context.Context, path string, in repository.Instances) (serving.Model, error) {
 	opts, release := l.options(path, in)
 	s, err := runtime.Load(path, opts)

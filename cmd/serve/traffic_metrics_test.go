@@ -77,7 +77,7 @@ func TestTrafficSplitEndToEnd(t *testing.T) {
 	if got["1"] < 405 || got["1"] > 595 {
 		t.Fatalf("50/50 split served %v", got)
 	}
-	for _, bad := range []string{`{"split":{"1":50,"7":50}}`, `{"split":{"1":-1,"2":5}}`, `{"split":{"1":0,"2":0}}`, `{"split":`} {
+	for _, bad := range []string{`{"split":{"1":50,"7":50}}`, `{"split":{"1":-1,"2":5}}`, `{"split":{"1":0,"2":0}}`, `{"split":`, "\xff\xfe", `null`, `{}`, ``} {
 		view.Error = ""
 		if code := do(t, "PUT", ts.http+"/v2/models/classifier/traffic", bad, &view); code != 400 || view.Error == "" {
 			t.Errorf("PUT %s: %d %q, want 400 naming the problem", bad, code, view.Error)

@@ -67,6 +67,12 @@ type Config struct {
 	Instances int
 	// Model and Version label the metrics and logs; they have no other use.
 	Model, Version string
+	// InputAxes and OutputAxes give, by position, the axis along which
+	// each input and output is stacked and cut (tensor.NoAxis: not batched;
+	// every request of a batch must hold the same value, which is passed
+	// once and returned to each). Missing entries, and nil, mean axis 0.
+	// Recurrent state often has its batch on axis 1; a scalar has none.
+	InputAxes, OutputAxes []int
 	// WarmedUp says the Runner has already run other input successfully
 	// (a warmup), so a failure pinned on the first requests' data is
 	// already their fault rather than a sign of a broken model.
@@ -432,28 +438,45 @@ func (b *Batcher) checkInputs(in []tensor.Tensor) ([]tensor.Tensor, int64, error
 	if len(in) == 0 {
 		return nil, 0, tensor.Invalidf("request has no inputs")
 	}
-	rows, err := tensor.Rows(in[0])
-	if err != nil {
-		return nil, 0, err
-	}
-	for _, t := range in[1:] {
-		n, err := tensor.Rows(t)
+	rows, first := int64(-1), -1
+	for j, t := range in {
+		axis := axisOf(b.cfg.InputAxes, j)
+		if axis == tensor.NoAxis {
+			continue
+		}
+		n, err := tensor.RowsAt(t, axis)
 		if err != nil {
 			return nil, 0, err
 		}
+		if first < 0 {
+			rows, first = n, j
+			continue
+		}
 		if n != rows {
 			return nil, 0, tensor.Invalidf("input %q has batch size %d but input %q has %d: all inputs of a request need the same batch size",
-				t.Name, n, in[0].Name, rows)
+				t.Name, n, in[first].Name, rows)
 		}
 	}
+	if first < 0 {
+		return in, 1, nil // nothing batched: the request is one row
+	}
 	if rows < 1 {
-		return nil, 0, tensor.Invalidf("input %q has batch size 0: a request needs at least one row", in[0].Name)
+		return nil, 0, tensor.Invalidf("input %q has batch size 0: a request needs at least one row", in[first].Name)
 	}
 	if rows > int64(b.cfg.MaxBatchSize) {
 		return nil, 0, fmt.Errorf("input %q has batch size %d, more than the model's max batch size %d: %w",
-			in[0].Name, rows, b.cfg.MaxBatchSize, ErrTooManyRows)
+			in[first].Name, rows, b.cfg.MaxBatchSize, ErrTooManyRows)
 	}
 	return in, rows, nil
+}
+
+// axisOf returns the batch axis of position j: axes[j], or 0 when axes does
+// not say.
+func axisOf(axes []int, j int) int {
+	if j < len(axes) {
+		return axes[j]
+	}
+	return 0
 }
 
 // QueueDepth returns the number of requests admitted and not yet started.

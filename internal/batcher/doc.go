@@ -14,4 +14,12 @@
 // hands them over valid and in one fixed order (the model's), and the
 // batcher checks only what batching needs (rows). SubmitTimed reports a
 // request's queue wait and its batch's run time for the caller's records.
+//
+// Inputs and outputs are stacked along their own axis (Config.InputAxes,
+// OutputAxes): the first by default, a recurrent state's batch axis, or
+// none for a scalar that the requests of a batch share. Sequences is the
+// sequence batcher's store: which sequences are active and on which version,
+// their stored state, the turn that runs one sequence's requests in order,
+// idle expiry and the max_sequences bound. It too moves tensors only; the
+// serving core decides what the states feed.
 package batcher

@@ -61,13 +61,14 @@ func (b *Batcher) preferred(rows int64) bool {
 }
 
 // sameLayout reports whether two requests' inputs can be stacked: same
-// names (both are sorted), data types and non-batch dimensions.
-func sameLayout(a, b *request) bool {
+// names (both are sorted), data types and non-batch dimensions, and equal
+// values for inputs without a batch axis.
+func (bt *Batcher) sameLayout(a, b *request) bool {
 	if len(a.in) != len(b.in) {
 		return false
 	}
 	for i := range a.in {
-		if !tensor.SameLayout(a.in[i], b.in[i]) {
+		if !tensor.SameLayoutAt(a.in[i], b.in[i], axisOf(bt.cfg.InputAxes, i)) {
 			return false
 		}
 	}
@@ -131,7 +132,7 @@ func (b *Batcher) collect(w *worker) bool {
 			done = !b.batching || b.full(w.nrows)
 			noWait = b.preferred(w.nrows)
 			continue
-		case !done && sameLayout(seed, r):
+		case !done && b.sameLayout(seed, r):
 			if w.nrows+r.rows <= int64(b.cfg.MaxBatchSize) {
 				w.add(r)
 				done = b.full(w.nrows)
@@ -202,7 +203,7 @@ func (b *Batcher) collect(w *worker) bool {
 		if !b.alive(r) {
 			continue
 		}
-		if !sameLayout(seed, r) {
+		if !b.sameLayout(seed, r) {
 			b.carry = append(b.carry, r)
 			if len(b.carry) >= b.cfg.MaxQueueSize {
 				return true
@@ -324,7 +325,7 @@ func (b *Batcher) exec(w *worker, members []*request, rows int64) error {
 	b.health.succeeded()
 	w.anyOK = true
 	if b.cfg.MaxBatchSize > 0 {
-		if err := checkOutputs(out, rows); err != nil {
+		if err := checkOutputs(out, rows, b.cfg.OutputAxes); err != nil {
 			b.log.Error("runner broke its contract", zap.Error(err))
 			b.failAll(members, err)
 			return nil
@@ -361,13 +362,17 @@ func (b *Batcher) failAll(members []*request, err error) {
 // checkOutputs enforces the Runner contract for a model with a batch
 // dimension. Its errors do not wrap tensor.ErrInvalid: a broken runner is
 // not the client's fault.
-func checkOutputs(out []tensor.Tensor, rows int64) error {
+func checkOutputs(out []tensor.Tensor, rows int64, axes []int) error {
 	if len(out) == 0 {
 		return fmt.Errorf("batcher: runner returned no outputs for a batch of %d rows", rows)
 	}
-	for _, t := range out {
-		if len(t.Shape) == 0 || t.Shape[0] != rows {
-			return fmt.Errorf("batcher: runner returned output %q with shape %v for a batch of %d rows", t.Name, t.Shape, rows)
+	for j, t := range out {
+		axis := axisOf(axes, j)
+		if axis == tensor.NoAxis {
+			continue
+		}
+		if axis >= len(t.Shape) || t.Shape[axis] != rows {
+			return fmt.Errorf("batcher: runner returned output %q with shape %v for a batch of %d rows along axis %d", t.Name, t.Shape, rows, axis)
 		}
 	}
 	return nil
@@ -382,9 +387,14 @@ func (b *Batcher) stack(w *worker, members []*request) ([]tensor.Tensor, error) 
 		for _, r := range members {
 			w.parts = append(w.parts, r.in[j])
 		}
+		axis := axisOf(b.cfg.InputAxes, j)
+		if axis == tensor.NoAxis {
+			w.ins = append(w.ins, first[j]) // equal in every member
+			continue
+		}
 		buf := b.getBuffer(tensor.ConcatSize(w.parts))
 		w.bufs = append(w.bufs, buf)
-		t, err := tensor.Concat(w.parts, *buf)
+		t, err := tensor.ConcatAt(w.parts, axis, *buf)
 		if err != nil {
 			return nil, err
 		}
@@ -432,7 +442,7 @@ func (b *Batcher) splitOutputs(w *worker, members []*request, out []tensor.Tenso
 	defer clear(split)
 	all := make([]tensor.Tensor, k*n)
 	for j, t := range out {
-		if err := tensor.SplitInto(split, t, w.rows); err != nil {
+		if err := tensor.SplitAt(split, t, axisOf(b.cfg.OutputAxes, j), w.rows); err != nil {
 			return fmt.Errorf("batcher: split output %q of the runner: %v", t.Name, err)
 		}
 		for i := range split {

@@ -36,6 +36,13 @@ const (
 	MaxQueueSizeLimit = 1 << 20
 	// MaxInstanceCount bounds instances.count.
 	MaxInstanceCount = 64
+	// MaxThreads bounds instances.intra_op_threads and inter_op_threads
+	// each: ONNX Runtime starts that many threads per session, up front.
+	MaxThreads = 256
+	// MaxModelThreads bounds instances.count times the threads one
+	// session starts (intra_op_threads + inter_op_threads), so one config
+	// cannot make the server start tens of thousands of threads.
+	MaxModelThreads = 1024
 	// DefaultStickyKey is the header, gRPC metadata key or request parameter
 	// that pins a caller to one traffic arm when traffic.sticky_key is absent.
 	DefaultStickyKey = "x-routing-key"
@@ -85,6 +92,66 @@ type Config struct {
 	// absent) means DefaultRollout for rollouts started through the API,
 	// and no automatic rollout.
 	Rollout *Rollout `yaml:"rollout,omitempty"`
+	// SequenceBatching keeps per-sequence state on the server for stateful
+	// models; nil (the block is absent) means requests are independent.
+	SequenceBatching *SequenceBatching `yaml:"sequence_batching,omitempty"`
+	// Check is the latency budget `onnxserve check` holds each version
+	// to; nil (the block is absent) means none. The server ignores it.
+	Check *CheckBudget `yaml:"check"`
+}
+
+// Sequence batching defaults and limits.
+const (
+	// DefaultMaxSequenceIdle is how long a sequence may go without a
+	// request before it is ended, when max_sequence_idle is absent.
+	DefaultMaxSequenceIdle = 60 * time.Second
+	// DefaultMaxSequences bounds the active sequences of a model when
+	// max_sequences is absent.
+	DefaultMaxSequences = 10000
+	// MaxSequencesLimit bounds max_sequences: each holds its state in memory.
+	MaxSequencesLimit = 1 << 24
+	// StateInitialZeros is the only initial value of a state: all zeros.
+	StateInitialZeros = "zeros"
+)
+
+// SequenceBatching is the sequence_batching block: requests carry a
+// sequence id, requests of one sequence run in order, and the model's state
+// inputs are fed from the sequence's stored state rather than by the
+// client. A plain value, safe for concurrent reads.
+type SequenceBatching struct {
+	// MaxSequenceIdle ends a sequence that had no request for this long and
+	// frees its state. [DefaultMaxSequenceIdle], > 0.
+	MaxSequenceIdle time.Duration `yaml:"max_sequence_idle"`
+	// MaxSequences bounds the active sequences of the model.
+	// [DefaultMaxSequences], 1..MaxSequencesLimit.
+	MaxSequences int `yaml:"max_sequences"`
+	// State lists the model's state pairs; at least one.
+	State []SequenceState `yaml:"state"`
+}
+
+// SequenceState pairs a model input fed from the sequence's stored state
+// with the model output stored as its next value.
+type SequenceState struct {
+	// Input names the model input the stored state is fed to.
+	Input string `yaml:"input"`
+	// Output names the model output stored as the next state.
+	Output string `yaml:"output"`
+	// BatchAxis is the axis along which the states of different sequences
+	// are stacked into one batch. [0], >= 0; the model's rank bounds it.
+	BatchAxis int `yaml:"batch_axis"`
+	// Initial is the state of a sequence's first request: StateInitialZeros.
+	Initial string `yaml:"initial"`
+}
+
+// CheckBudget is the check block: `onnxserve check` runs batches of Batch
+// rows through each version and fails it when their 99th percentile
+// latency exceeds P99. A plain value, safe for concurrent reads.
+type CheckBudget struct {
+	// Batch is the rows per measured request. [1], in 1..max(MaxBatchSize, 1).
+	Batch int `yaml:"batch"`
+	// P99 is the budget for the 99th percentile of one request's latency,
+	// measured on the machine running the check; required, > 0.
+	P99 time.Duration `yaml:"p99"`
 }
 
 // DynamicBatching is the dynamic_batching block. Fields absent from a present
@@ -119,7 +186,8 @@ type Instances struct {
 	DeviceID int `yaml:"device_id"`
 	// IntraOpThreads is ONNX Runtime's thread count inside one operator;
 	// 0 (the default) lets the server divide the CPUs it may use among
-	// the versions it loads.
+	// the versions it loads. 0..MaxThreads, and with InterOpThreads at most
+	// MaxModelThreads over all instances.
 	IntraOpThreads int `yaml:"intra_op_threads"`
 	// InterOpThreads is ONNX Runtime's thread count across operators;
 	// 0 (the default) lets ONNX Runtime choose.
@@ -217,6 +285,15 @@ func (c Config) Clone() Config {
 	if c.Rollout != nil {
 		r := c.Rollout.Clone()
 		out.Rollout = &r
+	}
+	if c.SequenceBatching != nil {
+		sb := *c.SequenceBatching
+		sb.State = slices.Clone(sb.State)
+		out.SequenceBatching = &sb
+	}
+	if c.Check != nil {
+		b := *c.Check
+		out.Check = &b
 	}
 	return out
 }
@@ -383,11 +460,15 @@ func (c *Config) validate(ch *checker) {
 	if in.DeviceID < 0 {
 		ch.addf("instances.device_id", "must be >= 0, got %d", in.DeviceID)
 	}
-	if in.IntraOpThreads < 0 {
-		ch.addf("instances.intra_op_threads", "must be >= 0, got %d", in.IntraOpThreads)
+	if in.IntraOpThreads < 0 || in.IntraOpThreads > MaxThreads {
+		ch.addf("instances.intra_op_threads", "must be in 0..%d, got %d", MaxThreads, in.IntraOpThreads)
 	}
-	if in.InterOpThreads < 0 {
-		ch.addf("instances.inter_op_threads", "must be >= 0, got %d", in.InterOpThreads)
+	if in.InterOpThreads < 0 || in.InterOpThreads > MaxThreads {
+		ch.addf("instances.inter_op_threads", "must be in 0..%d, got %d", MaxThreads, in.InterOpThreads)
+	}
+	if threads := in.Count * (in.IntraOpThreads + in.InterOpThreads); in.Count <= MaxInstanceCount &&
+		in.IntraOpThreads <= MaxThreads && in.InterOpThreads <= MaxThreads && threads > MaxModelThreads {
+		ch.addf("instances", "count × (intra_op_threads + inter_op_threads) must be at most %d, got %d", MaxModelThreads, threads)
 	}
 	switch in.GraphOptimization {
 	case GraphOptDisable, GraphOptBasic, GraphOptExtended, GraphOptAll:
@@ -403,11 +484,22 @@ func (c *Config) validate(ch *checker) {
 	if c.Rollout != nil {
 		c.Rollout.validate(ch, "rollout.")
 	}
+	if c.SequenceBatching != nil {
+		c.SequenceBatching.validate(ch, c.MaxBatchSize)
+	}
 
 	maxWarm := max(c.MaxBatchSize, 1)
 	for i, n := range c.Warmup.BatchSizes {
 		if n < 1 || n > maxWarm {
 			ch.addf(fmt.Sprintf("warmup.batch_sizes[%d]", i), "must be in 1..%d (max_batch_size, or 1 without batching), got %d", maxWarm, n)
+		}
+	}
+	if b := c.Check; b != nil {
+		if b.Batch < 1 || b.Batch > maxWarm {
+			ch.addf("check.batch", "must be in 1..%d (max_batch_size, or 1 without batching), got %d", maxWarm, b.Batch)
+		}
+		if b.P99 <= 0 {
+			ch.addf("check.p99", "must be > 0, got %s", b.P99)
 		}
 	}
 }
@@ -521,4 +613,43 @@ func ParseVersion(s string) (int64, bool) {
 		return 0, false
 	}
 	return v, true
+}
+
+// validate checks what the block alone can tell; whether its inputs and
+// outputs exist, and the batch axis against their rank, is checked against
+// the model when a version loads.
+func (sb *SequenceBatching) validate(ch *checker, maxBatch int) {
+	if maxBatch < 1 {
+		ch.addf("max_batch_size", "must be >= 1 with sequence_batching (the most sequences one run holds), got %d", maxBatch)
+	}
+	if sb.MaxSequenceIdle <= 0 {
+		ch.addf("sequence_batching.max_sequence_idle", "must be > 0, got %v", sb.MaxSequenceIdle)
+	}
+	if sb.MaxSequences < 1 || sb.MaxSequences > MaxSequencesLimit {
+		ch.addf("sequence_batching.max_sequences", "must be in 1..%d, got %d", MaxSequencesLimit, sb.MaxSequences)
+	}
+	if len(sb.State) == 0 {
+		ch.addf("sequence_batching.state", "must list at least one state (input, output)")
+	}
+	inputs, outputs := map[string]bool{}, map[string]bool{}
+	for i, st := range sb.State {
+		f := fmt.Sprintf("sequence_batching.state[%d]", i)
+		if st.Input == "" {
+			ch.addf(f+".input", "must name a model input")
+		} else if inputs[st.Input] {
+			ch.addf(f+".input", "input %q is already a state", st.Input)
+		}
+		if st.Output == "" {
+			ch.addf(f+".output", "must name a model output")
+		} else if outputs[st.Output] {
+			ch.addf(f+".output", "output %q is already a state", st.Output)
+		}
+		inputs[st.Input], outputs[st.Output] = true, true
+		if st.BatchAxis < 0 {
+			ch.addf(f+".batch_axis", "must be >= 0, got %d", st.BatchAxis)
+		}
+		if st.Initial != StateInitialZeros {
+			ch.addf(f+".initial", "must be %q, got %q", StateInitialZeros, st.Initial)
+		}
+	}
 }

@@ -83,6 +83,16 @@ func TestParseConfigGood(t *testing.T) {
 				c.Instances.Count, c.Instances.AllowSpinning = 2, &on
 			}),
 		},
+		{
+			name: "latency budget",
+			yaml: "max_batch_size: 8\ncheck: {batch: 8, p99: 20ms}\n",
+			want: withDefaults(func(c *Config) { c.MaxBatchSize = 8; c.Check = &CheckBudget{Batch: 8, P99: 20 * time.Millisecond} }),
+		},
+		{
+			name: "latency budget batch defaults to 1",
+			yaml: "check: {p99: 5ms}\n",
+			want: withDefaults(func(c *Config) { c.Check = &CheckBudget{Batch: 1, P99: 5 * time.Millisecond} }),
+		},
 		{name: "comments only", yaml: "# nothing here\n", want: DefaultConfig()},
 		{name: "empty document", yaml: "---\n", want: DefaultConfig()},
 		{name: "empty mapping", yaml: "{}", want: DefaultConfig()},
@@ -226,7 +236,10 @@ func TestParseConfigBad(t *testing.T) {
 		{"spinning as a string", `instances: {allow_spinning: "no"}`, "instances.allow_spinning", "must be true or false"},
 		{"spinning as a number", "instances: {allow_spinning: 0}", "instances.allow_spinning", "must be true or false"},
 		{"spinning misspelt", "instances: {allow_spin: false}", "instances.allow_spin", "unknown"},
-		{"negative intra threads", "instances: {intra_op_threads: -1}", "instances.intra_op_threads", "must be >= 0"},
+		{"negative intra threads", "instances: {intra_op_threads: -1}", "instances.intra_op_threads", "must be in 0..256"},
+		{"intra threads too many", "instances: {intra_op_threads: 100000}", "instances.intra_op_threads", "must be in 0..256, got 100000"},
+		{"inter threads too many", "instances: {inter_op_threads: 257}", "instances.inter_op_threads", "got 257"},
+		{"threads over all instances", "instances: {count: 64, intra_op_threads: 16, inter_op_threads: 1}", "instances", "at most 1024, got 1088"},
 		{"negative inter threads", "instances: {inter_op_threads: -2}", "instances.inter_op_threads", "got -2"},
 		{"unknown graph optimization", "instances: {graph_optimization: max}", "instances.graph_optimization", `got "max"`},
 		{"instances not a mapping", "instances: [1, 2]", "instances", "must be a mapping, got a list"},
@@ -255,6 +268,11 @@ func TestParseConfigBad(t *testing.T) {
 		{"warmup zero", "max_batch_size: 8\nwarmup: {batch_sizes: [0]}", "warmup.batch_sizes[0]", "must be in 1..8"},
 		{"warmup above max batch", "max_batch_size: 8\nwarmup: {batch_sizes: [1, 9]}", "warmup.batch_sizes[1]", "got 9"},
 		{"warmup batch without batching", "warmup: {batch_sizes: [2]}", "warmup.batch_sizes[0]", "must be in 1..1"},
+		{"check without p99", "max_batch_size: 8\ncheck: {batch: 8}", "check.p99", "required"},
+		{"check p99 zero", "check: {p99: 0s}", "check.p99", "must be > 0"},
+		{"check p99 without unit", "check: {p99: 20}", "check.p99", "a duration with a unit"},
+		{"check batch above max batch", "max_batch_size: 8\ncheck: {batch: 9, p99: 20ms}", "check.batch", "got 9"},
+		{"check unknown key", "check: {p99: 20ms, p50: 1ms}", "check.p50", "unknown field"},
 		{"unknown top-level key", "max_batch: 4", "max_batch", "unknown field"},
 		{"unknown nested key", "instances: {cout: 2}", "instances.cout", "unknown field"},
 		{"duplicate key", "max_batch_size: 1\nmax_batch_size: 2", "max_batch_size", "duplicate key"},
@@ -459,6 +477,38 @@ func TestParseTraffic(t *testing.T) {
 	}
 }
 
+func TestParseTrafficUpdate(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       *Traffic
+	}{
+		{"split", `{"split": {"1": 90, "2": 10}}`, &Traffic{Split: map[string]int{"1": 90, "2": 10}, StickyKey: DefaultStickyKey}},
+		{"null split clears", `{"split": null, "sticky_key": "user"}`, &Traffic{StickyKey: "user"}},
+		// Each of these used to parse as the default block, so a PUT
+		// wiped the split from config.yaml.
+		{"not UTF-8", "\xff\xfe", nil},
+		{"null", `null`, nil},
+		{"empty object", `{}`, nil},
+		{"empty", ``, nil},
+		{"no split", `{"sticky_key": "user"}`, nil},
+		{"array", `[1, 2]`, nil},
+		{"string", `"split"`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseTrafficUpdate([]byte(tc.body))
+			if tc.want == nil {
+				if !errors.Is(err, ErrInvalidConfig) {
+					t.Fatalf("ParseTrafficUpdate(%q) = %+v, %v; want ErrInvalidConfig", tc.body, got, err)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, *tc.want) {
+				t.Fatalf("ParseTrafficUpdate(%q) = %+v, %v; want %+v", tc.body, got, err, *tc.want)
+			}
+		})
+	}
+}
+
 func TestConfigClone(t *testing.T) {
 	c, err := ParseConfig([]byte(designExample))
 	if err != nil {
@@ -586,5 +636,35 @@ func writeFile(t *testing.T, path, content string) {
 	}
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSequenceBatchingConfig(t *testing.T) {
+	ok := "max_batch_size: 16\nsequence_batching:\n  state:\n    - {input: state, output: stateN, batch_axis: 1}\n"
+	c, err := ParseConfig([]byte(ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := c.SequenceBatching
+	if sb == nil || sb.MaxSequenceIdle != DefaultMaxSequenceIdle || sb.MaxSequences != DefaultMaxSequences || sb.State[0].Initial != StateInitialZeros || sb.State[0].BatchAxis != 1 {
+		t.Errorf("parsed %+v", sb)
+	}
+	bad := []struct{ name, yaml, field string }{
+		{"unknown key", "max_batch_size: 4\nsequence_batching: {state: [{input: a, output: b}], idle: 1s}\n", "sequence_batching.idle"},
+		{"no states", "max_batch_size: 4\nsequence_batching: {max_sequences: 3}\n", "sequence_batching.state"},
+		{"negative axis", "max_batch_size: 4\nsequence_batching: {state: [{input: a, output: b, batch_axis: -1}]}\n", "sequence_batching.state[0].batch_axis"},
+		{"initial", "max_batch_size: 4\nsequence_batching: {state: [{input: a, output: b, initial: ones}]}\n", "sequence_batching.state[0].initial"},
+		{"missing output", "max_batch_size: 4\nsequence_batching: {state: [{input: a}]}\n", "sequence_batching.state[0].output"},
+		{"no batch", "sequence_batching: {state: [{input: a, output: b}]}\n", "max_batch_size"},
+		{"idle", "max_batch_size: 4\nsequence_batching: {max_sequence_idle: 0s, state: [{input: a, output: b}]}\n", "sequence_batching.max_sequence_idle"},
+		{"too many", "max_batch_size: 4\nsequence_batching: {max_sequences: 0, state: [{input: a, output: b}]}\n", "sequence_batching.max_sequences"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.field) {
+				t.Errorf("error %v does not name %s", err, tc.field)
+			}
+		})
 	}
 }

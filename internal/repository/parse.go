@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -78,6 +79,35 @@ func ParseTraffic(data []byte) (Traffic, error) {
 		return Traffic{}, err
 	}
 	return t, nil
+}
+
+// ParseTrafficUpdate parses the body of a traffic API PUT, which replaces a
+// model's whole traffic block. Stricter than ParseTraffic: the body must be
+// UTF-8 text holding a mapping with a "split" key, so an empty, null or
+// garbled body is an error instead of a silent reset to the defaults. A
+// null split ({"split": null}) clears the split: all traffic then goes to
+// the newest ready version.
+func ParseTrafficUpdate(data []byte) (Traffic, error) {
+	if !utf8.Valid(data) {
+		return Traffic{}, &FieldError{Msg: "the body is not UTF-8 text"}
+	}
+	doc, err := decodeDocument(data)
+	if err != nil {
+		return Traffic{}, err
+	}
+	if doc == nil || doc.Kind != yaml.MappingNode {
+		return Traffic{}, &FieldError{Msg: `the body must be a JSON object with a "split" key (send {"split": null} to clear the split)`}
+	}
+	hasSplit := false
+	for i := 0; i+1 < len(doc.Content); i += 2 {
+		if k := resolveAlias(doc.Content[i]); k.Kind == yaml.ScalarNode && k.Value == "split" {
+			hasSplit = true
+		}
+	}
+	if !hasSplit {
+		return Traffic{}, &FieldError{Field: "split", Msg: `is required (send {"split": null} to clear the split)`}
+	}
+	return ParseTraffic(data)
 }
 
 // LoadConfig reads and parses the config.yaml at path. A missing file is the
@@ -407,6 +437,38 @@ func (p *parser) config(n *yaml.Node, c *Config) {
 			p.mapping(v, path, fields{
 				"batch_sizes": func(v *yaml.Node, path string) { p.intList(v, path, &c.Warmup.BatchSizes) },
 			})
+		},
+		"sequence_batching": func(v *yaml.Node, path string) {
+			sb := &SequenceBatching{MaxSequenceIdle: DefaultMaxSequenceIdle, MaxSequences: DefaultMaxSequences}
+			c.SequenceBatching = sb
+			p.mapping(v, path, fields{
+				"max_sequence_idle": func(v *yaml.Node, path string) { p.durationField(v, path, &sb.MaxSequenceIdle) },
+				"max_sequences":     func(v *yaml.Node, path string) { p.intField(v, path, &sb.MaxSequences) },
+				"state": func(v *yaml.Node, path string) {
+					p.sequence(v, path, func(v *yaml.Node, field string) {
+						st := SequenceState{Initial: StateInitialZeros}
+						p.mapping(v, field, fields{
+							"input":      func(v *yaml.Node, path string) { p.stringField(v, path, &st.Input) },
+							"output":     func(v *yaml.Node, path string) { p.stringField(v, path, &st.Output) },
+							"batch_axis": func(v *yaml.Node, path string) { p.intField(v, path, &st.BatchAxis) },
+							"initial":    func(v *yaml.Node, path string) { p.stringField(v, path, &st.Initial) },
+						})
+						sb.State = append(sb.State, st)
+					})
+				},
+			})
+		},
+		"check": func(v *yaml.Node, path string) {
+			b := &CheckBudget{Batch: 1}
+			c.Check = b
+			seen := p.mapping(v, path, fields{
+				"batch": func(v *yaml.Node, path string) { p.intField(v, path, &b.Batch) },
+				"p99":   func(v *yaml.Node, path string) { p.durationField(v, path, &b.P99) },
+			})
+			if seen != nil && !seen["p99"] {
+				// A budget without its bound would pass everything.
+				p.ch.errs = append(p.ch.errs, &FieldError{Field: joinPath(path, "p99"), Line: resolveAlias(v).Line, Msg: "required"})
+			}
 		},
 	})
 }

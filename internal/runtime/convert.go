@@ -47,9 +47,12 @@ var onnxTypes = func() [tensor.Bytes + 1]ort.TensorElementDataType {
 }()
 
 // specFromInfo turns one declared input or output into a tensor.Spec,
-// refusing what a Session could not pass: non-tensor values, element types
-// without a v2 data type, and rank 0. The binding reports both a scalar and a
-// tensor of unknown rank as rank 0, and it cannot build a rank-0 value.
+// refusing what a Session could not pass: non-tensor values and element
+// types without a v2 data type. Rank 0 is a scalar (shape []). ONNX Runtime
+// reports a tensor of unknown rank as rank 0 too; such an input or output is
+// served as a scalar, and a run that makes it something else fails with
+// ONNX Runtime's reason. A scalar output must have a type the binding can
+// hold as a Go scalar (not FP16, BF16 or BYTES).
 func specFromInfo(kind string, info ort.InputOutputInfo) (tensor.Spec, error) {
 	if info.OrtValueType != ort.ONNXTypeTensor {
 		return tensor.Spec{}, fmt.Errorf("%s %q is a %s, not a dense tensor: %w",
@@ -61,8 +64,11 @@ func specFromInfo(kind string, info ort.InputOutputInfo) (tensor.Spec, error) {
 			kind, info.Name, elementTypeName(info.DataType), ErrUnsupportedType)
 	}
 	if len(info.Dimensions) == 0 {
-		return tensor.Spec{}, fmt.Errorf("%s %q is a scalar or has no declared shape; the server needs tensors of rank 1 or more: %w",
-			kind, info.Name, ErrUnsupportedType)
+		if kind == "output" && (dt == tensor.FP16 || dt == tensor.BF16 || dt == tensor.Bytes) {
+			return tensor.Spec{}, fmt.Errorf("output %q is a %s scalar (or has no declared shape); scalar outputs of this type are not supported: %w",
+				info.Name, dt, ErrUnsupportedType)
+		}
+		return tensor.Spec{Name: info.Name, DataType: dt, Shape: []int64{}}, nil
 	}
 	shape := make([]int64, len(info.Dimensions))
 	for i, d := range info.Dimensions {
@@ -89,6 +95,15 @@ func elementTypeName(t ort.TensorElementDataType) string {
 // it is pinned until the caller unpins after the run.
 func newInput(t tensor.Tensor, pinner *goruntime.Pinner) (ort.Value, error) {
 	shape := ort.Shape(t.Shape)
+	if len(shape) == 0 {
+		if v, ok, err := newScalarInput(t); ok {
+			return v, err
+		}
+		// FP16, BF16 and BYTES have no Go scalar in the binding: ONNX
+		// Runtime takes a one-element [1] for a declared scalar.
+		t.Shape = []int64{1}
+		shape = ort.Shape(t.Shape)
+	}
 	if t.DataType == tensor.Bytes {
 		return newStringInput(t)
 	}
@@ -214,4 +229,93 @@ func destroyAll(vs []ort.Value) {
 		}
 		vs[i] = nil
 	}
+}
+
+// newScalarInput makes a rank-0 value of t (shape [], one element); ok is
+// false for the types the binding has no Go scalar for.
+func newScalarInput(t tensor.Tensor) (ort.Value, bool, error) {
+	if t.DataType == tensor.FP16 || t.DataType == tensor.BF16 || t.DataType == tensor.Bytes {
+		return nil, false, nil
+	}
+	if len(t.Data) != t.DataType.Size() {
+		return nil, true, tensor.Invalidf("input %q: a scalar %s needs %d bytes, got %d", t.Name, t.DataType, t.DataType.Size(), len(t.Data))
+	}
+	var v ort.Value
+	var err error
+	switch t.DataType {
+	case tensor.Bool:
+		v, err = ort.NewScalar(t.Data[0] != 0)
+	case tensor.Uint8:
+		v, err = scalarFrom[uint8](t.Data)
+	case tensor.Uint16:
+		v, err = scalarFrom[uint16](t.Data)
+	case tensor.Uint32:
+		v, err = scalarFrom[uint32](t.Data)
+	case tensor.Uint64:
+		v, err = scalarFrom[uint64](t.Data)
+	case tensor.Int8:
+		v, err = scalarFrom[int8](t.Data)
+	case tensor.Int16:
+		v, err = scalarFrom[int16](t.Data)
+	case tensor.Int32:
+		v, err = scalarFrom[int32](t.Data)
+	case tensor.Int64:
+		v, err = scalarFrom[int64](t.Data)
+	case tensor.FP32:
+		v, err = scalarFrom[float32](t.Data)
+	case tensor.FP64:
+		v, err = scalarFrom[float64](t.Data)
+	default:
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, fmt.Errorf("input %q: %w", t.Name, err)
+	}
+	return v, true, nil
+}
+
+// scalarFrom reads one T from little-endian bytes (the host's order) into
+// a new rank-0 value.
+func scalarFrom[T ort.TensorData](b []byte) (ort.Value, error) {
+	return ort.NewScalar(*(*T)(unsafe.Pointer(unsafe.SliceData(b))))
+}
+
+// newScalarOutput makes a rank-0 value of type dt for ONNX Runtime to write
+// a scalar output into, and a function that copies its value out as bytes
+// after the run. specFromInfo refused the types it cannot make.
+func newScalarOutput(dt tensor.DataType) (ort.Value, func() []byte, error) {
+	switch dt {
+	case tensor.Bool:
+		return scalarOut[bool]()
+	case tensor.Uint8:
+		return scalarOut[uint8]()
+	case tensor.Uint16:
+		return scalarOut[uint16]()
+	case tensor.Uint32:
+		return scalarOut[uint32]()
+	case tensor.Uint64:
+		return scalarOut[uint64]()
+	case tensor.Int8:
+		return scalarOut[int8]()
+	case tensor.Int16:
+		return scalarOut[int16]()
+	case tensor.Int32:
+		return scalarOut[int32]()
+	case tensor.Int64:
+		return scalarOut[int64]()
+	case tensor.FP32:
+		return scalarOut[float32]()
+	case tensor.FP64:
+		return scalarOut[float64]()
+	}
+	return nil, nil, fmt.Errorf("scalar output of type %s: %w", dt, ErrUnsupportedType)
+}
+
+func scalarOut[T ort.TensorData]() (ort.Value, func() []byte, error) {
+	var zero T
+	s, err := ort.NewScalar(zero)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, func() []byte { return append([]byte(nil), asBytes([]T{s.GetData()})...) }, nil
 }

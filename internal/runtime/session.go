@@ -123,7 +123,7 @@ func Load(path string, opts Options) (*Session, error) {
 		}
 		s.inputs = append(s.inputs, spec)
 		inNames[i] = spec.Name
-		if s.batchInput < 0 && spec.Shape[0] < 0 {
+		if s.batchInput < 0 && len(spec.Shape) > 0 && spec.Shape[0] < 0 {
 			s.batchInput = i
 		}
 	}
@@ -372,7 +372,17 @@ func (s *Session) Run(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor,
 	outputs := make([]ort.Value, len(s.outputs))
 	defer destroyAll(outputs)
 	buffers := make([][]byte, len(s.outputs))
+	var scalars []func() []byte
 	for i, spec := range s.outputs {
+		if len(spec.Shape) == 0 {
+			if scalars == nil {
+				scalars = make([]func() []byte, len(s.outputs))
+			}
+			if outputs[i], scalars[i], err = newScalarOutput(spec.DataType); err != nil {
+				return nil, fmt.Errorf("output %q: %w", spec.Name, err)
+			}
+			continue
+		}
 		if s.prealloc[i] {
 			if outputs[i], buffers[i], err = s.newOutput(spec, ordered, &pinner); err != nil {
 				return nil, err
@@ -392,6 +402,10 @@ func (s *Session) Run(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor,
 
 	result := make([]tensor.Tensor, len(s.outputs))
 	for i, spec := range s.outputs {
+		if scalars != nil && scalars[i] != nil {
+			result[i] = tensor.Tensor{Name: spec.Name, DataType: spec.DataType, Shape: []int64{}, Data: scalars[i]()}
+			continue
+		}
 		if s.prealloc[i] {
 			shape := []int64(outputs[i].GetShape())
 			n, err := tensor.ElementCount(shape)

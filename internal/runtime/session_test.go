@@ -633,8 +633,8 @@ func TestLoadErrors(t *testing.T) {
 		{name: "not a model", model: []byte("definitely not protobuf"), wantMsg: []string{"model.onnx"}},
 		{name: "float8 input", model: float8InputModel(),
 			wantIs: ErrUnsupportedType, wantMsg: []string{`input "Z"`, "FLOAT8E4M3FN"}},
-		{name: "scalar input", model: onnxgen.Identity(onnxgen.Float, nil),
-			wantIs: ErrUnsupportedType, wantMsg: []string{`input "INPUT"`, "scalar"}},
+		{name: "FP16 scalar output", model: onnxgen.Identity(onnxgen.Float16, nil),
+			wantIs: ErrUnsupportedType, wantMsg: []string{`output "OUTPUT"`, "FP16 scalar"}},
 		{name: "FP16 output with a dynamic inner dimension", model: onnxgen.Identity(onnxgen.Float16, []int64{onnxgen.Dynamic, onnxgen.Dynamic}),
 			wantIs: ErrUnsupportedType, wantMsg: []string{`output "OUTPUT"`, "FP16"}},
 		{name: "BF16 output with a dynamic inner dimension", model: onnxgen.Identity(onnxgen.Bfloat16, []int64{onnxgen.Dynamic, onnxgen.Dynamic}),
@@ -819,5 +819,40 @@ func TestRunDeadlineStopsRun(t *testing.T) {
 	_, err := s.Run(ctx, []tensor.Tensor{in})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Run past its deadline = %v, want context.DeadlineExceeded", err)
+	}
+}
+
+// Rank-0 inputs and outputs run as scalars: the spec says shape [], the
+// value goes in as ONNX Runtime's scalar and comes back as one.
+func TestScalars(t *testing.T) {
+	requireORT(t)
+	tests := []struct {
+		name string
+		elem int32
+		dt   tensor.DataType
+		data []byte
+	}{
+		{"FP32", onnxgen.Float, tensor.FP32, binary.LittleEndian.AppendUint32(nil, math.Float32bits(2.5))},
+		{"INT64", onnxgen.Int64, tensor.Int64, binary.LittleEndian.AppendUint64(nil, 16000)},
+		{"BOOL", onnxgen.Bool, tensor.Bool, []byte{1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Load(writeModel(t, onnxgen.Identity(tc.elem, nil)), Options{IntraOpThreads: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if got := s.Inputs()[0].Shape; got == nil || len(got) != 0 {
+				t.Fatalf("input shape %v, want []", got)
+			}
+			out, err := s.Run(context.Background(), []tensor.Tensor{{Name: "INPUT", DataType: tc.dt, Shape: []int64{}, Data: tc.data}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(out[0].Shape) != 0 || !bytes.Equal(out[0].Data, tc.data) || out[0].DataType != tc.dt {
+				t.Errorf("output %v %s %x, want [] %s %x", out[0].Shape, out[0].DataType, out[0].Data, tc.dt, tc.data)
+			}
+		})
 	}
 }

@@ -73,6 +73,9 @@ type Request struct {
 	// Arrival is when the request arrived, for tap records; zero means
 	// when Infer was called.
 	Arrival time.Time
+	// Sequence carries the sequence_id, sequence_start and sequence_end
+	// parameters, for a model with sequence_batching.
+	Sequence Sequence
 }
 
 // Response is the result of one Infer call. Model and Version are the

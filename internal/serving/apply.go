@@ -174,6 +174,8 @@ func (s *Server) applyModel(ctx context.Context, d Desired) {
 	if d.ConfigErr != nil {
 		s.log.Error("model config rejected; serving versions keep serving",
 			zap.String("model", d.Name), zap.Error(d.ConfigErr))
+	} else {
+		s.setSequences(m, d.Config.SequenceBatching)
 	}
 	s.execute(ctx, m, cur, d, acts)
 }
@@ -196,6 +198,9 @@ func (s *Server) execute(ctx context.Context, m *model, cur *servingSet, d Desir
 		case actKeep, actHold:
 			if old != nil {
 				next[a.number] = old
+			}
+			if a.kind == actKeep && old != nil {
+				s.keepState(m, a.number, a.reason)
 			}
 		case actUnavailable:
 			s.setState(m, a.number, StateUnavailable, a.reason)
@@ -268,6 +273,18 @@ func (s *Server) setState(m *model, n int64, to State, reason string) {
 	s.moveState(m, n, "", to, reason)
 }
 
+// keepState lists a version that keeps serving as READY with reason (a
+// config error, or none once the config is good again), changing the entry
+// only when it says something else now.
+func (s *Server) keepState(m *model, n int64, reason string) {
+	m.mu.Lock()
+	e, ok := m.entries[n]
+	m.mu.Unlock()
+	if !ok || e.State != StateReady || e.Reason != reason {
+		s.setState(m, n, StateReady, reason)
+	}
+}
+
 // moveState is the one writer of a version's index entry and state gauge,
 // which always change together. With from != "", nothing changes unless the
 // entry is in state from now; it reports whether the change happened.
@@ -309,29 +326,21 @@ func (s *Server) versionFailed(m *model, a action, old *version, err error, next
 // the new one must have the same signature. On any failure the session is
 // closed again (one deferred rollback).
 func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion, fp string, cfg repository.Config, old *version) (v *version, err error) {
-	sess, err := s.loader.Load(ctx, dv.Path, cfg.Instances)
+	v, err = openVersion(ctx, s.loader, dv, fp, cfg, old)
 	if err != nil {
-		return nil, fmt.Errorf("load: %w", err)
+		return nil, err
 	}
 	defer func() {
 		if err == nil {
 			return
 		}
-		if cerr := sess.Close(); cerr != nil {
+		if cerr := v.sess.Close(); cerr != nil {
 			s.log.Warn("closing a session that failed to load", zap.String("model", name), zap.String("version", strconv.FormatInt(dv.Number, 10)), zap.Error(cerr))
 		}
 	}()
-	v = newVersion(dv.Number, fp, sess)
-	if old != nil {
-		if err := sameSignature(old, v); err != nil {
-			return nil, err
-		}
-	}
-	if err := checkBatchDims(v, cfg.MaxBatchSize); err != nil {
-		return nil, err
-	}
-	if err := warmup(ctx, sess, v.inputs, cfg); err != nil {
-		return nil, fmt.Errorf("warmup: %w", err)
+	var inAxes, outAxes []int
+	if cfg.MaxBatchSize > 0 {
+		inAxes, outAxes = batchAxes(v.inputs, v.outputs, cfg.SequenceBatching)
 	}
 	v.versionCounters = s.metrics.counters(name, v.label)
 	bc := batcher.Config{
@@ -343,7 +352,14 @@ func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion
 		Version:        v.label,
 		// A version that ran its warmup has answered other input, so a
 		// failure pinned on the first request is already a rejection.
-		WarmedUp: len(cfg.Warmup.BatchSizes) > 0,
+		WarmedUp:   len(cfg.Warmup.BatchSizes) > 0,
+		InputAxes:  inAxes,
+		OutputAxes: outAxes,
+	}
+	if cfg.SequenceBatching != nil {
+		// Sequences batch whatever is queued together, and wait
+		// dynamic_batching's delay for companions when it is configured.
+		bc.Batching = true
 	}
 	if db := cfg.DynamicBatching; db != nil {
 		bc.Batching = true
@@ -352,21 +368,69 @@ func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion
 		bc.MaxQueueSize = db.MaxQueueSize
 		bc.DefaultTimeout = db.DefaultTimeout
 	}
-	if v.batch, err = batcher.New(sess, bc, s.log.With(zap.String("model", name), zap.String("version", v.label)), s.bm); err != nil {
+	if v.batch, err = batcher.New(v.sess, bc, s.log.With(zap.String("model", name), zap.String("version", v.label)), s.bm); err != nil {
 		return nil, fmt.Errorf("batcher: %w", err)
 	}
 	return v, nil
 }
 
+// openVersion loads one version's session and makes it ready to run: the
+// signature check against old (when not nil), the batch-dimension check
+// and the warmup. It is the one load path of the server and of the offline
+// commands (Open). On failure the session is closed again.
+func openVersion(ctx context.Context, l Loader, dv DesiredVersion, fp string, cfg repository.Config, old *version) (v *version, err error) {
+	sess, err := l.Load(ctx, dv.Path, cfg.Instances)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, sess.Close())
+		}
+	}()
+	v = newVersion(dv.Number, fp, sess)
+	if old != nil {
+		if err := sameSignature(old, v); err != nil {
+			return nil, err
+		}
+	}
+	var inAxes, outAxes []int
+	if cfg.MaxBatchSize > 0 {
+		inAxes, outAxes = batchAxes(v.inputs, v.outputs, cfg.SequenceBatching)
+	}
+	if sb := cfg.SequenceBatching; sb != nil {
+		if v.seq, err = newSeqPlan(sb, v.inputs, v.outputs); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkBatchDims(v, cfg.MaxBatchSize, inAxes, outAxes); err != nil {
+		return nil, err
+	}
+	if err := warmup(ctx, sess, v.inputs, cfg, inAxes); err != nil {
+		return nil, fmt.Errorf("warmup: %w", err)
+	}
+	return v, nil
+}
+
 // checkBatchDims requires a batching model's inputs and outputs to have a
-// variable first dimension, the batch dimension.
-func checkBatchDims(v *version, maxBatch int) error {
+// variable batch dimension: the first, or a state's batch_axis. Scalars
+// have none: every request of a batch shares their value.
+func checkBatchDims(v *version, maxBatch int, inAxes, outAxes []int) error {
 	if maxBatch == 0 {
 		return nil
 	}
-	for _, sp := range append(slices.Clip(v.inputs), v.outputs...) {
-		if len(sp.Shape) == 0 || sp.Shape[0] >= 0 {
-			return fmt.Errorf("max_batch_size is %d but %q has shape %v: its first dimension must be dynamic (-1) to batch; set max_batch_size: 0", maxBatch, sp.Name, sp.Shape)
+	specs := append(slices.Clip(v.inputs), v.outputs...)
+	axes := append(slices.Clip(inAxes), outAxes...)
+	for i, sp := range specs {
+		axis := axes[i]
+		if axis == tensor.NoAxis {
+			continue
+		}
+		if axis >= len(sp.Shape) || sp.Shape[axis] >= 0 {
+			if axis == 0 {
+				return fmt.Errorf("max_batch_size is %d but %q has shape %v: its first dimension must be dynamic (-1) to batch; set max_batch_size: 0", maxBatch, sp.Name, sp.Shape)
+			}
+			return fmt.Errorf("max_batch_size is %d but state %q has shape %v: its dimension %d (sequence_batching batch_axis) must be dynamic (-1) to batch", maxBatch, sp.Name, sp.Shape, axis)
 		}
 	}
 	return nil
@@ -374,7 +438,9 @@ func checkBatchDims(v *version, maxBatch int) error {
 
 // warmup runs the configured batch sizes once each with zero-valued inputs so
 // the first real request does not pay for lazy initialisation.
-func warmup(ctx context.Context, sess Model, specs []tensor.Spec, cfg repository.Config) error {
+//
+// axes gives each input's batch axis (nil: the first).
+func warmup(ctx context.Context, sess Model, specs []tensor.Spec, cfg repository.Config, axes []int) error {
 	sizes := cfg.Warmup.BatchSizes
 	for _, bs := range sizes {
 		in := make([]tensor.Tensor, len(specs))
@@ -385,8 +451,8 @@ func warmup(ctx context.Context, sess Model, specs []tensor.Spec, cfg repository
 					shape[j] = 1
 				}
 			}
-			if cfg.MaxBatchSize > 0 && len(shape) > 0 {
-				shape[0] = int64(bs)
+			if axis := axisAt(axes, i); cfg.MaxBatchSize > 0 && axis != tensor.NoAxis && axis < len(shape) {
+				shape[axis] = int64(bs)
 			}
 			n, err := tensor.ElementCount(shape)
 			if err != nil {
@@ -409,6 +475,14 @@ func warmup(ctx context.Context, sess Model, specs []tensor.Spec, cfg repository
 	return nil
 }
 
+// axisAt returns axes[i], or 0 when axes does not say.
+func axisAt(axes []int, i int) int {
+	if i < len(axes) {
+		return axes[i]
+	}
+	return 0
+}
+
 // retirement says what the index shows of a retired version.
 type retirement int
 
@@ -427,15 +501,26 @@ func (s *Server) retire(m *model, v *version, how retirement) <-chan struct{} {
 	if how != retireReplaced {
 		s.setState(m, v.number, StateUnloading, "")
 	}
+	// A version replaced by a hot swap keeps its sequences until they end
+	// (each holds a reference, and idles out at the latest); one that
+	// leaves the server ends them now.
+	keepSequences := v.seq != nil && how != retireUnloaded && !s.closing.Load()
+	if seqs := m.sequences(); seqs != nil && !keepSequences {
+		seqs.EndOwner(v, batcher.EndUnloaded)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		defer close(done)
 		timer := time.NewTimer(s.cfg.DrainTimeout)
 		defer timer.Stop()
+		drainTimeout := timer.C
+		if keepSequences {
+			drainTimeout = nil
+		}
 		select {
 		case <-v.drained:
-		case <-timer.C:
+		case <-drainTimeout:
 			s.log.Warn("version still busy after the drain timeout; closing it", zap.String("model", m.name), zap.String("version", v.label))
 		}
 		s.closeVersion(v)
@@ -489,6 +574,12 @@ func (s *Server) Close(ctx context.Context) error {
 		}
 	}
 	s.mu.Unlock()
+	for _, m := range *s.models.Load() {
+		if seqs := m.sequences(); seqs != nil {
+			seqs.EndAll(batcher.EndUnloaded)
+			seqs.Close()
+		}
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	var err error

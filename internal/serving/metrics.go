@@ -2,6 +2,8 @@ package serving
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/onnxserve/onnxserve/internal/batcher"
 )
 
 // Metrics holds the serving core's collectors: each version's lifecycle
@@ -12,6 +14,8 @@ type Metrics struct {
 	routed *prometheus.CounterVec
 	shadow *prometheus.CounterVec
 	taps   *prometheus.CounterVec
+	// seqs holds the sequence series (sequence_batching).
+	seqs *batcher.SequenceMetrics
 }
 
 // versionCounters are one version's counters, resolved when it loads so the
@@ -72,6 +76,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, err
 		}
 	}
+	var err error
+	if m.seqs, err = batcher.NewSequenceMetrics(reg); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -82,6 +90,14 @@ func (m *Metrics) tapDropped(name string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: "unused"})
 	}
 	return m.taps.WithLabelValues(name)
+}
+
+// sequences returns the sequence metrics, nil without Metrics.
+func (m *Metrics) sequences() *batcher.SequenceMetrics {
+	if m == nil {
+		return nil
+	}
+	return m.seqs
 }
 
 // setState marks st as the version's only current state.
@@ -107,4 +123,5 @@ func (m *Metrics) deleteVersion(model, version string) {
 	m.state.DeletePartialMatch(l)
 	m.routed.DeletePartialMatch(l)
 	m.shadow.DeletePartialMatch(l)
+	m.seqs.DeleteVersion(model, version)
 }

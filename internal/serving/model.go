@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/onnxserve/onnxserve/internal/batcher"
 	"github.com/onnxserve/onnxserve/internal/repository"
 	"github.com/onnxserve/onnxserve/internal/router"
 )
@@ -17,6 +18,10 @@ import (
 type model struct {
 	name    string
 	serving atomic.Pointer[servingSet]
+	// seqs is the sequence store, made when a config first has
+	// sequence_batching; sequential says the current config has it.
+	seqs       atomic.Pointer[batcher.Sequences]
+	sequential atomic.Bool
 
 	mu      sync.Mutex // guards the fields below; management path only
 	entries map[int64]IndexEntry

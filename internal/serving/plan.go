@@ -46,7 +46,8 @@ type action struct {
 	want DesiredVersion
 	// fingerprint identifies the file and config being loaded or failed.
 	fingerprint string
-	// reason is the UNAVAILABLE reason (unavailable).
+	// reason is the UNAVAILABLE reason (unavailable), or the config error
+	// a kept version is listed with while it serves on (keep).
 	reason string
 	// from is the index state the entry must still be in (forget).
 	from State
@@ -73,7 +74,7 @@ func plan(d Desired, st loadedState) []action {
 		reason := "config.yaml: " + d.ConfigErr.Error()
 		for _, dv := range d.Versions {
 			if _, ok := st.serving[dv.Number]; ok {
-				acts = append(acts, action{kind: actKeep, number: dv.Number})
+				acts = append(acts, action{kind: actKeep, number: dv.Number, reason: reason + "; the previous config keeps serving"})
 			} else {
 				acts = append(acts, action{kind: actUnavailable, number: dv.Number, reason: reason})
 			}

@@ -43,10 +43,12 @@ func DesiredFromRepository(m repository.Model) Desired {
 
 // servingHash fingerprints the parts of a config that shape a loaded
 // version. The traffic block is left out: changing a split re-routes, it
-// never reloads a session.
+// never reloads a session; so is the check block, which only `onnxserve
+// check` reads.
 func servingHash(c repository.Config) string {
 	c.Traffic = nil
 	c.Rollout = nil // a policy moves traffic; it never reloads a session
+	c.Check = nil
 	b, err := json.Marshal(c)
 	if err != nil {
 		// Config holds only plain data; this cannot fail, but a unique

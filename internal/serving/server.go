@@ -37,6 +37,11 @@ type Config struct {
 	DefaultTimeout time.Duration
 	// StartupModels must each have a READY version for Ready to report true.
 	StartupModels []string
+	// LenientReadiness is --strict-readiness=false: Ready also counts a
+	// startup model that has no loadable version (every version
+	// UNAVAILABLE, or a broken config.yaml) once its load was tried, so
+	// one broken model cannot keep the server out of its load balancer.
+	LenientReadiness bool
 	// Root is the model repository folder, read by LoadModel.
 	Root string
 	// Mode is the model control mode (default poll).
@@ -105,7 +110,8 @@ func New(l Loader, cfg Config, log *zap.Logger, m *Metrics, bm *batcher.Metrics)
 func (s *Server) Live() bool { return true }
 
 // Ready reports whether the server takes traffic: not shutting down, and
-// every startup model has a READY version.
+// every startup model has a READY version (with LenientReadiness: or has
+// none that can load).
 func (s *Server) Ready() bool {
 	if s.shutting.Load() {
 		return false
@@ -113,7 +119,26 @@ func (s *Server) Ready() bool {
 	ms := *s.models.Load()
 	for _, name := range s.cfg.StartupModels {
 		m, ok := ms[name]
-		if !ok || len(m.serving.Load().ready) == 0 {
+		if !ok {
+			return false
+		}
+		if len(m.serving.Load().ready) == 0 && !(s.cfg.LenientReadiness && m.unloadable()) {
+			return false
+		}
+	}
+	return true
+}
+
+// unloadable reports whether the model's load was tried and nothing of it
+// can serve: a broken config, or every listed version UNAVAILABLE.
+func (m *model) unloadable() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.entries) == 0 {
+		return m.reason != ""
+	}
+	for _, e := range m.entries {
+		if e.State != StateUnavailable {
 			return false
 		}
 	}
@@ -221,6 +246,14 @@ func (s *Server) Infer(ctx context.Context, req *Request) (*Response, error) {
 	}
 	if s.closing.Load() {
 		return nil, s.refuse(req, m, ErrShuttingDown)
+	}
+	if seqs := m.sequences(); seqs != nil {
+		resp, err := s.inferSequence(ctx, m, seqs, req)
+		if !errors.Is(err, errNoSequence) {
+			return resp, err
+		}
+	} else if req.Sequence.ID != "" {
+		return nil, s.refuse(req, m, tensor.Invalidf("parameter \"sequence_id\": model %q has no sequence_batching", m.name))
 	}
 	for range maxRetire {
 		v, mirror, err := m.pick(req)

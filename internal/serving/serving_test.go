@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -349,6 +350,16 @@ func TestConfigErrorKeepsServing(t *testing.T) {
 	s.Apply(ctx, []Desired{broken})
 	if _, err := s.Infer(ctx, request("", 1, 0)); err != nil {
 		t.Fatalf("a broken config.yaml took the model down: %v", err)
+	}
+	// The index says why the config on disk is not the one serving.
+	idx := s.Index()
+	if len(idx) != 1 || idx[0].State != StateReady || !strings.Contains(idx[0].Reason, "max_batch_size: must be >= 0") {
+		t.Fatalf("index with a broken config: %+v, want READY with the config error as reason", idx)
+	}
+	// Fixed again: the reason goes.
+	s.Apply(ctx, []Desired{desired("m", batchingConfig(), dv(1, "p", "a"))})
+	if idx := s.Index(); len(idx) != 1 || idx[0].State != StateReady || idx[0].Reason != "" {
+		t.Fatalf("index after the config was fixed: %+v, want READY without reason", idx)
 	}
 }
 

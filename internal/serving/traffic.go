@@ -287,9 +287,10 @@ func sameArgmax(a, b tensor.Tensor) bool {
 }
 
 // PutTraffic parses a traffic block (the YAML schema of config.yaml's
-// traffic key; JSON is YAML too) and applies it with SetTraffic.
+// traffic key; JSON is YAML too) with repository.ParseTrafficUpdate, which
+// requires a "split" key, and applies it with SetTraffic.
 func (s *Server) PutTraffic(name string, body []byte) error {
-	t, err := repository.ParseTraffic(body)
+	t, err := repository.ParseTrafficUpdate(body)
 	if err != nil {
 		return err
 	}

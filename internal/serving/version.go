@@ -23,6 +23,9 @@ type version struct {
 	outputs     []tensor.Spec
 	inputIndex  map[string]int
 	outputIndex map[string]int
+	// seq is how the version feeds sequence state; nil without
+	// sequence_batching.
+	seq *seqPlan
 
 	versionCounters
 	stats requestStats
@@ -89,6 +92,13 @@ func (v *version) retire() {
 // precondition. Each tensor's own consistency (data against shape) is the
 // decoder's check (see Request).
 func (v *version) arrange(in []tensor.Tensor) ([]tensor.Tensor, error) {
+	return v.arrangeWith(in, nil)
+}
+
+// arrangeWith is arrange for a version with sequence state: the client
+// sends every input but the states, which come from states (the sequence's
+// stored state, in config order).
+func (v *version) arrangeWith(in, states []tensor.Tensor) ([]tensor.Tensor, error) {
 	out := make([]tensor.Tensor, len(v.inputs))
 	var seenBuf [16]bool
 	seen := seenBuf[:0]
@@ -105,11 +115,19 @@ func (v *version) arrange(in []tensor.Tensor) ([]tensor.Tensor, error) {
 		if seen[i] {
 			return nil, tensor.Invalidf("input %q given twice", t.Name)
 		}
+		if v.seq != nil && v.seq.isState[i] {
+			return nil, tensor.Invalidf("input %q: the server holds this sequence state (sequence_batching.state); do not send it", t.Name)
+		}
 		seen[i] = true
 		if err := v.inputs[i].Check(t); err != nil {
 			return nil, err
 		}
-		out[i] = t
+		out[i] = v.inputs[i].Conform(t)
+	}
+	if v.seq != nil {
+		for k, i := range v.seq.stateIn {
+			out[i], seen[i] = states[k], true
+		}
 	}
 	for i, ok := range seen {
 		if !ok {

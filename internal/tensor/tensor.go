@@ -154,10 +154,15 @@ type Spec struct {
 }
 
 // Check reports whether t matches the spec's data type, rank and fixed
-// dimensions. It does not look at t.Data; call Validate for that.
+// dimensions. A declared scalar (shape []) also accepts shape [1], as ONNX
+// Runtime does; see Conform. It does not look at t.Data; call Validate for
+// that.
 func (s Spec) Check(t Tensor) error {
 	if t.DataType != s.DataType {
 		return Invalidf("input %q: datatype %s does not match the model's %s", t.Name, t.DataType, s.DataType)
+	}
+	if len(s.Shape) == 0 && len(t.Shape) == 1 && t.Shape[0] == 1 {
+		return nil
 	}
 	if len(t.Shape) != len(s.Shape) {
 		return Invalidf("input %q: shape %v has rank %d, the model expects rank %d %v", t.Name, t.Shape, len(t.Shape), len(s.Shape), s.Shape)
@@ -168,4 +173,14 @@ func (s Spec) Check(t Tensor) error {
 		}
 	}
 	return nil
+}
+
+// Conform returns t with the spec's rank where Check accepted another
+// spelling of the same value: a one-element [1] for a declared scalar
+// becomes shape []. t must have passed Check.
+func (s Spec) Conform(t Tensor) Tensor {
+	if len(s.Shape) == 0 && len(t.Shape) != 0 {
+		t.Shape = []int64{}
+	}
+	return t
 }

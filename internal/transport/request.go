@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"time"
 	"unsafe"
@@ -17,8 +18,13 @@ import (
 // none.
 const TimeoutParameter = "timeout"
 
+// maxTimeoutMicros is the largest timeout parameter a time.Duration holds;
+// larger values are clamped to it rather than overflowing into the past.
+const maxTimeoutMicros = math.MaxInt64 / int64(time.Microsecond)
+
 // WithTimeoutMicros bounds ctx by a client's timeout parameter. Zero means no
-// bound; a negative value is a bad request.
+// bound; a negative value is a bad request; a value beyond what a
+// time.Duration holds (about 292 years) is clamped to it.
 func WithTimeoutMicros(ctx context.Context, micros int64) (context.Context, context.CancelFunc, error) {
 	if micros < 0 {
 		return ctx, func() {}, tensor.Invalidf("parameter %q: must be >= 0 microseconds, got %d", TimeoutParameter, micros)
@@ -26,6 +32,7 @@ func WithTimeoutMicros(ctx context.Context, micros int64) (context.Context, cont
 	if micros == 0 {
 		return ctx, func() {}, nil
 	}
+	micros = min(micros, maxTimeoutMicros)
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(micros)*time.Microsecond)
 	return ctx, cancel, nil
 }

@@ -66,6 +66,9 @@ type codec struct {
 	// nheld is len(held), read without the lock: while no request holds a
 	// buffer, release skips the weak pointer and the lookup.
 	nheld atomic.Int64
+	// decodeFailures are the messages that could not be decoded, which
+	// Unmarshal reports to the interceptors rather than to grpc-go.
+	decodeFailures
 }
 
 type heldBuffer struct {
@@ -81,8 +84,22 @@ func newCodec() *codec {
 // Name is the content subtype the codec serves: plain protobuf on the wire.
 func (*codec) Name() string { return grpcproto.Name }
 
-// Unmarshal decodes data into v.
+// Unmarshal decodes data into v. A message that cannot be decoded is left
+// empty and its error recorded for the interceptors (decodeFailures);
+// Unmarshal itself then succeeds.
 func (c *codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if err := c.unmarshal(data, v); err != nil {
+		if m, ok := v.(proto.Message); ok {
+			proto.Reset(m)
+			c.failed(v, err)
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *codec) unmarshal(data mem.BufferSlice, v any) error {
 	req, ok := v.(*inference.ModelInferRequest)
 	if !ok {
 		return c.std.Unmarshal(data, v)
@@ -219,7 +236,8 @@ func unmarshalInfer(b []byte, req *inference.ModelInferRequest) error {
 func (c *codec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *inference.ModelInferResponse:
-		parts, _, err := marshalInfer(m, nil)
+		var spare [4][]byte // parts stay on the stack; buffers copies them
+		parts, _, err := marshalInfer(m, nil, spare[:0])
 		if err != nil {
 			return nil, err
 		}
@@ -232,13 +250,13 @@ func (c *codec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.std.Marshal(v)
 }
 
-// marshalInfer encodes m as parts whose concatenation is the message,
-// after head (which the first part extends): every field but
+// marshalInfer appends to parts the parts whose concatenation is m's
+// encoding, after head (which the first of them extends): every field but
 // raw_output_contents (directly for the responses the server builds,
 // through protobuf otherwise), then each raw output as a field of its own,
 // small ones copied, large ones as their own part. m is left as it was.
 // size is the message's encoded length, head excluded.
-func marshalInfer(m *inference.ModelInferResponse, head []byte) (parts [][]byte, size int, err error) {
+func marshalInfer(m *inference.ModelInferResponse, head []byte, parts [][]byte) (_ [][]byte, size int, err error) {
 	raws := m.RawOutputContents
 	if head == nil {
 		head = make([]byte, 0, sizeHint(m))
@@ -298,23 +316,42 @@ func marshalStream(m *inference.ModelStreamInferResponse) (mem.BufferSlice, erro
 		head = protowire.AppendString(head, e)
 	}
 	inner := m.GetInferResponse()
-	// The inner length comes first on the wire, so measure it on its own.
-	parts, size, err := marshalInfer(inner, nil)
+	// The inner length comes first on the wire, so measure it on its own
+	// and put head in front of its parts once it is known.
+	var spare [4][]byte
+	parts, size, err := marshalInfer(inner, nil, spare[:1])
 	if err != nil {
 		return nil, err
 	}
 	head = protowire.AppendTag(head, fieldStreamResponse, protowire.BytesType)
 	head = protowire.AppendVarint(head, uint64(size))
-	return buffers(append([][]byte{head}, parts...)), nil
+	parts[0] = head
+	return buffers(parts), nil
 }
 
 // buffers hands parts to the transport without copying them. The parts are
 // never written again: raw outputs are the serving core's, which nobody
-// modifies once they are answered.
+// modifies once they are answered. The buffers are pointers into one
+// block rather than a SliceBuffer boxed for each part, and a message of
+// one part, the usual, takes a single allocation.
 func buffers(parts [][]byte) mem.BufferSlice {
+	if len(parts) == 1 {
+		b := new(singleBuffer)
+		b.buf = parts[0]
+		b.slice[0] = &b.buf
+		return b.slice[:]
+	}
 	out := make(mem.BufferSlice, len(parts))
+	bufs := make([]mem.SliceBuffer, len(parts))
 	for i, p := range parts {
-		out[i] = mem.SliceBuffer(p)
+		bufs[i] = p
+		out[i] = &bufs[i]
 	}
 	return out
+}
+
+// singleBuffer is the one allocation of buffers for a single part.
+type singleBuffer struct {
+	slice [1]mem.Buffer
+	buf   mem.SliceBuffer
 }

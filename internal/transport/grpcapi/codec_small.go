@@ -29,6 +29,9 @@ func decodeCommon(b []byte, req *inference.ModelInferRequest) bool {
 		case fieldID:
 			req.Id, ok = aliasString(v)
 		case fieldInputs:
+			if !commonInput(v) {
+				return false
+			}
 			in := &inference.ModelInferRequest_InferInputTensor{}
 			ok = decodeInput(v, in)
 			req.Inputs = append(req.Inputs, in)
@@ -60,6 +63,29 @@ func eachBytesField(b []byte, f func(num protowire.Number, v []byte) bool) bool 
 		}
 		v, m := protowire.ConsumeBytes(b[n:])
 		if m < 0 || !f(num, v) {
+			return false
+		}
+		b = b[n+m:]
+	}
+	return true
+}
+
+// commonInput reports whether an input tensor carries only the fields
+// decodeInput reads, before anything is allocated for it: a request with
+// typed contents or parameters goes to protobuf without that waste.
+func commonInput(b []byte) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		switch num {
+		case fieldTensorName, fieldTensorType, fieldTensorShape:
+		default:
+			return false
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
 			return false
 		}
 		b = b[n+m:]

@@ -12,7 +12,9 @@ import (
 	"time"
 	"unsafe"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -148,12 +150,23 @@ func TestCodecUnmarshalMalformed(t *testing.T) {
 		"field number zero": append(bytes.Clone(good), 0x02, 0x00),
 	} {
 		t.Run(name, func(t *testing.T) {
-			err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &inference.ModelInferRequest{})
+			err := c.unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &inference.ModelInferRequest{})
 			if err == nil {
 				t.Fatal("malformed message decoded")
 			}
 			if stdErr := proto.Unmarshal(b, &inference.ModelInferRequest{}); stdErr == nil || stdErr.Error() != err.Error() {
 				t.Fatalf("error %q, protobuf's own is %v", err, stdErr)
+			}
+			// Unmarshal leaves the error to the interceptors, once.
+			req := &inference.ModelInferRequest{}
+			if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(bytes.Clone(b))}, req); err != nil {
+				t.Fatalf("Unmarshal = %v, want the error recorded instead", err)
+			}
+			if st, _ := status.FromError(c.decodeError(req)); st.Code() != codes.InvalidArgument {
+				t.Fatalf("decodeError = %v, want InvalidArgument", st)
+			}
+			if err := c.decodeError(req); err != nil {
+				t.Fatalf("decodeError a second time = %v, want nil", err)
 			}
 		})
 	}

@@ -16,8 +16,8 @@ import (
 // aliased, not copied: the request message outlives the Infer call that
 // reads them, and the codec already gave the message its own copy of the
 // wire bytes. lim is checked before anything is allocated for
-// an input.
-func decodeInputs(req *inference.ModelInferRequest, lim guard.Limits) ([]tensor.Tensor, error) {
+// an input. The tensors go in dst when it is long enough.
+func decodeInputs(req *inference.ModelInferRequest, lim guard.Limits, dst []tensor.Tensor) ([]tensor.Tensor, error) {
 	if err := lim.CheckInputs(len(req.GetInputs())); err != nil {
 		return nil, err
 	}
@@ -26,7 +26,17 @@ func decodeInputs(req *inference.ModelInferRequest, lim guard.Limits) ([]tensor.
 		return nil, tensor.Invalidf("raw_input_contents has %d entries for %d inputs; it needs exactly one per input, in the order of inputs",
 			len(raw), len(req.GetInputs()))
 	}
-	out := make([]tensor.Tensor, len(req.GetInputs()))
+	n := len(req.GetInputs())
+	var out []tensor.Tensor
+	if n <= len(dst) {
+		out = dst[:n:n]
+	} else {
+		out = make([]tensor.Tensor, n)
+	}
+	var arena []byte
+	if len(raw) == 0 {
+		arena = contentsArena(req.GetInputs(), lim)
+	}
 	for i, in := range req.GetInputs() {
 		dt, ok := tensor.ParseDataType(in.GetDatatype())
 		if !ok {
@@ -40,7 +50,7 @@ func decodeInputs(req *inference.ModelInferRequest, lim guard.Limits) ([]tensor.
 			}
 			out[i], err = decodeRaw(in.GetName(), dt, in.GetShape(), raw[i], i, lim)
 		} else {
-			out[i], err = decodeContents(in.GetName(), dt, in.GetShape(), in.GetContents(), lim)
+			out[i], err = decodeContents(in.GetName(), dt, in.GetShape(), in.GetContents(), lim, &arena)
 		}
 		if err != nil {
 			return nil, err
@@ -169,10 +179,49 @@ func setField(c *inference.InferTensorContents) (contentsField, int) {
 	return 0, 0
 }
 
+// contentsArena returns one zeroed block for the data of every fixed-size
+// input with typed contents, so that they take one allocation between them,
+// when there are two or more and each passes decodeContents's element
+// checks; else nil, and each input allocates its own.
+func contentsArena(ins []*inference.ModelInferRequest_InferInputTensor, lim guard.Limits) []byte {
+	var size int64
+	count := 0
+	for _, in := range ins {
+		dt, ok := tensor.ParseDataType(in.GetDatatype())
+		if !ok {
+			return nil
+		}
+		if dt == tensor.Bytes {
+			continue
+		}
+		n, err := tensor.ElementCount(in.GetShape())
+		if err != nil || lim.CheckElements(in.GetName(), n) != nil || int64(fieldLens(in.GetContents())[fieldFor(dt)]) != n {
+			return nil
+		}
+		size += n * int64(dt.Size())
+		count++
+	}
+	if count < 2 {
+		return nil
+	}
+	return make([]byte, size)
+}
+
+// carve takes size zeroed bytes from the front of *arena when it has them,
+// else allocates them.
+func carve(arena *[]byte, size int64) []byte {
+	if a := *arena; int64(len(a)) >= size {
+		*arena = a[size:]
+		return a[:size:size]
+	}
+	return make([]byte, size)
+}
+
 // decodeContents converts typed contents into a tensor's raw layout,
 // checking the field against the datatype, the element count against the
-// shape and each value against the datatype's range.
-func decodeContents(name string, dt tensor.DataType, shape []int64, c *inference.InferTensorContents, lim guard.Limits) (tensor.Tensor, error) {
+// shape and each value against the datatype's range. Fixed-size data is
+// carved from arena (see contentsArena).
+func decodeContents(name string, dt tensor.DataType, shape []int64, c *inference.InferTensorContents, lim guard.Limits, arena *[]byte) (tensor.Tensor, error) {
 	n, err := tensor.ElementCount(shape)
 	if err != nil {
 		return tensor.Tensor{}, fmt.Errorf("input %q: %w", name, err)
@@ -214,7 +263,7 @@ func decodeContents(name string, dt tensor.DataType, shape []int64, c *inference
 		}
 		return t, nil
 	}
-	t.Data = make([]byte, n*int64(dt.Size()))
+	t.Data = carve(arena, n*int64(dt.Size()))
 	if err := fillFixed(t.Data, name, dt, c); err != nil {
 		return tensor.Tensor{}, err
 	}

@@ -76,7 +76,7 @@ func samples() []sample {
 func TestDecodeContentsAllDataTypes(t *testing.T) {
 	for _, s := range samples() {
 		t.Run(s.dt.String(), func(t *testing.T) {
-			got, err := decodeContents("INPUT0", s.dt, []int64{3}, s.contents, guard.Limits{})
+			got, err := decodeContents("INPUT0", s.dt, []int64{3}, s.contents, guard.Limits{}, new([]byte))
 			if err != nil {
 				t.Fatalf("decodeContents: %v", err)
 			}
@@ -230,7 +230,7 @@ func TestDecodeInputsErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := decodeInputs(tt.req, guard.Limits{})
+			_, err := decodeInputs(tt.req, guard.Limits{}, nil)
 			if err == nil {
 				t.Fatal("decodeInputs succeeded")
 			}
@@ -278,7 +278,7 @@ func TestDecodeInputsAccepts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := decodeInputs(tt.req, guard.Limits{})
+			got, err := decodeInputs(tt.req, guard.Limits{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -292,6 +292,32 @@ func TestDecodeInputsAccepts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDecodeTypedInputsShareABlock decodes typed inputs whose data share one
+// allocation (contentsArena): each holds its own values, false booleans
+// included, and none can grow into the next.
+func TestDecodeTypedInputsShareABlock(t *testing.T) {
+	req := &inference.ModelInferRequest{Inputs: []*inference.ModelInferRequest_InferInputTensor{
+		input("A", "BOOL", []int64{3}, &inference.InferTensorContents{BoolContents: []bool{true, false, true}}),
+		input("B", "BYTES", []int64{1}, &inference.InferTensorContents{BytesContents: [][]byte{[]byte("hi")}}),
+		input("C", "INT32", []int64{2}, &inference.InferTensorContents{IntContents: []int32{7, -1}}),
+		input("D", "UINT8", []int64{1}, &inference.InferTensorContents{UintContents: []uint32{255}}),
+	}}
+	got, err := decodeInputs(req, guard.Limits{}, make([]tensor.Tensor, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]byte{{1, 0, 1}, append(le32(2), "hi"...), le32(7, math.MaxUint32), {255}}
+	for i, w := range want {
+		if !bytes.Equal(got[i].Data, w) {
+			t.Errorf("input %s: data %v, want %v", got[i].Name, got[i].Data, w)
+		}
+	}
+	_ = append(got[0].Data, 9, 9, 9, 9)
+	if !bytes.Equal(got[2].Data, want[2]) {
+		t.Errorf("appending to input A changed input C: %v", got[2].Data)
 	}
 }
 
@@ -339,7 +365,7 @@ func FuzzDecodeRaw(f *testing.F) {
 		if !exact {
 			return
 		}
-		typed, err := decodeContents("x", dt, shape, c, fuzzLimits)
+		typed, err := decodeContents("x", dt, shape, c, fuzzLimits, new([]byte))
 		if err != nil {
 			t.Fatalf("typed contents of an accepted raw tensor rejected: %v", err)
 		}

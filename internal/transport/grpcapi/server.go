@@ -148,6 +148,10 @@ type Config struct {
 	// the first call fails with RESOURCE_EXHAUSTED naming the limit and an
 	// HTTP/2 GOAWAY closes it. 0: no limit.
 	MaxConnections int
+	// RecvTimeout bounds receiving a call's request message, from its
+	// headers, and a call still receiving when Stop begins is cut off
+	// (recvGuard) [DefaultRecvTimeout].
+	RecvTimeout time.Duration
 	// ConnectionTimeout bounds a new connection's TLS and HTTP/2
 	// handshakes, so a client that opens connections and sends nothing
 	// cannot hold them [DefaultConnectionTimeout].
@@ -249,6 +253,9 @@ func (c Config) withDefaults() Config {
 	if c.ConnectionTimeout <= 0 {
 		c.ConnectionTimeout = DefaultConnectionTimeout
 	}
+	if c.RecvTimeout <= 0 {
+		c.RecvTimeout = DefaultRecvTimeout
+	}
 	c.Limits = c.Limits.WithDefaults()
 	if c.Observe == nil {
 		c.Observe = func(string, string, string, int, time.Duration) {}
@@ -269,6 +276,8 @@ type Server struct {
 
 	quit     chan struct{} // closed when Stop begins
 	stopOnce sync.Once
+	// guards are the calls still receiving their request message.
+	guards recvGuards
 }
 
 // New builds the server with the inference, health and reflection services
@@ -298,7 +307,10 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 		// status message is scrubbed, then the caller is authenticated;
 		// unary calls get the same in one interceptor.
 		grpc.UnaryInterceptor(s.unary),
-		grpc.ChainStreamInterceptor(s.recoverStream, s.scrubStream, s.authStream),
+		grpc.ChainStreamInterceptor(s.recoverStream, s.scrubStream, s.authStream, s.recvStream),
+		// Tokens are checked as soon as a call's headers arrive, before
+		// its message is read (intake.go).
+		grpc.InTapHandle(s.tap),
 		// Stop returns only once every handler has: the caller may close
 		// the backend right after.
 		grpc.WaitForHandlers(true),
@@ -317,6 +329,11 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 // also when Stop came first, and the listener's error otherwise. It applies
 // Config.MaxConnections.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.cfg.RecvTimeout > 0 {
+		served, reaped := make(chan struct{}), make(chan struct{})
+		go func() { defer close(reaped); s.reapRecv(served) }()
+		defer func() { close(served); <-reaped }()
+	}
 	err := s.grpc.Serve(guard.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn))
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil // stopped before it began serving: a shutdown, not a failure
@@ -331,6 +348,10 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) Stop(ctx context.Context) {
 	s.SetNotServing()
 	s.stopOnce.Do(func() { close(s.quit) })
+	// Calls still receiving their message are cut off now rather than
+	// holding the graceful stop; Serve's reaper does the same on quit, but
+	// a server that never served has none.
+	s.guards.cutOff(time.Time{}, true, errRecvShutdown)
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -366,7 +387,12 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 			s.codec.release(r, err == nil)
 		}
 	}()
+	// The message is in: its receive guard has done its work.
+	stopRecvGuard(s, ctx)
 	ctx, err = s.authenticate(ctx, info.FullMethod)
+	if err == nil {
+		err = s.codec.decodeError(req)
+	}
 	if err == nil {
 		resp, err = h(ctx, req)
 	}

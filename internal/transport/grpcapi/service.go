@@ -256,11 +256,13 @@ func (s *service) ModelInfer(ctx context.Context, req *inference.ModelInferReque
 
 // call is one inference request on its way through the serving core. It
 // is the request's metadata too: the serving core looks the model's sticky
-// key up in it during Infer.
+// key up in it during Infer. inputs holds the decoded tensors of a request
+// with few, saving them an allocation of their own.
 type call struct {
 	req    serving.Request
 	ctx    context.Context
 	params map[string]*inference.InferParameter
+	inputs [4]tensor.Tensor
 }
 
 // Get returns the incoming metadata value of key, else the request
@@ -320,12 +322,15 @@ func (s *service) run(ctx context.Context, req *inference.ModelInferRequest, c *
 		return nil, s.inf.Refuse(sreq, err)
 	}
 	sreq.RoutingKey = routingKey
+	if sreq.Sequence, err = sequenceParams(c.params); err != nil {
+		return nil, s.inf.Refuse(sreq, err)
+	}
 	ctx, cancel, err := transport.WithTimeoutMicros(ctx, timeout)
 	if err != nil {
 		return nil, s.inf.Refuse(sreq, err)
 	}
 	defer cancel()
-	if sreq.Inputs, err = decodeInputs(req, s.cfg.Limits); err != nil {
+	if sreq.Inputs, err = decodeInputs(req, s.cfg.Limits, c.inputs[:]); err != nil {
 		return nil, s.inf.Refuse(sreq, err)
 	}
 	if sreq.Outputs, err = requestedOutputs(req.GetOutputs()); err != nil {
@@ -417,6 +422,50 @@ func requestParams(params map[string]*inference.InferParameter) (timeout int64, 
 		}
 	}
 	return timeout, routingKey, nil
+}
+
+// sequenceParams reads the sequence_id (int64, uint64 or string),
+// sequence_start and sequence_end (bool) parameters as Triton's clients
+// send them.
+func sequenceParams(params map[string]*inference.InferParameter) (serving.Sequence, error) {
+	var seq serving.Sequence
+	if p, ok := params[transport.SequenceIDParameter]; ok {
+		var err error
+		switch v := p.GetParameterChoice().(type) {
+		case *inference.InferParameter_Int64Param:
+			seq.ID, err = transport.SequenceIntID(v.Int64Param)
+		case *inference.InferParameter_Uint64Param:
+			seq.ID, err = transport.SequenceUintID(v.Uint64Param)
+		case *inference.InferParameter_StringParam:
+			seq.ID, err = transport.SequenceStringID(v.StringParam)
+		default:
+			err = tensor.Invalidf("parameter %q: must be an int64_param, uint64_param or string_param", transport.SequenceIDParameter)
+		}
+		if err != nil {
+			return seq, err
+		}
+	}
+	var err error
+	if seq.Start, err = boolParam(params, transport.SequenceStartParameter); err != nil {
+		return seq, err
+	}
+	if seq.End, err = boolParam(params, transport.SequenceEndParameter); err != nil {
+		return seq, err
+	}
+	return seq, nil
+}
+
+// boolParam reads an optional bool_param.
+func boolParam(params map[string]*inference.InferParameter, name string) (bool, error) {
+	p, ok := params[name]
+	if !ok {
+		return false, nil
+	}
+	v, ok := p.GetParameterChoice().(*inference.InferParameter_BoolParam)
+	if !ok {
+		return false, tensor.Invalidf("parameter %q: must be a bool_param", name)
+	}
+	return v.BoolParam, nil
 }
 
 // requestedOutputs lists the outputs a request asks for; nil means all.

@@ -24,6 +24,10 @@ type streamCall struct {
 	resp  *inference.ModelInferResponse
 	id    string
 	err   error
+	// after is the stream's previous call of the same sequence, which must
+	// be answered before this one runs: a sequence's requests run in the
+	// order the stream sent them.
+	after *streamCall
 }
 
 // errStreamStopping ends streams when the server stops.
@@ -67,6 +71,9 @@ func (s *service) ModelStreamInfer(stream inference.GRPCInferenceService_ModelSt
 	// The reader owns Recv. It exits on a Recv error, which comes at the
 	// latest when this handler has returned and the stream is finished.
 	go func() {
+		// lastOf maps a sequence id to the stream's latest call of it;
+		// the reader alone uses it.
+		lastOf := map[string]*streamCall{}
 		for {
 			req, err := stream.Recv()
 			if err != nil {
@@ -74,6 +81,19 @@ func (s *service) ModelStreamInfer(stream inference.GRPCInferenceService_ModelSt
 				return
 			}
 			c := &streamCall{req: req, start: time.Now(), done: make(chan struct{}), id: requestID(ctx, req)}
+			if seq, err := sequenceParams(req.GetParameters()); err == nil && seq.ID != "" {
+				c.after = lastOf[seq.ID]
+				if len(lastOf) >= 4*depth {
+					for k, p := range lastOf {
+						select {
+						case <-p.done:
+							delete(lastOf, k)
+						default:
+						}
+					}
+				}
+				lastOf[seq.ID] = c
+			}
 			select {
 			case slots <- struct{}{}:
 			case <-ctx.Done():
@@ -157,6 +177,13 @@ func (s *service) runCall(ctx context.Context, c *streamCall) {
 			c.resp, c.err = nil, panicError(s.log, "ModelStreamInfer", p)
 		}
 	}()
+	if c.after != nil {
+		select {
+		case <-c.after.done:
+		case <-ctx.Done():
+		}
+		c.after = nil
+	}
 	c.resp, c.err = s.infer(ctx, c.req, c.id, c.start)
 }
 

@@ -52,8 +52,10 @@ func NewPathScrubber(roots ...string) PathScrubber {
 	return p
 }
 
-// Scrub returns msg with host paths removed.
+// Scrub returns msg with host paths removed and long client strings
+// shortened (Clip).
 func (p PathScrubber) Scrub(msg string) string {
+	msg = Clip(msg)
 	if !strings.Contains(msg, "/") {
 		return msg
 	}

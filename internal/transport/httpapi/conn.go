@@ -25,9 +25,21 @@ const (
 type lingerConn struct {
 	net.Conn
 	linger atomic.Bool
+
+	// What shutdown needs to know (shutdown.go); tracker may be nil.
+	tracker      *connTracker
+	phase        atomic.Int32
+	readingSince atomic.Int64 // Unix nanoseconds
+	spared       atomic.Bool
 }
 
 func (c *lingerConn) Close() error {
+	if c.spare() {
+		return nil
+	}
+	if c.tracker != nil {
+		c.tracker.remove(c)
+	}
 	if c.linger.Load() {
 		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
@@ -39,15 +51,23 @@ func (c *lingerConn) Close() error {
 	return c.Conn.Close()
 }
 
-// lingerListener hands out lingerConns.
-type lingerListener struct{ net.Listener }
+// lingerListener hands out lingerConns, known to tracker when it is not
+// nil.
+type lingerListener struct {
+	net.Listener
+	tracker *connTracker
+}
 
 func (l lingerListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return &lingerConn{Conn: c}, nil
+	lc := &lingerConn{Conn: c, tracker: l.tracker}
+	if l.tracker != nil {
+		l.tracker.add(lc)
+	}
+	return lc, nil
 }
 
 // lingerOnClose asks for a graceful close of the connection of a request

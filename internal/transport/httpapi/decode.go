@@ -4,7 +4,9 @@ import (
 	"errors"
 	"strconv"
 
+	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/tensor"
+	"github.com/onnxserve/onnxserve/internal/transport"
 	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	"github.com/onnxserve/onnxserve/internal/transport/httpapi/jsonscan"
 )
@@ -21,8 +23,11 @@ type inferRequest struct {
 	// BinaryOutput is the request-level "binary_data_output" parameter, the
 	// default for every output that does not say otherwise.
 	BinaryOutput bool
-	Inputs       []tensor.Tensor
-	Outputs      []outputRequest
+	// Sequence holds the sequence_id, sequence_start and sequence_end
+	// parameters.
+	Sequence serving.Sequence
+	Inputs   []tensor.Tensor
+	Outputs  []outputRequest
 }
 
 // outputRequest is one entry of the request's "outputs" list.
@@ -204,6 +209,29 @@ func (d *decoder) requestParameters(req *inferRequest) error {
 		case paramBinaryDataOutput:
 			if req.BinaryOutput, err = s.Bool(); err != nil {
 				return fieldError(err, "parameter %q: must be true or false", paramBinaryDataOutput)
+			}
+		case transport.SequenceIDParameter:
+			if s.Peek() == '"' {
+				v, err := s.Str()
+				if err != nil {
+					return err
+				}
+				req.Sequence.ID, err = transport.SequenceStringID(string(v))
+				return err
+			}
+			v, err := s.Int()
+			if err != nil {
+				return fieldError(err, "parameter %q: must be an integer or a string", transport.SequenceIDParameter)
+			}
+			req.Sequence.ID, err = transport.SequenceIntID(v)
+			return err
+		case transport.SequenceStartParameter:
+			if req.Sequence.Start, err = s.Bool(); err != nil {
+				return fieldError(err, "parameter %q: must be true or false", transport.SequenceStartParameter)
+			}
+		case transport.SequenceEndParameter:
+			if req.Sequence.End, err = s.Bool(); err != nil {
+				return fieldError(err, "parameter %q: must be true or false", transport.SequenceEndParameter)
 			}
 		default:
 			if d.stickyKey != "" && string(k) == d.stickyKey {

@@ -130,6 +130,7 @@ func (s *Server) runInfer(ctx *fasthttp.RequestCtx, o *outcome, c *inferCall) (*
 		c.json = body[:headerLen]
 	}
 	c.req.Inputs, c.req.Outputs, c.req.RoutingKey = req.Inputs, req.outputNames(), req.RoutingKey
+	c.req.Sequence = req.Sequence
 	// The fasthttp RequestCtx is not used as the context: its Done fires
 	// on server shutdown, which must let in-flight requests finish.
 	cctx, cancel, err := transport.WithTimeoutMicros(context.Background(), req.Timeout)

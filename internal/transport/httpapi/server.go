@@ -163,6 +163,7 @@ type Server struct {
 	metadata []byte // the GET /v2 document, built once
 
 	rejectLog guard.RejectLog
+	conns     *connTracker
 
 	mu      sync.Mutex   // guards the two fields below
 	ln      net.Listener // the listener Serve uses, once it runs
@@ -187,18 +188,19 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
-	s := &Server{inf: b.Inference, models: b.Models, repo: b.Repository, rollouts: b.Rollouts, cfg: cfg, log: log}
+	s := &Server{inf: b.Inference, models: b.Models, repo: b.Repository, rollouts: b.Rollouts, cfg: cfg, log: log, conns: newConnTracker(cfg.ReadHeaderTimeout + cfg.ReadTimeout + cfg.WriteTimeout)}
 	s.metadata = serverMetadata(cfg.Version)
 	bodyConfig := fasthttp.RequestConfig{ReadTimeout: cfg.ReadTimeout}
 	s.srv = &fasthttp.Server{
-		Handler:      s.handle,
+		Handler:      answering(s.handle),
+		ConnState:    s.conns.connState,
 		ErrorHandler: s.handleProtocolError,
 		Name:         "onnxserve",
 		// fasthttp's ReadTimeout runs from a request's first byte (and
 		// bounds the TLS handshake); once the head is in, HeaderReceived
 		// gives the body its own deadline.
 		ReadTimeout:                  cfg.ReadHeaderTimeout,
-		HeaderReceived:               func(*fasthttp.RequestHeader) fasthttp.RequestConfig { return bodyConfig },
+		HeaderReceived:               s.headerReceived(bodyConfig),
 		WriteTimeout:                 cfg.WriteTimeout,
 		IdleTimeout:                  cfg.IdleTimeout,
 		MaxRequestBodySize:           cfg.MaxRequestBodySize,
@@ -213,7 +215,7 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 // Shutdown and the listener's error otherwise. It applies the connection
 // limit and, with Config.TLS, serves HTTPS.
 func (s *Server) Serve(ln net.Listener) error {
-	ln = lingerListener{guard.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn)}
+	ln = lingerListener{guard.LimitListener(ln, s.cfg.MaxConnections, s.rejectConn), s.conns}
 	if s.cfg.TLS != nil {
 		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
@@ -248,13 +250,23 @@ func (s *Server) rejectConn(c net.Conn) {
 }
 
 // Shutdown stops accepting connections and waits until the requests in
-// flight are answered, or ctx ends.
+// flight are answered, or ctx ends. A request still arriving a second into
+// shutdown (a stalled upload) is cut off rather than waited for, and
+// keep-alive connections are closed only between requests.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopped = true
 	ln := s.ln
 	s.mu.Unlock()
+	s.conns.stopping.Store(true)
+	stopSweep, swept := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(swept)
+		s.conns.cutStalledUploads(stopSweep)
+	}()
 	err := s.srv.ShutdownWithContext(ctx)
+	close(stopSweep)
+	<-swept
 	if ln != nil {
 		// fasthttp closes only the listeners its Serve has registered; a
 		// Serve that has not got that far would otherwise accept forever.
@@ -305,6 +317,8 @@ func (s *Server) handleProtocolError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
 	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge) && s.unauthenticatedBody(&ctx.Request.Header):
+		s.fail(ctx, transport.ErrUnauthenticated) // its body was never read (body.go)
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		// The body is still on its way: let the client finish sending,
 		// so it reads this answer rather than a reset.

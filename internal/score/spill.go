@@ -1,0 +1,226 @@
+package score
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/onnxserve/onnxserve/internal/tensor"
+)
+
+// A chunk file holds the results of ChunkRows consecutive input records,
+// in order: for each record either its outputs or its error, then a
+// trailer of two uint64 (results, errors). Records are
+//
+//	0, uvarint len(id), id, per output: uvarint rank, uvarint dims…, uvarint len(data), data
+//	1, uvarint index, uvarint line, uvarint len(reason), reason
+const (
+	recordResult = 0
+	recordError  = 1
+	trailerSize  = 16
+)
+
+// chunkName is the file of chunk n once complete.
+func chunkName(dir string, n int64) string {
+	return filepath.Join(dir, fmt.Sprintf("chunk-%08d.bin", n))
+}
+
+// chunkWriter writes one chunk through a temporary file.
+type chunkWriter struct {
+	dir     string
+	n       int64
+	f       *os.File
+	w       *bufio.Writer
+	results uint64
+	errs    uint64
+	buf     []byte
+}
+
+func newChunkWriter(dir string, n int64) (*chunkWriter, error) {
+	f, err := os.Create(chunkName(dir, n) + ".tmp")
+	if err != nil {
+		return nil, err
+	}
+	return &chunkWriter{dir: dir, n: n, f: f, w: bufio.NewWriterSize(f, 1<<20)}, nil
+}
+
+func (c *chunkWriter) result(id string, outs []tensor.Tensor) error {
+	b := append(c.buf[:0], recordResult)
+	b = binary.AppendUvarint(b, uint64(len(id)))
+	b = append(b, id...)
+	for _, t := range outs {
+		b = binary.AppendUvarint(b, uint64(len(t.Shape)))
+		for _, d := range t.Shape {
+			b = binary.AppendUvarint(b, uint64(d))
+		}
+		b = binary.AppendUvarint(b, uint64(len(t.Data)))
+		b = append(b, t.Data...)
+	}
+	c.buf = b
+	c.results++
+	_, err := c.w.Write(b)
+	return err
+}
+
+func (c *chunkWriter) failure(index, line int64, reason string) error {
+	b := append(c.buf[:0], recordError)
+	b = binary.AppendUvarint(b, uint64(index))
+	b = binary.AppendUvarint(b, uint64(line))
+	b = binary.AppendUvarint(b, uint64(len(reason)))
+	b = append(b, reason...)
+	c.buf = b
+	c.errs++
+	_, err := c.w.Write(b)
+	return err
+}
+
+// commit makes the chunk durable under its final name: trailer, flush,
+// fsync, rename, fsync of the folder.
+func (c *chunkWriter) commit() error {
+	var tr [trailerSize]byte
+	binary.LittleEndian.PutUint64(tr[:8], c.results)
+	binary.LittleEndian.PutUint64(tr[8:], c.errs)
+	if _, err := c.w.Write(tr[:]); err != nil {
+		c.f.Close()
+		return err
+	}
+	if err := c.w.Flush(); err != nil {
+		c.f.Close()
+		return err
+	}
+	if err := c.f.Sync(); err != nil {
+		c.f.Close()
+		return err
+	}
+	if err := c.f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(c.f.Name(), chunkName(c.dir, c.n)); err != nil {
+		return err
+	}
+	return syncDir(c.dir)
+}
+
+func (c *chunkWriter) abort() {
+	c.f.Close()
+	os.Remove(c.f.Name())
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// chunkCounts reads a complete chunk's trailer.
+func chunkCounts(path string) (results, errs uint64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	var tr [trailerSize]byte
+	st, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	if st.Size() < trailerSize {
+		return 0, 0, fmt.Errorf("%s: truncated chunk", path)
+	}
+	if _, err := f.ReadAt(tr[:], st.Size()-trailerSize); err != nil {
+		return 0, 0, err
+	}
+	return binary.LittleEndian.Uint64(tr[:8]), binary.LittleEndian.Uint64(tr[8:]), nil
+}
+
+// chunkRecord is one decoded record of a chunk.
+type chunkRecord struct {
+	err    bool
+	id     string
+	outs   []tensor.Tensor
+	index  int64
+	line   int64
+	reason string
+}
+
+// chunkReader decodes a chunk's records in order.
+type chunkReader struct {
+	r       *bufio.Reader
+	f       *os.File
+	left    uint64
+	outputs []tensor.Spec
+}
+
+func openChunk(path string, outputs []tensor.Spec) (*chunkReader, error) {
+	res, errs, err := chunkCounts(path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	return &chunkReader{r: bufio.NewReaderSize(f, 1<<20), f: f, left: res + errs, outputs: outputs}, nil
+}
+
+func (c *chunkReader) close() error { return c.f.Close() }
+
+var errCorruptChunk = errors.New("corrupt chunk file")
+
+func (c *chunkReader) next(rec *chunkRecord) error {
+	if c.left == 0 {
+		return io.EOF
+	}
+	c.left--
+	kind, err := c.r.ReadByte()
+	if err != nil {
+		return errCorruptChunk
+	}
+	uv := func() uint64 {
+		if err != nil {
+			return 0
+		}
+		var v uint64
+		v, err = binary.ReadUvarint(c.r)
+		return v
+	}
+	bytesOf := func(n uint64) []byte {
+		if err != nil {
+			return nil
+		}
+		b := make([]byte, n)
+		_, err = io.ReadFull(c.r, b)
+		return b
+	}
+	switch kind {
+	case recordResult:
+		rec.err = false
+		rec.id = string(bytesOf(uv()))
+		rec.outs = rec.outs[:0]
+		for _, spec := range c.outputs {
+			shape := make([]int64, uv())
+			for i := range shape {
+				shape[i] = int64(uv())
+			}
+			rec.outs = append(rec.outs, tensor.Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape, Data: bytesOf(uv())})
+		}
+	case recordError:
+		rec.err = true
+		rec.index = int64(uv())
+		rec.line = int64(uv())
+		rec.reason = string(bytesOf(uv()))
+	default:
+		return errCorruptChunk
+	}
+	if err != nil {
+		return errCorruptChunk
+	}
+	return nil
+}
