@@ -75,9 +75,8 @@ func (mg *Manager) evaluate(r *run) (gates []Gate, ready bool) {
 			func(v float64) bool { return v <= *g.MaxP99Ratio })
 	}
 	if g.MaxAccuracyDrop != nil && mg.cfg.Accuracy != nil {
-		cc, cl, _ := mg.cfg.Accuracy.Accuracy(st.Model, st.Candidate)
-		bc, bl, _ := mg.cfg.Accuracy.Accuracy(st.Model, st.Baseline)
-		cc, cl, bc, bl = cc-r.candCorrect, cl-r.candLabelled, bc-r.baseCorrect, bl-r.baseLabelled
+		cc, cl, _ := mg.cfg.Accuracy.Accuracy(st.Model, st.Candidate, st.StepStarted)
+		bc, bl, _ := mg.cfg.Accuracy.Accuracy(st.Model, st.Baseline, st.StepStarted)
 		have := min(cl, bl)
 		relative("max_accuracy_drop", *g.MaxAccuracyDrop, have, noteFewLabels,
 			func() float64 { return float64(bc)/float64(bl) - float64(cc)/float64(cl) },

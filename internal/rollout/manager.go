@@ -42,12 +42,13 @@ type Shadows interface {
 	VersionShadow(model, version string) (serving.ShadowCounts, error)
 }
 
-// Accuracy is the quality signal: a version's cumulative labelled
-// predictions and how many were right. ok is false when the model has no
-// such signal (no feedback monitoring). cmd/serve plugs the quality
-// package in; nil means no model has one.
+// Accuracy is the quality signal: how many of a version's predictions
+// made since a time have been labelled by feedback, and how many of those
+// were right. ok is false when the model has no such signal (no feedback
+// monitoring). cmd/serve plugs the quality package in; nil means no model
+// has one. It may read a store: it is called once per judgement.
 type Accuracy interface {
-	Accuracy(model, version string) (correct, labelled int64, ok bool)
+	Accuracy(model, version string, since time.Time) (correct, labelled int64, ok bool)
 }
 
 // Store keeps each model's rollout across restarts.
@@ -106,10 +107,8 @@ const maxAutoQueue = 64
 type run struct {
 	st Status
 	// window start readings of the candidate and the baseline.
-	candStart, baseStart      Figures
-	shadowStart               serving.ShadowCounts
-	candCorrect, candLabelled int64
-	baseCorrect, baseLabelled int64
+	candStart, baseStart Figures
+	shadowStart          serving.ShadowCounts
 }
 
 // Status is a rollout as GET /v2/models/{m}/rollout shows it and as it is
@@ -297,7 +296,7 @@ func (mg *Manager) signalsFor(model, candidate string, g Gates) error {
 		if mg.cfg.Accuracy == nil {
 			return fmt.Errorf("%w: gates.max_accuracy_drop: needs the quality signal (feedback monitoring), which this server does not run", ErrInvalid)
 		}
-		if _, _, ok := mg.cfg.Accuracy.Accuracy(model, candidate); !ok {
+		if _, _, ok := mg.cfg.Accuracy.Accuracy(model, candidate, mg.now()); !ok {
 			return fmt.Errorf("%w: gates.max_accuracy_drop: model %q has no quality signal (no feedback monitoring)", ErrInvalid, model)
 		}
 	}
@@ -449,10 +448,6 @@ func (mg *Manager) openWindow(r *run) {
 	r.candStart = mg.meter.Figures(st.Model, st.Candidate)
 	r.baseStart = mg.meter.Figures(st.Model, st.Baseline)
 	r.shadowStart, _ = mg.cfg.Shadows.VersionShadow(st.Model, st.Candidate)
-	if mg.cfg.Accuracy != nil {
-		r.candCorrect, r.candLabelled, _ = mg.cfg.Accuracy.Accuracy(st.Model, st.Candidate)
-		r.baseCorrect, r.baseLabelled, _ = mg.cfg.Accuracy.Accuracy(st.Model, st.Baseline)
-	}
 }
 
 // weights returns the split of a phase and step.
@@ -521,6 +516,7 @@ func (mg *Manager) enter(r *run, to Phase, step int, reason, detail string, gate
 	mg.log.Info("rollout decision", fields...)
 	if !to.running() {
 		mg.watchLocked()
+		mg.meter.forget(st.Model)
 	}
 	return nil
 }

@@ -136,6 +136,17 @@ func (m *Meter) Consume(o observation) {
 	f.Latency[bucketOf(o.latency)]++
 }
 
+// forget drops a model's figures once no rollout of it runs.
+func (m *Meter) forget(model string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.figs {
+		if k.model == model {
+			delete(m.figs, k)
+		}
+	}
+}
+
 // Figures returns a version's cumulative figures.
 func (m *Meter) Figures(model, version string) Figures {
 	m.mu.Lock()

@@ -107,7 +107,7 @@ func (f *fakeServer) VersionShadow(model, version string) (serving.ShadowCounts,
 	return f.shadows[version], nil
 }
 
-func (f *fakeServer) Accuracy(model, version string) (int64, int64, bool) {
+func (f *fakeServer) Accuracy(model, version string, since time.Time) (int64, int64, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	a := f.accuracy[version]
