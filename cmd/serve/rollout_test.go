@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -122,8 +123,12 @@ type load struct {
 	answered map[string]int // protocol → answers (any status)
 	codes    map[string]int // "protocol code" → answers
 	versions map[string]int // version → successful answers
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	// keyed maps each sticky key the HTTP clients send to the versions
+	// that answered it, in order; one client sends each key, one request
+	// at a time.
+	keyed map[string][]string
+	stop  chan struct{}
+	wg    sync.WaitGroup
 }
 
 // rowFeatures is request i's row: its first feature runs through
@@ -138,7 +143,7 @@ func rowFeatures(i int) []float32 {
 }
 
 func startLoad(t *testing.T, ts *testServer, clients int) *load {
-	l := &load{answered: map[string]int{}, codes: map[string]int{}, versions: map[string]int{}, stop: make(chan struct{})}
+	l := &load{answered: map[string]int{}, codes: map[string]int{}, versions: map[string]int{}, keyed: map[string][]string{}, stop: make(chan struct{})}
 	grpcc := grpcClient(t, ts.a.grpcLn.Addr().String(), insecure.NewCredentials())
 	httpc := &http.Client{Timeout: testTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
 	for c := range clients {
@@ -158,7 +163,14 @@ func startLoad(t *testing.T, ts *testServer, clients int) *load {
 						feat[j] = fmt.Sprint(x)
 					}
 					body := `{"inputs":[{"name":"INPUT","shape":[1,64],"datatype":"FP32","data":[` + strings.Join(feat, ",") + `]}]}`
-					resp, err := httpc.Post(ts.http+"/v2/models/classifier/infer", "application/json", strings.NewReader(body))
+					req, err := http.NewRequest("POST", ts.http+"/v2/models/classifier/infer", strings.NewReader(body))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					key := fmt.Sprintf("client-%d-key-%d", c, i%25)
+					req.Header.Set("x-routing-key", key)
+					resp, err := httpc.Do(req)
 					if err != nil {
 						t.Errorf("http client %d: %v", c, err)
 						return
@@ -168,6 +180,11 @@ func startLoad(t *testing.T, ts *testServer, clients int) *load {
 					var r inferResponse
 					_ = json.Unmarshal(b, &r)
 					l.count("http", resp.StatusCode, r.ModelVersion)
+					if resp.StatusCode == http.StatusOK {
+						l.mu.Lock()
+						l.keyed[key] = append(l.keyed[key], r.ModelVersion)
+						l.mu.Unlock()
+					}
 					continue
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
@@ -316,9 +333,9 @@ func TestRolloutSlowCandidateRolledBack(t *testing.T) {
 // walks every step and is promoted; the newest version then takes all.
 func TestRolloutGoodCandidatePromoted(t *testing.T) {
 	ts := startServer(t, rolloutRepo(t, onnxgen.Classifier(2)), "--rollout-tick", "20ms")
-	l := startLoad(t, ts, 8)
 	startRollout(t, ts, `{"candidate":"2","steps":[10,50,100],"step_interval":"300ms","min_requests":30,
 		"gates":{"max_error_rate":0.01,"max_error_rate_delta":0.01}}`)
+	l := startLoad(t, ts, 8)
 	d := waitPhase(t, ts, "rolled_back", "promoted", "held")
 	l.finish(t, ts)
 	if d.Phase != "promoted" {
@@ -335,6 +352,22 @@ func TestRolloutGoodCandidatePromoted(t *testing.T) {
 	}
 	if l.versions["1"] == 0 || l.versions["2"] == 0 {
 		t.Errorf("answers by version %v: both should have served during the rollout", l.versions)
+	}
+	// Sticky keys: a key the candidate took never goes back to the
+	// baseline while its share grows; only the keys that must move, move.
+	moved := 0
+	for key, vs := range l.keyed {
+		first := slices.Index(vs, "2")
+		if first < 0 {
+			continue
+		}
+		moved++
+		if slices.Contains(vs[first:], "1") {
+			t.Errorf("key %s went back to the baseline after the candidate served it: %v", key, vs)
+		}
+	}
+	if moved == 0 {
+		t.Errorf("no sticky key reached the candidate (%d keys)", len(l.keyed))
 	}
 	servedOnly(t, ts, "2", 20)
 }
