@@ -66,7 +66,8 @@ RUN set -eu; \
     /usr/local/bin/onnxserve --help >/dev/null 2>/tmp/help || { cat /tmp/help >&2; exit 1; }; \
     if ldd "$ONNXRUNTIME_LIB" | grep 'not found'; then exit 1; fi; \
     rm -f /tmp/help; \
-    mkdir -p /models
+    mkdir -p /models /var/lib/onnxserve; \
+    chown 65532:65532 /var/lib/onnxserve
 # A numeric UID lets Kubernetes check runAsNonRoot without a passwd entry.
 USER 65532:65532
 EXPOSE 8000 8001 8002
@@ -78,4 +79,6 @@ STOPSIGNAL SIGTERM
 # Flags after the image name are appended; a repeated flag overrides the one
 # here (the last value wins), so `docker run ... onnxserve:0.1.0
 # --model-repository /other` works.
-ENTRYPOINT ["/usr/local/bin/onnxserve", "--model-repository", "/models", "--log-format", "json"]
+# The prediction store of models with a monitoring block lives in
+# /var/lib/onnxserve; mount a volume there to keep it across containers.
+ENTRYPOINT ["/usr/local/bin/onnxserve", "--model-repository", "/models", "--state-dir", "/var/lib/onnxserve", "--log-format", "json"]

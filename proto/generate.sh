@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the Go code for proto/inference.proto.
+# Regenerates the Go code for proto/inference.proto and proto/quality.proto.
 #
 # Usage: proto/generate.sh [OUTPUT_DIR]    (default: proto/)
 #
@@ -51,4 +51,4 @@ protoc \
 	--plugin=protoc-gen-go-grpc="$BIN/protoc-gen-go-grpc" \
 	--go_out="$OUT" --go_opt=paths=source_relative \
 	--go-grpc_out="$OUT" --go-grpc_opt=paths=source_relative \
-	inference.proto
+	inference.proto quality.proto

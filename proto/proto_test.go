@@ -22,7 +22,7 @@ import (
 // test sets it after installing protoc.
 const requireToolsEnv = "ONNXSERVE_REQUIRE_TOOLS"
 
-var generatedFiles = []string{"inference.pb.go", "inference_grpc.pb.go"}
+var generatedFiles = []string{"inference.pb.go", "inference_grpc.pb.go", "quality.pb.go", "quality_grpc.pb.go"}
 
 func TestGeneratedCodeIsCurrent(t *testing.T) {
 	if _, err := exec.LookPath("protoc"); err != nil {

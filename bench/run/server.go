@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -59,6 +61,9 @@ func startServer(ctx context.Context, bin string, cpu int, repo, logPath string,
 		"--grpc-address", "127.0.0.1", "--grpc-port", "0",
 		"--metrics-address", "127.0.0.1", "--metrics-port", "0",
 		"--shutdown-delay", "0s", "--drain-timeout", "5s",
+		// Models with a monitoring block keep their predictions here,
+		// beside the log, not in the working directory.
+		"--state-dir", strings.TrimSuffix(logPath, filepath.Ext(logPath)) + ".state",
 	}, extra...)
 	// The server is not bound to ctx: stop is the one way it ends, so its
 	// shutdown is always waited for.

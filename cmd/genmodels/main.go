@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/onnxserve/onnxserve/internal/onnxgen"
 )
@@ -81,7 +85,53 @@ dynamic_batching:
 # request that names none goes to the newest ready version.
 version_policy:
   all: true
+
+# Keep each answer (sample: [1.0] of them) for joining with the ground
+# truth posted back to POST /v2/models/classifier/feedback;
+# GET /v2/models/classifier/quality reports accuracy, per-class F1 and the
+# confusion matrix per version.
+monitoring:
+  task: classification     # the predicted class is each row's argmax
+  labels: labels.txt       # class names, one a line
+  feedback_ttl: 72h        # how long a prediction waits for its ground truth
+  window: 1h               # the quality report's sliding window
 `
+
+// classifierLabels names the classifier's ten classes, line i naming
+// class i.
+const classifierLabels = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n"
+
+// labelledRows is the size of the classifier's labelled data set.
+const labelledRows = 100
+
+// labelledData is a small labelled data set for the classifier, one JSON
+// object a line: features (64 numbers in [-1, 1)) and the true label. The
+// truth is what version 2 predicts, except on every fifth row, where it is
+// what version 1 predicts; so version 2 scores about 80% on it and version
+// 1 much less, and the quality report tells them apart.
+func labelledData() []byte {
+	src := rand.NewPCG(7, 0x6c6162656c6c6564)
+	names := strings.Split(strings.TrimSpace(classifierLabels), "\n")
+	var b bytes.Buffer
+	for row := range labelledRows {
+		x := make([]float32, onnxgen.ClassifierFeatures)
+		for i := range x {
+			// Two decimals keep the file small and exact in JSON.
+			x[i] = float32(int(src.Uint64()%200)-100) / 100
+		}
+		truth := onnxgen.ClassifierPredict(2, x)
+		if row%5 == 0 {
+			truth = onnxgen.ClassifierPredict(1, x)
+		}
+		line, _ := json.Marshal(struct {
+			Features []float32 `json:"features"`
+			Label    string    `json:"label"`
+		}{x, names[truth]})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
 
 // repository returns every file of the bundled model repository.
 func repository() []file {
@@ -93,6 +143,8 @@ func repository() []file {
 		{"classifier/config.yaml", []byte(classifierConfig)},
 		{"classifier/1/model.onnx", onnxgen.Classifier(1)},
 		{"classifier/2/model.onnx", onnxgen.Classifier(2)},
+		{"classifier/labels.txt", []byte(classifierLabels)},
+		{"classifier/labelled.jsonl", labelledData()},
 	}
 }
 

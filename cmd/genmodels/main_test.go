@@ -49,6 +49,8 @@ func TestRepositoryLayout(t *testing.T) {
 		"classifier/1/model.onnx",
 		"classifier/2/model.onnx",
 		"classifier/config.yaml",
+		"classifier/labelled.jsonl",
+		"classifier/labels.txt",
 		"simple/1/model.onnx",
 		"simple/config.yaml",
 		"simple_string/1/model.onnx",
@@ -101,6 +103,8 @@ func TestConfigs(t *testing.T) {
 			"max_batch_size":   32,
 			"dynamic_batching": batching("1ms", 8, 16, 32),
 			"version_policy":   map[string]any{"all": true},
+			"monitoring": map[string]any{"task": "classification", "labels": "labels.txt",
+				"feedback_ttl": "72h", "window": "1h"},
 		}},
 	}
 	files := map[string][]byte{}

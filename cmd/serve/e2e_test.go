@@ -84,7 +84,8 @@ func startServerNoWait(t *testing.T, repo string, extra ...string) *testServer {
 		"--shutdown-delay", "0s", "--repository-poll-interval", "200ms", "--repository-settle", "50ms",
 		// Management calls from the test's loopback client, as `make run`
 		// allows them; a test of the default passes --admin-allow-loopback=false.
-		"--admin-allow-loopback"}, extra...)
+		"--admin-allow-loopback",
+		"--state-dir", t.TempDir()}, extra...)
 	o, err := parseOptions(args)
 	if err != nil {
 		t.Fatal(err)

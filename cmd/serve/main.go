@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/onnxserve/onnxserve/internal/batcher"
+	"github.com/onnxserve/onnxserve/internal/quality"
 	"github.com/onnxserve/onnxserve/internal/repository"
 	"github.com/onnxserve/onnxserve/internal/rollout"
 	"github.com/onnxserve/onnxserve/internal/runtime"
@@ -100,6 +101,8 @@ type app struct {
 	reg   *prometheus.Registry
 	srv   *serving.Server
 	sec   *security
+	// quality is the model-quality loop, a tap on srv.
+	quality *quality.Monitor
 
 	httpLn, grpcLn, metricsLn net.Listener
 	http                      *httpapi.Server
@@ -173,7 +176,12 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		Root:          o.modelRepository,
 		Mode:          serving.ControlMode(o.controlMode),
 		Status:        func(err error) int { _, code := transport.Status(err); return code },
-		OnRelease:     func(model, version string) { obs.ForgetVersion(model, version) },
+		OnRelease: func(model, version string) {
+			obs.ForgetVersion(model, version)
+			if a.quality != nil {
+				a.quality.ForgetVersion(model, version)
+			}
+		},
 		OnNewVersion: func(model, candidate, baseline string, p repository.Rollout) {
 			a.rollouts.StartLater(model, candidate, baseline, policyOf(p))
 		},
@@ -183,6 +191,21 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		LenientReadiness: !o.strictReadiness,
 	}, log, sm, bm)
 	if obs, err = transport.NewObserver(a.reg, buckets, log.Named("access")); err != nil {
+		return nil, err
+	}
+	mon, err := quality.New(quality.Config{StateDir: o.stateDir, MaxBytes: o.stateMaxBytes,
+		Resolve: newQualitySpecs(a.srv, o.modelRepository).resolve}, log.Named("quality"), a.reg)
+	if err != nil {
+		return nil, fmt.Errorf("--state-dir: %w", err)
+	}
+	// A failure below returns a nil app: close the store through mon.
+	defer func() {
+		if err != nil {
+			_ = mon.Close()
+		}
+	}()
+	a.quality = mon
+	if err = serving.AddTap(a.srv, "quality", 0, a.quality); err != nil {
 		return nil, err
 	}
 	hcfg := httpapi.Config{
@@ -195,12 +218,13 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		},
 	}
 	sec.http(&hcfg)
-	if a.rollouts, err = a.newRollouts(nil); err != nil {
+	if a.rollouts, err = a.newRollouts(qualityAccuracy{a.quality}); err != nil {
 		return nil, err
 	}
-	backends := httpapi.BackendsOf(a.srv)
-	backends.Rollouts = rolloutAPI{m: a.rollouts, srv: a.srv, root: o.modelRepository}
-	a.http = httpapi.New(backends, hcfg, log.Named("http"))
+	hb := httpapi.BackendsOf(a.srv)
+	hb.Quality = a.quality
+	hb.Rollouts = rolloutAPI{m: a.rollouts, srv: a.srv, root: o.modelRepository}
+	a.http = httpapi.New(hb, hcfg, log.Named("http"))
 
 	gcfg := grpcapi.Config{
 		Version:            version,
@@ -214,7 +238,9 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 	}
 	o.grpcAlive.apply(&gcfg)
 	sec.grpc(&gcfg)
-	a.grpc = grpcapi.New(grpcapi.BackendsOf(a.srv), gcfg, log.Named("grpc"))
+	gb := grpcapi.BackendsOf(a.srv)
+	gb.Quality = a.quality
+	a.grpc = grpcapi.New(gb, gcfg, log.Named("grpc"))
 
 	if a.httpLn, err = listen(o.httpAddr, o.httpPort); err != nil {
 		return nil, fmt.Errorf("--http-port: %w", err)
@@ -359,7 +385,14 @@ func (a *app) shutdown() error {
 // still running past the drain timeout would otherwise run on a destroyed
 // environment. Then the environment is left for the process exit to free.
 func (a *app) closeServing(ctx context.Context) error {
-	if err := a.srv.Close(ctx); err != nil {
+	err := a.srv.Close(ctx)
+	// The taps stopped inside Close; what they kept is committed now.
+	if a.quality != nil {
+		if qerr := a.quality.Close(); qerr != nil {
+			a.log.Error("prediction store", zap.Error(qerr))
+		}
+	}
+	if err != nil {
 		a.log.Error("sessions still open after the drain timeout; ONNX Runtime environment left in place", zap.Error(err))
 		return err
 	}

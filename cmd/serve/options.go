@@ -52,6 +52,10 @@ type options struct {
 	// gcPercent is the Go collector's target (debug.SetGCPercent); 0 means
 	// the flag was not given.
 	gcPercent int
+	// stateDir holds the prediction store of the model-quality loop;
+	// stateMaxBytes bounds it.
+	stateDir      string
+	stateMaxBytes int64
 
 	sec securityOptions
 
@@ -98,6 +102,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.BoolVar(&o.pprof, "pprof", false, "serve Go profiles under /debug/pprof/ on the metrics port; keep that port off untrusted networks")
 	fs.IntVar(&o.gcPercent, "gc-percent", 0, "Go garbage collector target, as GOGC: heap growth in percent of the live heap before a collection, -1 turns it off (default $GOGC, else 400)")
 	o.grpcAlive.register(fs)
+	fs.StringVar(&o.stateDir, "state-dir", "state", "folder of the prediction store of models with a monitoring block (created if missing; one server per folder)")
+	fs.Int64Var(&o.stateMaxBytes, "state-max-bytes", 1<<30, "bound on the prediction store's data in bytes; beyond it the oldest predictions are evicted")
 	o.sec.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -132,6 +138,9 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.gcPercent < -1 {
 		return nil, fmt.Errorf("--gc-percent: want a percentage > 0, or -1 for off; got %d", o.gcPercent)
+	}
+	if o.stateDir == "" || o.stateMaxBytes <= 0 {
+		return nil, errors.New("--state-dir must be set and --state-max-bytes must be > 0")
 	}
 	if o.maxRequestBody <= 0 || o.maxGRPCRecv <= 0 || o.maxGRPCSend <= 0 {
 		return nil, errors.New("message size limits must be > 0")

@@ -603,6 +603,11 @@ func TestRealPrometheus(t *testing.T) {
 	}
 	var queries []dashboardQuery
 	for _, q := range d.queries() {
+		if strings.Contains(q.expr, "onnxserve:") {
+			// Recording rules of deploy/prometheus: the deploy module's
+			// TestQualityRules evaluates them against a known stream.
+			continue
+		}
 		expr, err := substitute(q.expr, vars)
 		if err != nil {
 			t.Fatalf("%s: %v", q.panel, err)

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
+	"github.com/onnxserve/onnxserve/internal/quality"
 	"github.com/onnxserve/onnxserve/internal/repository"
 	"github.com/onnxserve/onnxserve/internal/rollout"
 	"github.com/onnxserve/onnxserve/internal/serving"
@@ -112,4 +114,32 @@ func policyOf(r repository.Rollout) rollout.Policy {
 		HoldOnFailure: r.OnFailure == repository.OnFailureHold,
 		HoldOnSuccess: r.OnSuccess == repository.OnSuccessHold,
 	}
+}
+
+// qualityAccuracy is the rollout's accuracy signal read from the quality
+// loop: the labelled rows of a version whose ground truth arrived since a
+// time, from the quality report over that window. A model without a
+// monitoring block, or one whose task has no accuracy (regression), has no
+// signal.
+type qualityAccuracy struct{ m *quality.Monitor }
+
+func (q qualityAccuracy) Accuracy(model, version string, since time.Time) (correct, labelled int64, ok bool) {
+	// A report window of 0 would mean the model's configured window.
+	window := max(time.Since(since), time.Millisecond)
+	rep, err := q.m.Report(model, version, window)
+	switch {
+	case errors.Is(err, quality.ErrNotMonitored):
+		return 0, 0, false
+	case err != nil:
+		return 0, 0, true // monitored, but nothing to read now (a version it does not know yet)
+	case rep.Task == quality.TaskRegression.String():
+		return 0, 0, false
+	}
+	for _, v := range rep.Versions {
+		if v.Version == version && v.Accuracy != nil {
+			n := int64(v.Labelled)
+			return int64(*v.Accuracy*float64(n) + 0.5), n, true
+		}
+	}
+	return 0, 0, true
 }

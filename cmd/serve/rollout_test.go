@@ -143,6 +143,14 @@ func rowFeatures(i int) []float32 {
 }
 
 func startLoad(t *testing.T, ts *testServer, clients int) *load {
+	return startLoadWith(t, ts, clients, nil)
+}
+
+// startLoadWith is startLoad with feedback: when truth is not nil, request
+// i sends input i%len(truth) under the id "c<client>-<i>", and each success
+// is followed by its ground truth, truth[i%len(truth)], posted to the
+// feedback endpoint.
+func startLoadWith(t *testing.T, ts *testServer, clients int, truth []int) *load {
 	l := &load{answered: map[string]int{}, codes: map[string]int{}, versions: map[string]int{}, keyed: map[string][]string{}, stop: make(chan struct{})}
 	grpcc := grpcClient(t, ts.a.grpcLn.Addr().String(), insecure.NewCredentials())
 	httpc := &http.Client{Timeout: testTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
@@ -157,12 +165,32 @@ func startLoad(t *testing.T, ts *testServer, clients int) *load {
 				default:
 				}
 				f := rowFeatures(i)
+				id := fmt.Sprintf("c%d-%d", c, i)
+				if truth != nil {
+					f = rowFeatures(i % len(truth))
+				}
+				feedback := func() {
+					if truth == nil {
+						return
+					}
+					body := fmt.Sprintf(`{"id":%q,"ground_truth":%d}`, id, truth[i%len(truth)])
+					resp, err := httpc.Post(ts.http+"/v2/models/classifier/feedback", "application/json", strings.NewReader(body))
+					if err != nil {
+						t.Errorf("feedback: %v", err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						t.Errorf("feedback %s: %d", body, resp.StatusCode)
+					}
+				}
 				if c%2 == 0 {
 					feat := make([]string, len(f))
 					for j, x := range f {
 						feat[j] = fmt.Sprint(x)
 					}
-					body := `{"inputs":[{"name":"INPUT","shape":[1,64],"datatype":"FP32","data":[` + strings.Join(feat, ",") + `]}]}`
+					body := `{"id":"` + id + `","inputs":[{"name":"INPUT","shape":[1,64],"datatype":"FP32","data":[` + strings.Join(feat, ",") + `]}]}`
 					req, err := http.NewRequest("POST", ts.http+"/v2/models/classifier/infer", strings.NewReader(body))
 					if err != nil {
 						t.Error(err)
@@ -181,6 +209,7 @@ func startLoad(t *testing.T, ts *testServer, clients int) *load {
 					_ = json.Unmarshal(b, &r)
 					l.count("http", resp.StatusCode, r.ModelVersion)
 					if resp.StatusCode == http.StatusOK {
+						feedback()
 						l.mu.Lock()
 						l.keyed[key] = append(l.keyed[key], r.ModelVersion)
 						l.mu.Unlock()
@@ -188,7 +217,7 @@ func startLoad(t *testing.T, ts *testServer, clients int) *load {
 					continue
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-				resp, err := grpcc.ModelInfer(ctx, &inference.ModelInferRequest{ModelName: "classifier", Inputs: []*inference.ModelInferRequest_InferInputTensor{{
+				resp, err := grpcc.ModelInfer(ctx, &inference.ModelInferRequest{ModelName: "classifier", Id: id, Inputs: []*inference.ModelInferRequest_InferInputTensor{{
 					Name: "INPUT", Datatype: "FP32", Shape: []int64{1, 64}, Contents: &inference.InferTensorContents{Fp32Contents: f}}}})
 				cancel()
 				if err != nil {
@@ -197,6 +226,7 @@ func startLoad(t *testing.T, ts *testServer, clients int) *load {
 					continue
 				}
 				l.count("grpc", 0, resp.ModelVersion)
+				feedback()
 			}
 		}()
 	}
@@ -541,4 +571,55 @@ func TestRolloutShadowFirst(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRolloutAccuracyGate: with feedback flowing, a less accurate
+// candidate is rolled back by max_accuracy_drop. The ground truth is
+// version 1's answer, so the baseline is always right and the candidate
+// (other weights) often wrong.
+func TestRolloutAccuracyGate(t *testing.T) {
+	repo := rolloutRepo(t, onnxgen.Classifier(2))
+	cfg := rolloutConfig + "monitoring:\n  task: classification\n"
+	if err := os.WriteFile(filepath.Join(repo, "classifier", "config.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, repo, "--rollout-tick", "20ms")
+	// The ground truth of 50 inputs: version 1's argmax.
+	truth := make([]int, 50)
+	for i := range truth {
+		f := rowFeatures(i)
+		feat := make([]string, len(f))
+		for j, x := range f {
+			feat[j] = fmt.Sprint(x)
+		}
+		var r inferResponse
+		body := `{"inputs":[{"name":"INPUT","shape":[1,64],"datatype":"FP32","data":[` + strings.Join(feat, ",") + `]}]}`
+		if code := do(t, "POST", ts.http+"/v2/models/classifier/versions/1/infer", body, &r); code != 200 {
+			t.Fatalf("truth %d: %d %s", i, code, r.Error)
+		}
+		var probs []float64
+		if err := json.Unmarshal(r.Outputs[0].Data, &probs); err != nil {
+			t.Fatal(err)
+		}
+		for k := range probs {
+			if probs[k] > probs[truth[i]] {
+				truth[i] = k
+			}
+		}
+	}
+	startRollout(t, ts, `{"candidate":"2","steps":[50,100],"step_interval":"1h","min_requests":40,"gates":{"max_accuracy_drop":0.05}}`)
+	l := startLoadWith(t, ts, 4, truth)
+	for range truth { // the truth requests, answered by version 1 over HTTP
+		l.count("http", 200, "1")
+	}
+	d := waitPhase(t, ts, "rolled_back", "promoted", "held")
+	l.finish(t, ts)
+	to, reason, step := lastDecision(t, d)
+	if to != "rolled_back" || reason != "max_accuracy_drop" || step != 0 {
+		t.Fatalf("ended %s by %q at step %d (%s), want rolled_back by max_accuracy_drop at step 0", to, reason, step, d.Reason)
+	}
+	for _, g := range d.History[len(d.History)-1].Gates {
+		t.Logf("gate %s: %.3g against %.3g", g.Name, g.Value, g.Threshold)
+	}
+	servedOnly(t, ts, "1", 10)
 }

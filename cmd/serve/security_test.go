@@ -42,7 +42,8 @@ func startLogged(t *testing.T, log *zap.Logger, repo string, extra ...string) *t
 		"--shutdown-delay", "0s", "--repository-poll-interval", "200ms", "--repository-settle", "50ms",
 		// Management calls from the test's loopback client, as `make run`
 		// allows them; a test of the default passes --admin-allow-loopback=false.
-		"--admin-allow-loopback"}, extra...)
+		"--admin-allow-loopback",
+		"--state-dir", t.TempDir()}, extra...)
 	o, err := parseOptions(args)
 	if err != nil {
 		t.Fatal(err)

@@ -38,7 +38,7 @@ func TestGracefulShutdown(t *testing.T) {
 	bin := buildServer(t)
 	cmd := exec.Command(bin, "--model-repository", copyRepo(t), "--http-address", "127.0.0.1", "--http-port", "0",
 		"--grpc-address", "127.0.0.1", "--grpc-port", "0", "--metrics-address", "127.0.0.1", "--metrics-port", "0",
-		"--shutdown-delay", "1s", "--drain-timeout", "10s")
+		"--shutdown-delay", "1s", "--drain-timeout", "10s", "--state-dir", t.TempDir())
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

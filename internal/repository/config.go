@@ -98,6 +98,9 @@ type Config struct {
 	// Check is the latency budget `onnxserve check` holds each version
 	// to; nil (the block is absent) means none. The server ignores it.
 	Check *CheckBudget `yaml:"check"`
+	// Monitoring turns on the model-quality loop (predictions kept for
+	// joining with ground truth posted back); nil when the block is absent.
+	Monitoring *Monitoring `yaml:"monitoring"`
 }
 
 // Sequence batching defaults and limits.
@@ -295,6 +298,10 @@ func (c Config) Clone() Config {
 		b := *c.Check
 		out.Check = &b
 	}
+	if c.Monitoring != nil {
+		mon := *c.Monitoring
+		out.Monitoring = &mon
+	}
 	return out
 }
 
@@ -486,6 +493,10 @@ func (c *Config) validate(ch *checker) {
 	}
 	if c.SequenceBatching != nil {
 		c.SequenceBatching.validate(ch, c.MaxBatchSize)
+	}
+
+	if c.Monitoring != nil {
+		c.Monitoring.validate(ch)
 	}
 
 	maxWarm := max(c.MaxBatchSize, 1)

@@ -470,6 +470,11 @@ func (p *parser) config(n *yaml.Node, c *Config) {
 				p.ch.errs = append(p.ch.errs, &FieldError{Field: joinPath(path, "p99"), Line: resolveAlias(v).Line, Msg: "required"})
 			}
 		},
+		"monitoring": func(v *yaml.Node, path string) {
+			mon := defaultMonitoring()
+			c.Monitoring = &mon
+			p.monitoring(v, path, &mon)
+		},
 	})
 }
 

@@ -180,7 +180,8 @@ func (p *parser) versionString(n *yaml.Node, path string, dst *string) {
 	p.typeErr(n, path, "a version number")
 }
 
-func (p *parser) floatField(n *yaml.Node, path string, dst **float64) {
+// optFloatField reads a number into a gate that is nil when absent.
+func (p *parser) optFloatField(n *yaml.Node, path string, dst **float64) {
 	n = resolveAlias(n)
 	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!float" && n.ShortTag() != "!!int") {
 		p.typeErr(n, path, "a number")
@@ -212,12 +213,12 @@ func (p *parser) rolloutFields(r *Rollout) fields {
 			g := &r.Gates
 			*g = Gates{}
 			p.mapping(v, path, fields{
-				"max_error_rate":       func(v *yaml.Node, path string) { p.floatField(v, path, &g.MaxErrorRate) },
-				"max_error_rate_delta": func(v *yaml.Node, path string) { p.floatField(v, path, &g.MaxErrorRateDelta) },
-				"max_p99_ratio":        func(v *yaml.Node, path string) { p.floatField(v, path, &g.MaxP99Ratio) },
-				"min_shadow_agreement": func(v *yaml.Node, path string) { p.floatField(v, path, &g.MinShadowAgreement) },
-				"max_accuracy_drop":    func(v *yaml.Node, path string) { p.floatField(v, path, &g.MaxAccuracyDrop) },
-				"max_drift":            func(v *yaml.Node, path string) { p.floatField(v, path, &g.MaxDrift) },
+				"max_error_rate":       func(v *yaml.Node, path string) { p.optFloatField(v, path, &g.MaxErrorRate) },
+				"max_error_rate_delta": func(v *yaml.Node, path string) { p.optFloatField(v, path, &g.MaxErrorRateDelta) },
+				"max_p99_ratio":        func(v *yaml.Node, path string) { p.optFloatField(v, path, &g.MaxP99Ratio) },
+				"min_shadow_agreement": func(v *yaml.Node, path string) { p.optFloatField(v, path, &g.MinShadowAgreement) },
+				"max_accuracy_drop":    func(v *yaml.Node, path string) { p.optFloatField(v, path, &g.MaxAccuracyDrop) },
+				"max_drift":            func(v *yaml.Node, path string) { p.optFloatField(v, path, &g.MaxDrift) },
 			})
 		},
 	}

@@ -331,6 +331,14 @@ func sameSnapshot(a, b Snapshot) bool {
 // notifier holds the fsnotify watches of the root, each model folder and
 // each version folder. Without fsnotify (no inotify instances left, say)
 // its channels are nil and the Watcher polls.
+//
+// fsnotify's own channels are read by a goroutine of the notifier's
+// (drain), never by the Watcher's loop: fsnotify may hold its lock while it
+// sends on them (a watched folder moved away), and the loop also calls Add
+// and Remove, which take that lock, so a loop reading the channels itself
+// can deadlock with fsnotify. drain hands on at most one pending event and
+// one pending error; the loop only needs to know that something happened,
+// and its scan finds what.
 type notifier struct {
 	fsw     *fsnotify.Watcher
 	log     *zap.Logger
@@ -338,6 +346,7 @@ type notifier struct {
 	watched map[string]bool
 	events  <-chan fsnotify.Event
 	errs    <-chan error
+	drained chan struct{} // closed once drain has returned
 }
 
 func newNotifier(root string, log *zap.Logger) *notifier {
@@ -347,9 +356,42 @@ func newNotifier(root string, log *zap.Logger) *notifier {
 		log.Warn("repository notifications unavailable; rescanning periodically only", zap.Error(err))
 		return n
 	}
-	n.fsw, n.events, n.errs = fsw, fsw.Events, fsw.Errors
+	events, errs := make(chan fsnotify.Event, 1), make(chan error, 1)
+	n.fsw, n.events, n.errs, n.drained = fsw, events, errs, make(chan struct{})
+	go n.drain(events, errs)
 	n.add(root)
 	return n
+}
+
+// drain reads fsnotify's channels until Close closes them, passing on what
+// the loop has not taken yet only when nothing is pending already.
+func (n *notifier) drain(events chan<- fsnotify.Event, errs chan<- error) {
+	defer close(n.drained)
+	defer close(events)
+	defer close(errs)
+	in, inErr := n.fsw.Events, n.fsw.Errors
+	for in != nil || inErr != nil {
+		select {
+		case ev, ok := <-in:
+			if !ok {
+				in = nil
+				continue
+			}
+			select {
+			case events <- ev:
+			default:
+			}
+		case err, ok := <-inErr:
+			if !ok {
+				inErr = nil
+				continue
+			}
+			select {
+			case errs <- err:
+			default:
+			}
+		}
+	}
 }
 
 func (n *notifier) add(dir string) {
@@ -396,9 +438,11 @@ func (n *notifier) sync(snap Snapshot) {
 
 func (n *notifier) close() {
 	if n.fsw != nil {
-		// Close waits for fsnotify's reading goroutine to end.
+		// Close waits for fsnotify's reading goroutine to end, which
+		// closes the channels drain reads.
 		if err := n.fsw.Close(); err != nil {
 			n.log.Debug("repository watch close", zap.Error(err))
 		}
+		<-n.drained
 	}
 }

@@ -435,3 +435,39 @@ func TestStabilizerKeepsPublishedStartup(t *testing.T) {
 		t.Fatalf("without a published snapshot the changing model was kept: %+v", out.Models)
 	}
 }
+
+// TestWatcherSurvivesMovedFolders renames and deletes watched version
+// folders while the watcher syncs its watches. fsnotify reports a moved
+// watched folder while holding the lock its Remove takes, so a watcher
+// that read fsnotify's channels on the goroutine that also calls Remove
+// could deadlock there (seen in the chaos soak); afterwards it must still
+// publish changes and stop when asked (runWatcher's cleanup checks that).
+func TestWatcherSurvivesMovedFolders(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "m", ConfigFileName), "version_policy: {all: true}\n")
+	writeFile(t, filepath.Join(root, "m", "1", ModelFileName), modelBytes)
+	w, err := NewWatcher(root, 20*time.Millisecond, zaptest.NewLogger(t), WithSettle(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps := runWatcher(t, w)
+	waitSnapshot(t, snaps, "version 1", func(s Snapshot) bool { return hasVersion(s, "m", 1) })
+	deadline := time.Now().Add(2 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		dir := filepath.Join(root, "m", "2")
+		writeFile(t, filepath.Join(dir, ModelFileName), modelBytes)
+		time.Sleep(time.Duration(i%5) * time.Millisecond) // sometimes long enough for a watch
+		moved := filepath.Join(root, "moved")
+		if err := os.Rename(dir, moved); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(moved); err != nil {
+			t.Fatal(err)
+		}
+		for len(snaps) > 0 { // onChange must not block the watcher meanwhile
+			<-snaps
+		}
+	}
+	writeFile(t, filepath.Join(root, "m", "3", ModelFileName), modelBytes)
+	waitSnapshot(t, snaps, "version 3 after the churn", func(s Snapshot) bool { return hasVersion(s, "m", 3) })
+}

@@ -55,11 +55,14 @@ type Repository interface {
 	UnloadModel(name string) error
 }
 
-// Backends are the three parts of the serving core the front end uses.
+// Backends are the three parts of the serving core the front end uses,
+// and the model-quality loop.
 type Backends struct {
 	Inference  Inference
 	Models     Models
 	Repository Repository
+	// Quality, when not nil, is served as onnxserve.v1.ModelQuality.
+	Quality Quality
 }
 
 // BackendsOf returns b as all three parts; *serving.Server is one.
@@ -321,6 +324,9 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 	s.grpc = grpc.NewServer(append(opts, cfg.ServerOptions...)...)
 	inference.RegisterGRPCInferenceServiceServer(s.grpc, svc)
 	healthgrpc.RegisterHealthServer(s.grpc, s.health)
+	if b.Quality != nil {
+		inference.RegisterModelQualityServer(s.grpc, &qualityService{q: b.Quality})
+	}
 	reflection.Register(s.grpc)
 	return s
 }

@@ -99,6 +99,13 @@ func (s *Server) modelRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byte) {
 	case "", "ready", "stats":
 	case "infer":
 		method = http.MethodPost
+	case "feedback":
+		if version != nil {
+			notFound(ctx)
+			return
+		}
+		method = http.MethodPost
+	case "quality":
 	case "traffic":
 		if version != nil {
 			notFound(ctx)
@@ -114,7 +121,7 @@ func (s *Server) modelRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byte) {
 	if !s.allow(ctx, method) {
 		return
 	}
-	o.infer = method == http.MethodPost
+	o.infer = string(action) == "infer"
 	// Model readiness is a health probe, and the traffic API is
 	// management with its own rule; the rest needs an inference token
 	// when one is configured.
@@ -138,6 +145,10 @@ func (s *Server) modelRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byte) {
 		s.modelReady(ctx, model, ver)
 	case "stats":
 		s.modelStats(ctx, model, ver)
+	case "feedback":
+		s.feedback(ctx, model)
+	case "quality":
+		s.qualityReport(ctx, model, ver)
 	case "traffic":
 		if s.authorized(ctx) {
 			s.traffic(ctx, model)

@@ -63,11 +63,14 @@ type Repository interface {
 }
 
 // Backends are the three parts of the serving core the front end uses,
-// and the rollouts, when the server runs them.
+// the model-quality loop and the rollouts.
 type Backends struct {
 	Inference  Inference
 	Models     Models
 	Repository Repository
+	// Quality serves feedback and quality reports; nil answers those
+	// endpoints 404.
+	Quality Quality
 	// Rollouts, when not nil, serves /v2/models/{m}/rollout; nil answers
 	// those paths 404.
 	Rollouts Rollouts
@@ -157,6 +160,7 @@ type Server struct {
 	models   Models
 	repo     Repository
 	rollouts Rollouts
+	quality  Quality
 	cfg      Config
 	log      *zap.Logger
 	srv      *fasthttp.Server
@@ -188,7 +192,7 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
-	s := &Server{inf: b.Inference, models: b.Models, repo: b.Repository, rollouts: b.Rollouts, cfg: cfg, log: log, conns: newConnTracker(cfg.ReadHeaderTimeout + cfg.ReadTimeout + cfg.WriteTimeout)}
+	s := &Server{inf: b.Inference, models: b.Models, repo: b.Repository, quality: b.Quality, rollouts: b.Rollouts, cfg: cfg, log: log, conns: newConnTracker(cfg.ReadHeaderTimeout + cfg.ReadTimeout + cfg.WriteTimeout)}
 	s.metadata = serverMetadata(cfg.Version)
 	bodyConfig := fasthttp.RequestConfig{ReadTimeout: cfg.ReadTimeout}
 	s.srv = &fasthttp.Server{

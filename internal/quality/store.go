@@ -1,0 +1,461 @@
+package quality
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// The store's buckets. pred holds one prediction per (request id,
+// version); event holds one labelled row per (model, version, time, id,
+// row), what the report reads; order indexes both by deadline, the time an
+// entry is deleted, so expiry and eviction read it from the front.
+var (
+	bucketPred  = []byte("pred")
+	bucketEvent = []byte("event")
+	bucketOrder = []byte("order")
+)
+
+// Kinds of entries in the order index.
+const (
+	kindPred  byte = 'p'
+	kindEvent byte = 'e'
+)
+
+// StoreFile is the store's file name inside the state directory.
+const StoreFile = "quality.db"
+
+// openTimeout bounds the wait for the store's file lock: a second process
+// on the same state directory fails instead of hanging.
+const openTimeout = 2 * time.Second
+
+// prediction is one version's answer to one request, as the store keeps
+// it: a row per row of the request.
+type prediction struct {
+	model, version, id string
+	task               Task
+	at                 int64 // arrival, Unix nanoseconds
+	expires            int64 // feedback after it is "expired"
+	deadline           int64 // the entry is deleted then
+	done               bool  // ground truth already received
+	classes            int32 // class count of the output (0 for regression)
+	// One entry per row: the predicted class (classification, binary),
+	// the positive-class score (binary), the predicted value (regression).
+	pred  []int32
+	score []float64
+	value []float64
+}
+
+// event is one labelled row.
+type event struct {
+	at             int64
+	task           Task
+	actual, pred   int32
+	score          float64 // binary: the positive-class score
+	truth, value   float64 // regression
+	model, version string
+}
+
+// store is the prediction store: bbolt (see STORE.md for why) with a byte
+// bound. Safe for concurrent use; writes are serialised by bbolt and by mu,
+// which also guards the pending predictions not yet committed.
+type store struct {
+	db       *bolt.DB
+	maxBytes int64
+	onEvict  func(reason string, n int)
+
+	mu      sync.Mutex
+	pending []prediction
+	bytes   int64 // keys and values in every bucket
+}
+
+// openStore opens (creating) the store in dir. maxBytes bounds the bytes
+// of keys and values held; onEvict counts deletions by reason
+// ("expired", "size").
+func openStore(dir string, maxBytes int64, onEvict func(reason string, n int)) (*store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	path := filepath.Join(dir, StoreFile)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: openTimeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("prediction store %s: in use by another process", path)
+		}
+		return nil, fmt.Errorf("prediction store %s: %w", path, err)
+	}
+	s := &store{db: db, maxBytes: maxBytes, onEvict: onEvict}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketPred, bucketEvent, bucketOrder} {
+			b, err := tx.CreateBucketIfNotExists(name)
+			if err != nil {
+				return err
+			}
+			if err := b.ForEach(func(k, v []byte) error { s.bytes += int64(len(k) + len(v)); return nil }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("prediction store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// close commits what is pending and closes the file.
+func (s *store) close() error {
+	err := s.flush()
+	return errors.Join(err, s.db.Close())
+}
+
+// add queues p; it is committed by the next flush.
+func (s *store) add(p prediction) {
+	s.mu.Lock()
+	s.pending = append(s.pending, p)
+	s.mu.Unlock()
+}
+
+// pendingLen is the number of predictions waiting for a flush.
+func (s *store) pendingLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+// flush commits the pending predictions in one transaction, then evicts
+// the oldest entries while the store is over its bound.
+func (s *store) flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.update(nil)
+}
+
+// update runs fn in a write transaction after committing what is pending;
+// s.mu must be held.
+func (s *store) update(fn func(w writer) error) error {
+	if len(s.pending) == 0 && fn == nil {
+		return nil
+	}
+	delta := int64(0)
+	evicted := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		w := writer{tx: tx, delta: &delta}
+		for i := range s.pending {
+			if err := w.putPred(&s.pending[i], true); err != nil {
+				return err
+			}
+		}
+		if fn != nil {
+			if err := fn(w); err != nil {
+				return err
+			}
+		}
+		for s.bytes+delta > s.maxBytes {
+			n, err := w.evictOldest()
+			if err != nil || n == 0 {
+				return err
+			}
+			evicted += n
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.pending = s.pending[:0]
+	s.bytes += delta
+	if evicted > 0 {
+		s.onEvict("size", evicted)
+	}
+	return nil
+}
+
+// expire deletes every entry whose deadline is before now.
+func (s *store) expire(now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delta, n := int64(0), 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		w := writer{tx: tx, delta: &delta}
+		c := tx.Bucket(bucketOrder).Cursor()
+		var keys [][]byte
+		for k, _ := c.First(); k != nil && int64(binary.BigEndian.Uint64(k)) < now.UnixNano(); k, _ = c.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			if err := w.deleteOrdered(k); err != nil {
+				return err
+			}
+		}
+		n = len(keys)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.bytes += delta
+	if n > 0 {
+		s.onEvict("expired", n)
+	}
+	return nil
+}
+
+// size returns the bytes held.
+func (s *store) size() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytes
+}
+
+// writer changes the buckets within one transaction and tracks the bytes
+// it adds or removes.
+type writer struct {
+	tx    *bolt.Tx
+	delta *int64
+}
+
+func (w writer) put(bucket, k, v []byte) error {
+	b := w.tx.Bucket(bucket)
+	if old := b.Get(k); old != nil {
+		*w.delta -= int64(len(k) + len(old))
+	}
+	*w.delta += int64(len(k) + len(v))
+	return b.Put(k, v)
+}
+
+func (w writer) del(bucket, k []byte) error {
+	b := w.tx.Bucket(bucket)
+	if old := b.Get(k); old != nil {
+		*w.delta -= int64(len(k) + len(old))
+		return b.Delete(k)
+	}
+	return nil
+}
+
+// putPred writes p; index adds its order entry (a new prediction).
+func (w writer) putPred(p *prediction, index bool) error {
+	k := predKey(p.id, p.version)
+	if err := w.put(bucketPred, k, encodePred(p)); err != nil {
+		return err
+	}
+	if !index {
+		return nil
+	}
+	return w.put(bucketOrder, orderKey(p.deadline, kindPred, k), orderValue)
+}
+
+// putEvent writes one labelled row, deleted after deadline.
+func (w writer) putEvent(e *event, id string, row int, deadline int64) error {
+	k := eventKey(e.model, e.version, e.at, id, row)
+	if err := w.put(bucketEvent, k, encodeEvent(e)); err != nil {
+		return err
+	}
+	return w.put(bucketOrder, orderKey(deadline, kindEvent, k), orderValue)
+}
+
+// deleteOrdered deletes the entry an order key points at, and the key.
+func (w writer) deleteOrdered(ok []byte) error {
+	bucket := bucketPred
+	if ok[8] == kindEvent {
+		bucket = bucketEvent
+	}
+	if err := w.del(bucket, ok[9:]); err != nil {
+		return err
+	}
+	return w.del(bucketOrder, ok)
+}
+
+// evictOldest deletes the entry with the earliest deadline; 0 when the
+// store is empty.
+func (w writer) evictOldest() (int, error) {
+	k, _ := w.tx.Bucket(bucketOrder).Cursor().First()
+	if k == nil {
+		return 0, nil
+	}
+	return 1, w.deleteOrdered(bytes.Clone(k))
+}
+
+// lookup returns the predictions stored under id, every version.
+func lookup(tx *bolt.Tx, id string) ([]prediction, error) {
+	prefix := predKey(id, "")
+	var out []prediction
+	c := tx.Bucket(bucketPred).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		p, err := decodePred(v)
+		if err != nil {
+			return nil, fmt.Errorf("prediction %q: %w", id, err)
+		}
+		p.id = id
+		p.version = string(k[len(prefix):])
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// events returns the labelled rows of model at or after since, by version.
+func (s *store) events(model string, since int64) (map[string][]event, error) {
+	out := map[string][]event{}
+	prefix := appendString(nil, model)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvent).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			e, err := decodeEvent(v)
+			if err != nil {
+				return err
+			}
+			if e.at < since {
+				continue
+			}
+			ver, _, ok := readString(k[len(prefix):])
+			if !ok {
+				return errCorrupt
+			}
+			e.model, e.version = model, ver
+			out[ver] = append(out[ver], e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+var errCorrupt = errors.New("corrupt store entry")
+
+// predKey is the id and the version, the id length first so that one
+// id's versions share a prefix no other id has.
+func predKey(id, version string) []byte {
+	return append(appendString(make([]byte, 0, 4+len(id)+len(version)), id), version...)
+}
+
+func eventKey(model, version string, at int64, id string, row int) []byte {
+	k := appendString(nil, model)
+	k = appendString(k, version)
+	k = binary.BigEndian.AppendUint64(k, uint64(at))
+	k = appendString(k, id)
+	return binary.BigEndian.AppendUint32(k, uint32(row))
+}
+
+func orderKey(deadline int64, kind byte, key []byte) []byte {
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, 9+len(key)), uint64(max(deadline, 0)))
+	return append(append(k, kind), key...)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+func readString(b []byte) (string, []byte, bool) {
+	if len(b) < 2 {
+		return "", nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	if len(b) < 2+n {
+		return "", nil, false
+	}
+	return string(b[2 : 2+n]), b[2+n:], true
+}
+
+// encodePred lays out a prediction: model, task, flags, times, classes,
+// rows, then each row's fields the task uses.
+func encodePred(p *prediction) []byte {
+	b := appendString(make([]byte, 0, 40+len(p.model)+16*len(p.pred)+8*len(p.value)), p.model)
+	flags := byte(0)
+	if p.done {
+		flags = 1
+	}
+	b = append(b, byte(p.task), flags)
+	b = binary.BigEndian.AppendUint64(b, uint64(p.at))
+	b = binary.BigEndian.AppendUint64(b, uint64(p.expires))
+	b = binary.BigEndian.AppendUint64(b, uint64(p.deadline))
+	b = binary.BigEndian.AppendUint32(b, uint32(p.classes))
+	rows := len(p.pred)
+	if p.task == TaskRegression {
+		rows = len(p.value)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(rows))
+	for i := range rows {
+		switch p.task {
+		case TaskRegression:
+			b = binary.BigEndian.AppendUint64(b, math.Float64bits(p.value[i]))
+		case TaskBinary:
+			b = binary.BigEndian.AppendUint32(b, uint32(p.pred[i]))
+			b = binary.BigEndian.AppendUint64(b, math.Float64bits(p.score[i]))
+		default:
+			b = binary.BigEndian.AppendUint32(b, uint32(p.pred[i]))
+		}
+	}
+	return b
+}
+
+func decodePred(b []byte) (prediction, error) {
+	var p prediction
+	model, b, ok := readString(b)
+	if !ok || len(b) < 2+24+8 {
+		return p, errCorrupt
+	}
+	p.model, p.task, p.done = model, Task(b[0]), b[1]&1 != 0
+	b = b[2:]
+	p.at = int64(binary.BigEndian.Uint64(b))
+	p.expires = int64(binary.BigEndian.Uint64(b[8:]))
+	p.deadline = int64(binary.BigEndian.Uint64(b[16:]))
+	p.classes = int32(binary.BigEndian.Uint32(b[24:]))
+	rows := int(binary.BigEndian.Uint32(b[28:]))
+	b = b[32:]
+	per := map[Task]int{TaskClassification: 4, TaskBinary: 12, TaskRegression: 8}[p.task]
+	if per == 0 || len(b) != rows*per {
+		return p, errCorrupt
+	}
+	for i := 0; i < rows; i++ {
+		switch p.task {
+		case TaskRegression:
+			p.value = append(p.value, math.Float64frombits(binary.BigEndian.Uint64(b)))
+		case TaskBinary:
+			p.pred = append(p.pred, int32(binary.BigEndian.Uint32(b)))
+			p.score = append(p.score, math.Float64frombits(binary.BigEndian.Uint64(b[4:])))
+		default:
+			p.pred = append(p.pred, int32(binary.BigEndian.Uint32(b)))
+		}
+		b = b[per:]
+	}
+	return p, nil
+}
+
+func encodeEvent(e *event) []byte {
+	b := make([]byte, 0, 41)
+	b = append(b, byte(e.task))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.at))
+	b = binary.BigEndian.AppendUint32(b, uint32(e.actual))
+	b = binary.BigEndian.AppendUint32(b, uint32(e.pred))
+	b = binary.BigEndian.AppendUint64(b, math.Float64bits(e.score))
+	b = binary.BigEndian.AppendUint64(b, math.Float64bits(e.truth))
+	return binary.BigEndian.AppendUint64(b, math.Float64bits(e.value))
+}
+
+func decodeEvent(b []byte) (event, error) {
+	if len(b) != 41 {
+		return event{}, errCorrupt
+	}
+	return event{
+		task:   Task(b[0]),
+		at:     int64(binary.BigEndian.Uint64(b[1:])),
+		actual: int32(binary.BigEndian.Uint32(b[9:])),
+		pred:   int32(binary.BigEndian.Uint32(b[13:])),
+		score:  math.Float64frombits(binary.BigEndian.Uint64(b[17:])),
+		truth:  math.Float64frombits(binary.BigEndian.Uint64(b[25:])),
+		value:  math.Float64frombits(binary.BigEndian.Uint64(b[33:])),
+	}, nil
+}
+
+// orderValue is every order entry's value: bbolt's Get cannot tell an
+// empty value from a missing key.
+var orderValue = []byte{1}
