@@ -148,6 +148,17 @@ func repository() []file {
 	}
 }
 
+// candidates returns the classifier variants a rollout walk-through copies
+// in as a new version: not bundled, written only with -candidates. picky
+// rejects about 5% of inputs version 1 accepts; heavy answers like version 1
+// at many times its compute.
+func candidates() []file {
+	return []file{
+		{"picky/model.onnx", onnxgen.ClassifierPicky(1)},
+		{"heavy/model.onnx", onnxgen.ClassifierHeavy(1)},
+	}
+}
+
 // write stores files under dir, creating folders as needed. Each file is
 // written beside its destination and renamed into place, so a server
 // watching dir never reads a half-written model.
@@ -188,8 +199,16 @@ func writeFile(dst string, data []byte) (err error) {
 
 func main() {
 	out := flag.String("out", "models", "folder to write the model repository into")
+	cands := flag.String("candidates", "", "also write the classifier's rollout candidates (picky/, heavy/) into this folder")
 	flag.Parse()
 	if err := write(*out, repository()); err != nil {
+		fmt.Fprintln(os.Stderr, "genmodels:", err)
+		os.Exit(1)
+	}
+	if *cands == "" {
+		return
+	}
+	if err := write(*cands, candidates()); err != nil {
 		fmt.Fprintln(os.Stderr, "genmodels:", err)
 		os.Exit(1)
 	}

@@ -168,3 +168,22 @@ func TestWriteReplacesFiles(t *testing.T) {
 		t.Errorf("mode = %v, want 0644", info.Mode().Perm())
 	}
 }
+
+// TestCandidatesStayOutOfTheRepository: the rollout candidates are written
+// only on request, never into the bundled repository.
+func TestCandidatesStayOutOfTheRepository(t *testing.T) {
+	for _, c := range candidates() {
+		for _, f := range repository() {
+			if bytes.Equal(c.data, f.data) {
+				t.Errorf("candidate %s is also %s", c.path, f.path)
+			}
+		}
+		if len(c.data) == 0 {
+			t.Errorf("candidate %s is empty", c.path)
+		}
+	}
+	dir := t.TempDir()
+	if err := write(dir, candidates()); err != nil {
+		t.Fatal(err)
+	}
+}

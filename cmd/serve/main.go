@@ -26,6 +26,7 @@ import (
 	"github.com/onnxserve/onnxserve/internal/payloadlog"
 	"github.com/onnxserve/onnxserve/internal/quality"
 	"github.com/onnxserve/onnxserve/internal/repository"
+	"github.com/onnxserve/onnxserve/internal/rollout"
 	"github.com/onnxserve/onnxserve/internal/runtime"
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/transport"
@@ -120,6 +121,8 @@ type app struct {
 	threads *runtime.ThreadBudget
 	// plog is the payload log; nil without a sink.
 	plog *payloadlog.Logger
+	// rollouts runs progressive delivery.
+	rollouts *rollout.Manager
 }
 
 // newApp loads ONNX Runtime, builds every component and opens the
@@ -200,6 +203,9 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 				a.plog.SetPolicy(model, payloadPolicy(cfg))
 			}
 		},
+		OnNewVersion: func(model, candidate, baseline string, p repository.Rollout) {
+			a.rollouts.StartLater(model, candidate, baseline, policyOf(p))
+		},
 
 		// --strict-readiness=false: a broken model stays UNAVAILABLE
 		// without keeping the server out of its Service.
@@ -242,8 +248,12 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		return nil, err
 	}
 	hcfg.Budget = budget
+	if a.rollouts, err = a.newRollouts(qualityAccuracy{a.quality}); err != nil {
+		return nil, err
+	}
 	hb := httpapi.BackendsOf(a.srv)
 	hb.Quality = qb
+	hb.Rollouts = rolloutAPI{m: a.rollouts, srv: a.srv, root: o.modelRepository}
 	a.http = httpapi.New(hb, hcfg, log.Named("http"))
 
 	gcfg := grpcapi.Config{
@@ -329,6 +339,7 @@ func (a *app) run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return a.watch(gctx) })
+	g.Go(func() error { return a.rollouts.Run(gctx) })
 	g.Go(func() error { a.sec.runReload(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
@@ -349,6 +360,7 @@ func (a *app) watch(ctx context.Context) error {
 				a.log.Error("startup model failed to load", zap.String("model", name), zap.Error(err))
 			}
 		}
+		a.rollouts.Resume(a.o.loadModels)
 		return nil
 	}
 	snap, err := repository.Scan(a.o.modelRepository)
@@ -358,8 +370,13 @@ func (a *app) watch(ctx context.Context) error {
 	a.planThreads(snap)
 	a.srv.Apply(ctx, serving.DesiredFromSnapshot(snap))
 	a.log.Info("repository loaded", zap.Int("models", len(snap.Models)), zap.Bool("ready", a.srv.Ready()))
+	var names []string
+	for _, m := range snap.Models {
+		names = append(names, m.Name)
+	}
+	a.rollouts.Resume(names)
 	w, err := repository.NewWatcher(a.o.modelRepository, a.o.pollInterval, a.log.Named("repository"),
-		repository.WithSettle(a.o.settle))
+		repository.WithSettle(a.o.settle), repository.WithPublished(snap))
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/onnxserve/onnxserve/internal/rollout"
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/transport/grpcapi"
 	"github.com/onnxserve/onnxserve/internal/transport/guard"
@@ -63,6 +64,10 @@ type options struct {
 	// maxInflightBytes is the memory budget of requests in flight
 	// (--max-inflight-bytes; memory.go); 0 for none.
 	maxInflightBytes int64
+	// rolloutStateDir holds the rollout state files; "" keeps each beside
+	// its model's config.yaml. rolloutTick is how often rollouts are judged.
+	rolloutStateDir string
+	rolloutTick     time.Duration
 }
 
 // stringList is a repeatable string flag.
@@ -89,6 +94,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.BoolVar(&o.strictReadiness, "strict-readiness", true, "true: ready only when every startup model serves a version; false: ready once the front ends are up and every model with a loadable version serves it (broken models stay UNAVAILABLE)")
 	fs.DurationVar(&o.pollInterval, "repository-poll-interval", 10*time.Second, "full rescan interval of the repository in poll mode (file events are followed at once)")
 	fs.DurationVar(&o.settle, "repository-settle", 500*time.Millisecond, "a model file must stay unchanged this long before it is loaded")
+	fs.StringVar(&o.rolloutStateDir, "rollout-state-dir", "", "folder of the rollout state files (<model>.rollout.json); default: each model's folder, as .rollout.json beside its config.yaml")
+	fs.DurationVar(&o.rolloutTick, "rollout-tick", rollout.DefaultTick, "how often running rollouts are judged")
 	fs.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "after SIGTERM: time readiness is false while requests are still served")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "after the shutdown delay: longest wait for in-flight and queued requests")
 	fs.IntVar(&o.maxRequestBody, "max-request-body-size", 64<<20, "largest HTTP request body in bytes")
@@ -130,6 +137,9 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.logFormat != "json" && o.logFormat != "console" {
 		return nil, fmt.Errorf("--log-format: want json or console, got %q", o.logFormat)
+	}
+	if o.rolloutTick <= 0 {
+		return nil, errors.New("--rollout-tick must be > 0")
 	}
 	if o.shutdownDelay < 0 || o.drainTimeout <= 0 || o.pollInterval <= 0 || o.settle <= 0 {
 		return nil, errors.New("--shutdown-delay must be >= 0; --drain-timeout, --repository-poll-interval and --repository-settle must be > 0")

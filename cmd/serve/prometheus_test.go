@@ -52,6 +52,9 @@ var dashboardMetrics = []string{
 	"onnxserve_model_state",
 	"onnxserve_traffic_routed_total",
 	"onnxserve_shadow_requests_total",
+	"onnxserve_rollout_percent",
+	"onnxserve_rollout_state",
+	"onnxserve_rollout_transitions_total",
 }
 
 // dashboardQuery is one PromQL expression of the dashboard and the panel
@@ -557,6 +560,13 @@ func TestRealPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts := startServer(t, repo)
+	// A rollout that keeps the same split (version 1 as the candidate at
+	// 50%, version 2, the shadow, as the baseline) for the rollout panels.
+	var ro struct{ Error string }
+	if code := do(t, "POST", ts.http+"/v2/models/classifier/rollout",
+		`{"candidate":"1","baseline":"2","steps":[50,100],"step_interval":"1h","min_requests":1000000}`, &ro); code != http.StatusOK {
+		t.Fatalf("start a rollout: %d %s", code, ro.Error)
+	}
 	prom := startPrometheus(t, bin, ts.a.metricsLn.Addr().String())
 
 	client := &http.Client{Timeout: testTimeout}

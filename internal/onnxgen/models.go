@@ -2,6 +2,7 @@ package onnxgen
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 )
@@ -132,6 +133,93 @@ func float32Bytes(v []float32) []byte {
 	b := make([]byte, 0, 4*len(v))
 	for _, f := range v {
 		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
+	}
+	return b
+}
+
+// PickyFeatureLimit is where ClassifierPicky starts rejecting: a row whose
+// first feature is at least this fails the run.
+const PickyFeatureLimit = 0.95
+
+// ClassifierPicky returns Classifier(seed) that fails on some inputs: a
+// row whose first feature is PickyFeatureLimit or more (or -1 or less)
+// makes ONNX Runtime's Gather fail with an index out of range. Every other
+// row gets exactly Classifier(seed)'s answer. With features drawn from
+// [0, 1), about 5% of rows are rejected: a candidate version that rejects
+// inputs its predecessor accepts.
+func ClassifierPicky(seed int64) []byte {
+	g := classifierGraph(seed, "classifier_picky")
+	const buckets = 19 // indexes 0..18 exist: trunc(20·x) >= 19 does not
+	g.AddInitializer("first", Int64, []int64{1}, int64Bytes([]int64{0}))
+	g.AddInitializer("twenty", Float, nil, float32Bytes([]float32{20}))
+	g.AddInitializer("guard_table", Float, []int64{buckets}, float32Bytes(make([]float32, buckets)))
+	g.AddNode("Gather", []string{"INPUT", "first"}, []string{"first_feature"}, AttrInt("axis", 1))
+	g.AddNode("Mul", []string{"first_feature", "twenty"}, []string{"scaled"})
+	g.AddNode("Cast", []string{"scaled"}, []string{"bucket"}, AttrInt("to", int64(Int64)))
+	g.AddNode("Gather", []string{"guard_table", "bucket"}, []string{"guard"}, AttrInt("axis", 0))
+	g.AddNode("Add", []string{"logits", "guard"}, []string{"guarded"})
+	g.AddNode("Softmax", []string{"guarded"}, []string{"OUTPUT"}, AttrInt("axis", -1))
+	return g.Model(DefaultOpset)
+}
+
+// HeavyWidth and HeavyLayers size ClassifierHeavy's extra work: HeavyLayers
+// products of a [batch, HeavyWidth] by a [HeavyWidth, HeavyWidth] matrix
+// per run, about 25 million multiply-adds per row.
+const (
+	HeavyWidth  = 1024
+	HeavyLayers = 24
+)
+
+// ClassifierHeavy returns Classifier(seed) with a heavy branch whose
+// result is multiplied into the logits by zero: the same answers, many
+// times the compute. It stands for a new version that is slower than the
+// one it replaces.
+func ClassifierHeavy(seed int64) []byte {
+	g := classifierGraph(seed, "classifier_heavy")
+	src := rand.NewPCG(uint64(seed)+1, classifierStream)
+	in := make([]float32, ClassifierFeatures*HeavyWidth)
+	for i := range in {
+		in[i] = uniform(src, 0.1)
+	}
+	sq := make([]float32, HeavyWidth*HeavyWidth)
+	for i := range sq {
+		sq[i] = uniform(src, 0.05)
+	}
+	g.AddInitializer("heavy_in", Float, []int64{ClassifierFeatures, HeavyWidth}, float32Bytes(in))
+	g.AddInitializer("heavy_sq", Float, []int64{HeavyWidth, HeavyWidth}, float32Bytes(sq))
+	g.AddInitializer("heavy_out", Float, []int64{HeavyWidth, 1}, float32Bytes(make([]float32, HeavyWidth)))
+	g.AddNode("MatMul", []string{"INPUT", "heavy_in"}, []string{"heavy_0"})
+	prev := "heavy_0"
+	for i := 1; i <= HeavyLayers; i++ {
+		mm, act := fmt.Sprintf("heavy_mm_%d", i), fmt.Sprintf("heavy_%d", i)
+		g.AddNode("MatMul", []string{prev, "heavy_sq"}, []string{mm})
+		g.AddNode("Tanh", []string{mm}, []string{act})
+		prev = act
+	}
+	g.AddNode("MatMul", []string{prev, "heavy_out"}, []string{"heavy_zero"})
+	g.AddNode("Add", []string{"logits", "heavy_zero"}, []string{"heavy_logits"})
+	g.AddNode("Softmax", []string{"heavy_logits"}, []string{"OUTPUT"}, AttrInt("axis", -1))
+	return g.Model(DefaultOpset)
+}
+
+// classifierGraph builds Classifier(seed)'s graph up to its logits.
+func classifierGraph(seed int64, name string) *Graph {
+	src := rand.NewPCG(uint64(seed), classifierStream)
+	g := NewGraph(name)
+	g.AddInput("INPUT", Float, []int64{Dynamic, ClassifierFeatures})
+	g.AddOutput("OUTPUT", Float, []int64{Dynamic, ClassifierClasses})
+	addDense(g, src, "fc1", ClassifierFeatures, ClassifierHidden)
+	addDense(g, src, "fc2", ClassifierHidden, ClassifierClasses)
+	g.AddNode("Gemm", []string{"INPUT", "fc1_w", "fc1_b"}, []string{"fc1_out"})
+	g.AddNode("Relu", []string{"fc1_out"}, []string{"hidden"})
+	g.AddNode("Gemm", []string{"hidden", "fc2_w", "fc2_b"}, []string{"logits"})
+	return g
+}
+
+func int64Bytes(v []int64) []byte {
+	b := make([]byte, 0, 8*len(v))
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint64(b, uint64(x))
 	}
 	return b
 }

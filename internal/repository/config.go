@@ -91,6 +91,10 @@ type Config struct {
 	Traffic *Traffic `yaml:"traffic"`
 	// Warmup lists inference runs done before a version turns READY.
 	Warmup Warmup `yaml:"warmup"`
+	// Rollout is the progressive-delivery policy; nil (the block is
+	// absent) means DefaultRollout for rollouts started through the API,
+	// and no automatic rollout.
+	Rollout *Rollout `yaml:"rollout,omitempty"`
 	// SequenceBatching keeps per-sequence state on the server for stateful
 	// models; nil (the block is absent) means requests are independent.
 	SequenceBatching *SequenceBatching `yaml:"sequence_batching,omitempty"`
@@ -288,6 +292,10 @@ func (c Config) Clone() Config {
 		out.Traffic = &t
 	}
 	out.Warmup.BatchSizes = slices.Clone(c.Warmup.BatchSizes)
+	if c.Rollout != nil {
+		r := c.Rollout.Clone()
+		out.Rollout = &r
+	}
 	if c.SequenceBatching != nil {
 		sb := *c.SequenceBatching
 		sb.State = slices.Clone(sb.State)
@@ -489,6 +497,9 @@ func (c *Config) validate(ch *checker) {
 	}
 	if c.Traffic != nil {
 		c.Traffic.validate(ch, "traffic.")
+	}
+	if c.Rollout != nil {
+		c.Rollout.validate(ch, "rollout.")
 	}
 	if c.SequenceBatching != nil {
 		c.SequenceBatching.validate(ch, c.MaxBatchSize)

@@ -433,6 +433,11 @@ func (p *parser) config(n *yaml.Node, c *Config) {
 			c.Traffic = &t
 			p.traffic(v, path, &t)
 		},
+		"rollout": func(v *yaml.Node, path string) {
+			r := DefaultRollout()
+			c.Rollout = &r
+			p.rollout(v, path, &r)
+		},
 		"warmup": func(v *yaml.Node, path string) {
 			p.mapping(v, path, fields{
 				"batch_sizes": func(v *yaml.Node, path string) { p.intList(v, path, &c.Warmup.BatchSizes) },

@@ -43,6 +43,9 @@ type Watcher struct {
 	// observe each raw scan.
 	pollOnly  bool
 	afterScan func(Snapshot)
+
+	// published is the snapshot the caller applied before Run, if any.
+	published *Snapshot
 }
 
 // WatcherOption changes a Watcher's defaults in NewWatcher.
@@ -52,6 +55,15 @@ type WatcherOption func(*Watcher)
 // must be > 0.
 func WithSettle(d time.Duration) WatcherOption {
 	return func(w *Watcher) { w.settle = d }
+}
+
+// WithPublished tells the Watcher the snapshot its caller already applied
+// (a startup Scan). Run then treats it as published: a model whose
+// config.yaml is rewritten during the first settle interval (a traffic
+// change just after startup) keeps that state instead of being left out
+// of the first snapshot, which would unload it.
+func WithPublished(s Snapshot) WatcherOption {
+	return func(w *Watcher) { w.published = &s }
 }
 
 // NewWatcher returns a Watcher for the repository at root that rescans it
@@ -120,6 +132,7 @@ func (w *Watcher) Run(ctx context.Context, onChange func(Snapshot)) {
 	defer ticker.Stop()
 
 	var st stabilizer
+	st.last = w.published
 	var lastScanErr string
 	for {
 		select {

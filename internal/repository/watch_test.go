@@ -400,6 +400,42 @@ func TestWatcherHalfWrittenFile(t *testing.T) {
 	}
 }
 
+// TestStabilizerKeepsPublishedStartup: with the startup scan given as
+// published (WithPublished), a config.yaml rewritten before the Watcher's
+// first two checks keeps the model as it was instead of leaving it out of
+// the first snapshot, which would unload it.
+func TestStabilizerKeepsPublishedStartup(t *testing.T) {
+	root := t.TempDir()
+	cfgPath := filepath.Join(root, "m", ConfigFileName)
+	writeFile(t, cfgPath, "version_policy: {all: true}\n")
+	writeFile(t, filepath.Join(root, "m", "1", ModelFileName), modelBytes)
+	startup, err := Scan(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWatcher(root, time.Hour, nil, WithPublished(startup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := stabilizer{last: w.published}
+	scanNext(t, &s, root)
+	writeFile(t, cfgPath, "version_policy: {all: true}\ntraffic: {split: {\"1\": 1}}\n")
+	out, unstable, _ := scanNext(t, &s, root)
+	if !unstable {
+		t.Fatal("a config rewritten between two checks is not unstable")
+	}
+	if _, ok := out.Model("m"); !ok {
+		t.Fatal("the model left the snapshot while its config changed")
+	}
+
+	var bare stabilizer // without WithPublished: the model would be left out
+	scanNext(t, &bare, root)
+	writeFile(t, cfgPath, "version_policy: {all: true}\n")
+	if out, _, _ := scanNext(t, &bare, root); len(out.Models) != 0 {
+		t.Fatalf("without a published snapshot the changing model was kept: %+v", out.Models)
+	}
+}
+
 // TestWatcherSurvivesMovedFolders renames and deletes watched version
 // folders while the watcher syncs its watches. fsnotify reports a moved
 // watched folder while holding the lock its Remove takes, so a watcher

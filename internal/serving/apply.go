@@ -237,12 +237,20 @@ func (s *Server) execute(ctx context.Context, m *model, cur *servingSet, d Desir
 	if d.ConfigErr != nil {
 		return
 	}
-	m.serving.Store(newServingSet(next, cfg.Traffic))
+	traffic := cfg.Traffic
+	pinned, candidate, baseline, auto := s.pinForRollout(m, cur, next, cfg)
+	if auto {
+		traffic = pinned
+	}
+	m.serving.Store(newServingSet(next, traffic))
 	if s.cfg.OnConfig != nil {
 		s.cfg.OnConfig(m.name, &cfg)
 	}
 	for _, r := range retired {
 		s.retire(m, r.v, r.how)
+	}
+	if auto {
+		s.cfg.OnNewVersion(m.name, candidate, baseline, cfg.Rollout.Clone())
 	}
 }
 

@@ -47,6 +47,7 @@ func DesiredFromRepository(m repository.Model) Desired {
 // check` reads.
 func servingHash(c repository.Config) string {
 	c.Traffic = nil
+	c.Rollout = nil // a policy moves traffic; it never reloads a session
 	c.Check = nil
 	if c.PayloadLog != nil {
 		// Sampling is read per request through OnConfig; only the redact

@@ -60,6 +60,13 @@ type Config struct {
 	// config.yaml. It runs under the server's management lock and must not
 	// call back into the Server or keep cfg's slices for writing.
 	OnConfig func(model string, cfg *repository.Config)
+	// OnNewVersion, when set, is called when a version newer than every
+	// serving one arrives on a model whose rollout block has auto: true and
+	// whose traffic has no split. The split was pinned to baseline, the
+	// previous newest version, so candidate serves nothing yet; the callee
+	// starts the rollout. It runs under the server's lock: it must not
+	// block or call back into the Server.
+	OnNewVersion func(model, candidate, baseline string, policy repository.Rollout)
 }
 
 // Server is the live set of models. It is safe for concurrent use: the
@@ -74,6 +81,9 @@ type Server struct {
 
 	mu     sync.Mutex // serialises Apply, Load, Unload and Close
 	models atomic.Pointer[map[string]*model]
+	// trafficOwners maps a model to the holder of its traffic (see
+	// ClaimTraffic); guarded by mu.
+	trafficOwners map[string]string
 
 	shadow *shadowQueue
 	taps   tapSet

@@ -77,6 +77,11 @@ func (s *Server) Traffic(name string) (TrafficView, error) {
 // model's config.yaml and applies it atomically. Versions it names must be
 // versions of the model.
 func (s *Server) SetTraffic(name string, t repository.Traffic) error {
+	return s.setTraffic("", name, t)
+}
+
+// setTraffic is SetTraffic on behalf of owner (see ClaimTraffic).
+func (s *Server) setTraffic(owner, name string, t repository.Traffic) error {
 	if err := repository.ValidateTraffic(t); err != nil {
 		return err
 	}
@@ -84,6 +89,9 @@ func (s *Server) SetTraffic(name string, t repository.Traffic) error {
 	defer s.mu.Unlock()
 	m, err := s.model(name)
 	if err != nil {
+		return err
+	}
+	if err := s.heldBy(name, owner); err != nil {
 		return err
 	}
 	for k := range t.Split {
@@ -106,7 +114,7 @@ func (s *Server) SetTraffic(name string, t repository.Traffic) error {
 	m.mu.Unlock()
 	cur := m.serving.Load()
 	m.serving.Store(newServingSet(cur.byNumber, &spec))
-	s.log.Info("traffic changed", zap.String("model", name), zap.Any("split", spec.Split))
+	s.logRouting(name, owner, spec)
 	return nil
 }
 
@@ -198,11 +206,14 @@ func (q *shadowQueue) run(job shadowJob) {
 	switch {
 	case err != nil:
 		job.v.shadow.failed.Inc()
+		job.v.tally.failed.Add(1)
 		q.log.Debug("shadow request failed", zap.String("model", job.m.name), zap.String("version", job.v.label), zap.Error(err))
 	case agree(job.primary, out):
 		job.v.shadow.agreed.Inc()
+		job.v.tally.agreed.Add(1)
 	default:
 		job.v.shadow.disagreed.Inc()
+		job.v.tally.disagreed.Add(1)
 	}
 }
 

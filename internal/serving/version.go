@@ -29,6 +29,7 @@ type version struct {
 
 	versionCounters
 	stats requestStats
+	tally shadowTally
 
 	refs     atomic.Int64
 	retired  atomic.Bool

@@ -49,6 +49,7 @@ var statusTable = []statusRow{
 	{ErrMemoryBudget, codes.ResourceExhausted, http.StatusTooManyRequests},
 	{tensor.ErrInvalid, codes.InvalidArgument, http.StatusBadRequest},
 	{serving.ErrInvalidConfig, codes.InvalidArgument, http.StatusBadRequest},
+	{serving.ErrConflict, codes.FailedPrecondition, http.StatusConflict},
 	{serving.ErrModelNotFound, codes.NotFound, http.StatusNotFound},
 	{serving.ErrVersionNotFound, codes.NotFound, http.StatusNotFound},
 	{serving.ErrOverloaded, codes.ResourceExhausted, http.StatusTooManyRequests},

@@ -25,6 +25,7 @@ func TestStatus(t *testing.T) {
 	}{
 		{"invalid tensor", wrap(tensor.Invalidf("input %q: bad", "x")), codes.InvalidArgument, 400},
 		{"bad config", wrap(serving.ErrInvalidConfig), codes.InvalidArgument, 400},
+		{"conflict", wrap(serving.ErrConflict), codes.FailedPrecondition, 409},
 		{"model", wrap(serving.ErrModelNotFound), codes.NotFound, 404},
 		{"version", wrap(serving.ErrVersionNotFound), codes.NotFound, 404},
 		{"queue full", wrap(serving.ErrOverloaded), codes.ResourceExhausted, 429},

@@ -71,6 +71,10 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, o *outcome) {
 // modelRoute serves /v2/models/{m}[/versions/{v}][/ready|/infer]; p starts
 // at the model name.
 func (s *Server) modelRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byte) {
+	if len(p) >= 2 && string(p[1]) == "rollout" {
+		s.rolloutRoute(ctx, p)
+		return
+	}
 	var action []byte
 	var version []byte
 	switch len(p) {

@@ -63,7 +63,7 @@ type Repository interface {
 }
 
 // Backends are the three parts of the serving core the front end uses,
-// and the model-quality loop.
+// the model-quality loop and the rollouts.
 type Backends struct {
 	Inference  Inference
 	Models     Models
@@ -71,6 +71,9 @@ type Backends struct {
 	// Quality serves feedback and quality reports; nil answers those
 	// endpoints 404.
 	Quality Quality
+	// Rollouts, when not nil, serves /v2/models/{m}/rollout; nil answers
+	// those paths 404.
+	Rollouts Rollouts
 }
 
 // BackendsOf returns b as all three parts; *serving.Server is one.
@@ -160,6 +163,7 @@ type Server struct {
 	inf      Inference
 	models   Models
 	repo     Repository
+	rollouts Rollouts
 	quality  Quality
 	cfg      Config
 	log      *zap.Logger
@@ -192,7 +196,7 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
-	s := &Server{inf: b.Inference, models: b.Models, repo: b.Repository, quality: b.Quality, cfg: cfg, log: log, conns: newConnTracker(cfg.ReadHeaderTimeout + cfg.ReadTimeout + cfg.WriteTimeout)}
+	s := &Server{inf: b.Inference, models: b.Models, repo: b.Repository, quality: b.Quality, rollouts: b.Rollouts, cfg: cfg, log: log, conns: newConnTracker(cfg.ReadHeaderTimeout + cfg.ReadTimeout + cfg.WriteTimeout)}
 	s.metadata = serverMetadata(cfg.Version)
 	bodyConfig := fasthttp.RequestConfig{ReadTimeout: cfg.ReadTimeout}
 	s.srv = &fasthttp.Server{
