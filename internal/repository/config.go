@@ -94,6 +94,12 @@ type Config struct {
 	// Check is the latency budget `onnxserve check` holds each version
 	// to; nil (the block is absent) means none. The server ignores it.
 	Check *CheckBudget `yaml:"check"`
+	// Drift monitors the distribution of inputs and outputs per version;
+	// nil (the block is absent) means no drift statistics.
+	Drift *Drift `yaml:"drift"`
+	// Validation checks every request's input values; nil (the block is
+	// absent) means none.
+	Validation *Validation `yaml:"validation"`
 }
 
 // Sequence batching defaults and limits.
@@ -287,6 +293,16 @@ func (c Config) Clone() Config {
 		b := *c.Check
 		out.Check = &b
 	}
+	if c.Drift != nil {
+		d := *c.Drift
+		d.Features = maps.Clone(d.Features)
+		out.Drift = &d
+	}
+	if c.Validation != nil {
+		v := *c.Validation
+		v.Ranges = maps.Clone(v.Ranges)
+		out.Validation = &v
+	}
 	return out
 }
 
@@ -475,6 +491,12 @@ func (c *Config) validate(ch *checker) {
 	}
 	if c.SequenceBatching != nil {
 		c.SequenceBatching.validate(ch, c.MaxBatchSize)
+	}
+	if c.Drift != nil {
+		c.Drift.validate(ch)
+	}
+	if c.Validation != nil {
+		c.Validation.validate(ch)
 	}
 
 	maxWarm := max(c.MaxBatchSize, 1)
