@@ -66,7 +66,7 @@ var allowed = map[string][]string{
 	// The model-quality loop: taps on the serving core (DESIGN §3), and
 	// rollout reading their signals through its own small interfaces.
 	"internal/quality":             {"internal/serving", "internal/tensor"},
-	"internal/drift":               {"internal/serving", "internal/tensor"},
+	"internal/drift":               {"internal/serving", "internal/repository", "internal/tensor"},
 	"internal/payloadlog":          {"internal/serving", "internal/tensor"},
 	"internal/rollout":             {"internal/serving", "internal/router"},
 	"internal/serving/servingtest": {"internal/tensor"},

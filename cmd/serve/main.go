@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/onnxserve/onnxserve/internal/batcher"
+	"github.com/onnxserve/onnxserve/internal/drift"
 	"github.com/onnxserve/onnxserve/internal/repository"
 	"github.com/onnxserve/onnxserve/internal/runtime"
 	"github.com/onnxserve/onnxserve/internal/serving"
@@ -99,6 +100,7 @@ type app struct {
 	reg   *prometheus.Registry
 	srv   *serving.Server
 	sec   *security
+	drift *drift.Hub
 
 	httpLn, grpcLn, metricsLn net.Listener
 	http                      *httpapi.Server
@@ -153,6 +155,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		return nil, err
 	}
 	var obs *transport.Observer
+	a.drift = drift.NewHub(log.Named("drift"), a.reg)
 	a.startup = o.loadModels
 	if o.controlMode == string(serving.ModePoll) {
 		snap, err := repository.Scan(o.modelRepository)
@@ -170,12 +173,19 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		Root:          o.modelRepository,
 		Mode:          serving.ControlMode(o.controlMode),
 		Status:        func(err error) int { _, code := transport.Status(err); return code },
-		OnRelease:     func(model, version string) { obs.ForgetVersion(model, version) },
+		OnRelease: func(model, version string) {
+			obs.ForgetVersion(model, version)
+			a.drift.Release(model, version)
+		},
 
 		// --strict-readiness=false: a broken model stays UNAVAILABLE
 		// without keeping the server out of its Service.
 		LenientReadiness: !o.strictReadiness,
 	}, log, sm, bm)
+	a.srv.SetVersionHook(a.drift)
+	if err := serving.AddTap(a.srv, drift.TapName, 0, serving.Tap[*drift.Sample](a.drift)); err != nil {
+		return nil, err
+	}
 	if obs, err = transport.NewObserver(a.reg, buckets, log.Named("access")); err != nil {
 		return nil, err
 	}

@@ -96,6 +96,9 @@ type Monitor struct {
 	outputs        []tensor.Spec
 	log            *zap.Logger
 	metrics        *Metrics
+	// observed is set when the version has a drift block: the tap feeds
+	// it. Without one the monitor holds the profile for validation only.
+	observed bool
 
 	ref     atomic.Pointer[reference]
 	source  atomic.Value // string
@@ -116,6 +119,8 @@ type reference struct {
 	mons  []monTensor
 	feats []feat
 	bins  int
+	// inputMon is each model input's index in mons, -1 for none.
+	inputMon []int
 }
 
 // monTensor is one monitored tensor.
@@ -189,6 +194,10 @@ func (m *Monitor) install(prof *Profile) {
 	}
 	add(false, m.inputs, prof.Inputs)
 	add(true, m.outputs, prof.Outputs)
+	r.inputMon = make([]int, len(m.inputs))
+	for i := range r.inputMon {
+		r.inputMon[i] = slices.IndexFunc(r.mons, func(mt monTensor) bool { return !mt.output && mt.pos == i })
+	}
 	m.mu.Lock()
 	m.win = newWindow(m.cfg.Window, len(r.feats), r.bins)
 	m.sum = bucket{counts: make([]int64, r.bins), nan: make([]int64, len(r.feats)), inf: make([]int64, len(r.feats)), n: make([]int64, len(r.feats))}
