@@ -48,7 +48,7 @@ var allowed = map[string][]string{
 	"cmd/ortbench":                        {"internal/runtime", "internal/tensor", "internal/onnxgen"},
 	"internal/transport":                  {"internal/serving", "internal/tensor"},
 	"internal/transport/guard":            {"internal/transport", "internal/serving", "internal/tensor"},
-	"internal/transport/httpapi":          {"internal/transport", "internal/transport/guard", "internal/transport/httpapi/jsonscan", "internal/serving", "internal/tensor"},
+	"internal/transport/httpapi":          {"internal/transport", "internal/transport/guard", "internal/transport/httpapi/jsonscan", "internal/serving", "internal/tensor", "internal/drift"},
 	"internal/transport/httpapi/jsonscan": {},
 	"internal/transport/grpcapi":          {"internal/transport", "internal/transport/guard", "internal/serving", "internal/tensor", "proto"},
 	"internal/serving":                    {"internal/batcher", "internal/router", "internal/repository", "internal/tensor"},

@@ -197,6 +197,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		Observe: func(model, ver, id string, code int, d time.Duration) {
 			obs.Observe(transport.ProtocolHTTP, model, ver, id, code, d)
 		},
+		Drift: a.drift,
 	}
 	sec.http(&hcfg)
 	a.http = httpapi.New(httpapi.BackendsOf(a.srv), hcfg, log.Named("http"))

@@ -22,8 +22,14 @@ import (
 // TapName is the hub's tap name (the tap label of onnxserve_tap_dropped_total).
 const TapName = "drift"
 
-// ErrNoReport means the model or version has no drift block.
-var ErrNoReport = errors.New("no drift monitoring")
+// ErrNoReport means the model or version has no drift block (or is not
+// loaded); it maps like serving.ErrModelNotFound (404 / NOT_FOUND).
+var ErrNoReport error = noReport{}
+
+type noReport struct{}
+
+func (noReport) Error() string { return "no drift monitoring (no drift block, or not loaded)" }
+func (noReport) Unwrap() error { return serving.ErrModelNotFound }
 
 // Hub is drift and validation for every version of a server: the version
 // hook that makes each version's Monitor and Validator when it loads, and

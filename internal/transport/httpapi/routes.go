@@ -92,7 +92,7 @@ func (s *Server) modelRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byte) {
 	}
 	method := http.MethodGet
 	switch string(action) {
-	case "", "ready", "stats":
+	case "", "ready", "stats", "drift":
 	case "infer":
 		method = http.MethodPost
 	case "traffic":
@@ -134,6 +134,8 @@ func (s *Server) modelRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byte) {
 		s.modelReady(ctx, model, ver)
 	case "stats":
 		s.modelStats(ctx, model, ver)
+	case "drift":
+		s.modelDrift(ctx, model, ver)
 	case "traffic":
 		if s.authorized(ctx) {
 			s.traffic(ctx, model)
