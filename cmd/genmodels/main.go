@@ -93,6 +93,7 @@ func repository() []file {
 		{"classifier/config.yaml", []byte(classifierConfig)},
 		{"classifier/1/model.onnx", onnxgen.Classifier(1)},
 		{"classifier/2/model.onnx", onnxgen.Classifier(2)},
+		{"classifier/reference.npy", classifierReference()},
 	}
 }
 

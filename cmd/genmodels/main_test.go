@@ -49,6 +49,7 @@ func TestRepositoryLayout(t *testing.T) {
 		"classifier/1/model.onnx",
 		"classifier/2/model.onnx",
 		"classifier/config.yaml",
+		"classifier/reference.npy",
 		"simple/1/model.onnx",
 		"simple/config.yaml",
 		"simple_string/1/model.onnx",

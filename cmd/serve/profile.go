@@ -122,6 +122,10 @@ func writeProfile(ctx context.Context, l serving.Loader, o profileOptions) (stri
 		f.Close()
 		return "", nil, err
 	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return "", nil, err
+	}
 	if err := f.Close(); err != nil {
 		return "", nil, err
 	}

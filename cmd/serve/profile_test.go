@@ -213,3 +213,28 @@ func TestDriftEndToEnd(t *testing.T) {
 		t.Errorf("drift of a model without a drift block: %d, want 404", code)
 	}
 }
+
+// TestBundledProfilesAreCurrent holds models/classifier/{1,2}/profile.json
+// to what `onnxserve profile` makes of models/classifier/reference.npy
+// (`make profiles` writes them again).
+func TestBundledProfilesAreCurrent(t *testing.T) {
+	requireORT(t)
+	stop, err := startORT("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	root := filepath.Join("..", "..", "models")
+	for _, v := range []string{"1", "2"} {
+		out := filepath.Join(t.TempDir(), "profile.json")
+		if _, _, err := writeProfile(context.Background(), offlineLoader(), profileOptions{root: root, model: "classifier", version: v,
+			data: filepath.Join(root, "classifier", "reference.npy"), output: out, bins: drift.DefaultBins}); err != nil {
+			t.Fatal(err)
+		}
+		made, _ := os.ReadFile(out)
+		committed, err := os.ReadFile(filepath.Join(root, "classifier", v, drift.ProfileFile))
+		if err != nil || !bytes.Equal(made, committed) {
+			t.Errorf("models/classifier/%s/profile.json is stale or missing (%v): run make profiles", v, err)
+		}
+	}
+}
