@@ -237,8 +237,9 @@ func TestWindowForgetsOldMinutes(t *testing.T) {
 	for minute := range 5 {
 		m.Observe(t0.Add(time.Duration(minute)*time.Minute), []tensor.Tensor{fp32("INPUT", 10, features, normalRows(r, 10, 7))}, nil)
 	}
-	if rep := m.Compute(t0.Add(4 * time.Minute)); rep.Rows != 30 || rep.RowsSeen != 50 {
-		t.Errorf("rows %d seen %d, want 30 in the 3-minute window of 50", rep.Rows, rep.RowsSeen)
+	// Minutes 1, 2 and 3 whole, and minute 4 so far.
+	if rep := m.Compute(t0.Add(4*time.Minute + 30*time.Second)); rep.Rows != 40 || rep.RowsSeen != 50 {
+		t.Errorf("rows %d seen %d, want 40 in the 3-minute window (and the current minute) of 50", rep.Rows, rep.RowsSeen)
 	}
 	if rep := m.Compute(t0.Add(10 * time.Minute)); rep.Rows != 0 {
 		t.Errorf("rows %d six minutes after the last, want 0", rep.Rows)

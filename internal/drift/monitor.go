@@ -35,8 +35,8 @@ const (
 // Config is one version's drift settings (the drift block of config.yaml).
 // A plain value.
 type Config struct {
-	// Window is the span the statistics cover, in whole minutes
-	// [DefaultWindow].
+	// Window is the span the statistics cover, in whole minutes, plus the
+	// current minute so far [DefaultWindow].
 	Window time.Duration
 	// Sample is the share of rows monitored, in (0, 1] [1].
 	Sample float64

@@ -5,9 +5,10 @@ import "time"
 // BucketWidth is the width of one bucket of the sliding window.
 const BucketWidth = time.Minute
 
-// window holds bin counts of the last few minutes in one bucket per
-// minute: the statistics cover the buckets of the window ending now. Owned
-// by one goroutine at a time (its Monitor's lock).
+// window holds bin counts in one bucket per minute: the statistics cover
+// the window's whole minutes before the current one and the current one so
+// far, so a minute boundary never empties it. Owned by one goroutine at a
+// time (its Monitor's lock).
 type window struct {
 	buckets []bucket
 	bins    int // bins of all features together
@@ -24,7 +25,7 @@ type bucket struct {
 }
 
 func newWindow(width time.Duration, feats, bins int) *window {
-	k := max(int((width+BucketWidth-1)/BucketWidth), 1)
+	k := max(int((width+BucketWidth-1)/BucketWidth), 1) + 1
 	w := &window{buckets: make([]bucket, k), bins: bins, feats: feats}
 	for i := range w.buckets {
 		w.buckets[i] = bucket{minute: -1, counts: make([]int64, bins),
