@@ -45,12 +45,39 @@ type Hub struct {
 
 type key struct{ model, version string }
 
-// NewHub returns a Hub whose series register with reg (nil: none).
+// NewHub returns a Hub whose series register with reg (nil: none). Each
+// scrape recomputes the statistics first, so the gauges follow the window
+// even while no request arrives.
 func NewHub(log *zap.Logger, reg prometheus.Registerer) *Hub {
-	h := &Hub{log: log, metrics: NewMetrics(reg)}
+	h := &Hub{log: log, metrics: NewMetrics(nil)}
 	empty := map[key]*Monitor{}
 	h.mons.Store(&empty)
+	if reg != nil {
+		reg.MustRegister(scrapeCollector{h})
+	}
 	return h
+}
+
+// scrapeCollector exposes the hub's series, recomputing every monitored
+// version's statistics over its window ending now before it does.
+type scrapeCollector struct{ h *Hub }
+
+func (c scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
+	c.h.metrics.drift.Describe(ch)
+	c.h.metrics.alerts.Describe(ch)
+	c.h.metrics.failures.Describe(ch)
+}
+
+func (c scrapeCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	for _, m := range *c.h.mons.Load() {
+		if m.observed {
+			m.Compute(now)
+		}
+	}
+	c.h.metrics.drift.Collect(ch)
+	c.h.metrics.alerts.Collect(ch)
+	c.h.metrics.failures.Collect(ch)
 }
 
 func (h *Hub) set(k key, m *Monitor) {
