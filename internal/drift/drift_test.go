@@ -45,7 +45,7 @@ func normalRows(r *rand.Rand, n, shifted int) []float64 {
 	return v
 }
 
-func referenceProfile(t *testing.T, seed uint64) *Profile {
+func referenceProfile(t testing.TB, seed uint64) *Profile {
 	t.Helper()
 	b, err := NewBuilder(inputSpec, nil, nil, 0)
 	if err != nil {

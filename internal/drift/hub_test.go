@@ -21,7 +21,7 @@ import (
 )
 
 // versionDir writes prof (when not nil) into a fresh version folder.
-func versionDir(t *testing.T, prof *Profile) string {
+func versionDir(t testing.TB, prof *Profile) string {
 	t.Helper()
 	dir := t.TempDir()
 	if prof != nil {
@@ -43,7 +43,7 @@ func info(dir string, cfg repository.Config) serving.VersionInfo {
 	return serving.VersionInfo{Model: "m", Version: "1", Dir: dir, Config: cfg, Inputs: inputSpec}
 }
 
-func parseConfig(t *testing.T, text string) repository.Config {
+func parseConfig(t testing.TB, text string) repository.Config {
 	t.Helper()
 	cfg, err := repository.ParseConfig([]byte(text))
 	if err != nil {
