@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -347,5 +348,50 @@ func TestChannelFeatures(t *testing.T) {
 		if f.Min != float64(c*10) || f.Max != float64(c*10+3) {
 			t.Errorf("channel %d: min %g max %g", c, f.Min, f.Max)
 		}
+	}
+}
+
+// words makes a [rows, 1] BYTES tensor.
+func words(vals ...string) tensor.Tensor {
+	t := tensor.Tensor{Name: "TEXT", DataType: tensor.Bytes, Shape: []int64{int64(len(vals)), 1}}
+	for _, v := range vals {
+		t.Data = tensor.AppendBytesElement(t.Data, []byte(v))
+	}
+	return t
+}
+
+func TestBytesFeatures(t *testing.T) {
+	spec := []tensor.Spec{{Name: "TEXT", DataType: tensor.Bytes, Shape: []int64{-1, 1}}}
+	b, err := NewBuilder(spec, nil, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref []string
+	for i := range 60 {
+		for range 60 - i { // value i appears 60−i times
+			ref = append(ref, "w"+strconv.Itoa(i))
+		}
+	}
+	if err := b.Add([]tensor.Tensor{words(ref...)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	f := b.Profile().Inputs[0].Features[0]
+	if len(f.Values) != TopValues || f.Values[0] != "w0" || f.Values[49] != "w49" || len(f.Ref) != TopValues+1 {
+		t.Fatalf("values %v (%d shares)", f.Values[:3], len(f.Ref))
+	}
+	if rest := f.Ref[TopValues]; math.Abs(rest-55.0/float64(len(ref))) > 1e-12 { // w50..w59: 10+9+…+1
+		t.Errorf("rest share %g", rest)
+	}
+	m, err := NewMonitor("m", "1", spec, nil, b.Profile(), Config{}, zap.NewNop(), NewMetrics(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Observe(t0, []tensor.Tensor{words(ref...)}, nil)
+	if rep := m.Compute(t0); rep.Features[0].PSI > 1e-9 || rep.Rows != int64(len(ref)) {
+		t.Errorf("same words: PSI %g rows %d", rep.Features[0].PSI, rep.Rows)
+	}
+	m.Observe(t0, []tensor.Tensor{words(slices.Repeat([]string{"unseen"}, 2000)...)}, nil)
+	if rep := m.Compute(t0); rep.Features[0].PSI < 0.2 || !rep.Alert {
+		t.Errorf("unseen words: PSI %g alert %v", rep.Features[0].PSI, rep.Alert)
 	}
 }
