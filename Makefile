@@ -17,7 +17,7 @@ ARGS ?=
 # vets or lists packages runs once per module (`go -C`).
 MODULES := . bench deploy
 
-.PHONY: all lib build run test test-short tools proto models fuzz soak attack vet fmt clean vad check score-1m
+.PHONY: all lib build run test test-short tools proto models fuzz soak attack vet fmt clean vad check score-1m profiles
 
 all: build
 
@@ -70,6 +70,9 @@ proto: ## regenerate proto/*.pb.go with the pinned generators
 
 models: ## regenerate the bundled models/ with the committed generator
 	$(GO) run ./cmd/genmodels -out models
+
+profiles: lib ## the classifier's drift references, models/classifier/*/profile.json, from its reference.npy
+	for v in 1 2; do $(GO) run ./cmd/serve profile --model-repository models --model classifier --version $$v --data models/classifier/reference.npy || exit 1; done
 
 FUZZTIME ?= 20s
 # Minimizing a new input can take a whole short run; keep it brief.

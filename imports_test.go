@@ -48,7 +48,7 @@ var allowed = map[string][]string{
 	"cmd/ortbench":                        {"internal/runtime", "internal/tensor", "internal/onnxgen"},
 	"internal/transport":                  {"internal/serving", "internal/tensor"},
 	"internal/transport/guard":            {"internal/transport", "internal/serving", "internal/tensor"},
-	"internal/transport/httpapi":          {"internal/transport", "internal/transport/guard", "internal/transport/httpapi/jsonscan", "internal/serving", "internal/tensor", "internal/quality"},
+	"internal/transport/httpapi":          {"internal/transport", "internal/transport/guard", "internal/transport/httpapi/jsonscan", "internal/serving", "internal/tensor", "internal/quality", "internal/drift"},
 	"internal/transport/httpapi/jsonscan": {},
 	"internal/transport/grpcapi":          {"internal/transport", "internal/transport/guard", "internal/serving", "internal/tensor", "proto", "internal/quality"},
 	"internal/serving":                    {"internal/batcher", "internal/router", "internal/repository", "internal/tensor"},
@@ -66,7 +66,7 @@ var allowed = map[string][]string{
 	// The model-quality loop: taps on the serving core (DESIGN §3), and
 	// rollout reading their signals through its own small interfaces.
 	"internal/quality":             {"internal/serving", "internal/tensor"},
-	"internal/drift":               {"internal/serving", "internal/tensor"},
+	"internal/drift":               {"internal/serving", "internal/repository", "internal/tensor"},
 	"internal/payloadlog":          {"internal/serving", "internal/tensor"},
 	"internal/rollout":             {"internal/serving", "internal/router"},
 	"internal/serving/servingtest": {"internal/tensor"},

@@ -298,6 +298,18 @@ func (e *env) runModel(ctx context.Context, res *results, m *model, rep int) err
 			}
 		}
 	}
+	if m.drift != "" && slices.Contains(c.modes, modeGRPC) {
+		// Right after the plain copy's point at the same concurrency (measured
+		// above, or now), so the two are compared within one repetition.
+		if !slices.Contains(c.concurrency, driftConcurrency) && !slices.Contains(c.batchingConcurrency, driftConcurrency) {
+			if err := measure(modeGRPC, driftConcurrency); err != nil {
+				return err
+			}
+		}
+		if err := measure(modeDrift, driftConcurrency); err != nil {
+			return err
+		}
+	}
 	if m.name == "simple" && c.ghzBin != "" {
 		for _, conc := range c.concurrency {
 			smp, cmdline, err := e.runGhz(ctx, m, conc)

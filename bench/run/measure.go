@@ -25,6 +25,9 @@ const (
 	modeJSON   = "onnxserve-http-json"
 	modeBinary = "onnxserve-http-binary"
 	modeGhz    = "ghz-grpc"
+	// modeDrift is onnxserve-grpc on a copy of the model with drift
+	// monitoring (sample 1.0) and NaN and range validation on.
+	modeDrift = "onnxserve-grpc-drift"
 )
 
 // sample is one measured window.
@@ -155,8 +158,11 @@ func fill(smp *sample, a, b snapshot, model, version string) {
 
 // servedModel returns the server-side model name a mode drives.
 func servedModel(m *model, mode string) string {
-	if mode == modeNaive {
+	switch mode {
+	case modeNaive:
 		return m.naive
+	case modeDrift:
+		return m.drift
 	}
 	return m.name
 }

@@ -30,6 +30,25 @@ type model struct {
 	// ortbench the non-batch dimensions the model leaves open.
 	rawSizes []int
 	dims     string
+	// drift, when not "", names a third copy served with drift monitoring
+	// and validation on (driftConfig), from the version's profile.json.
+	drift   string
+	profile string
+}
+
+// driftConcurrency is where the drift copy is measured beside the plain one.
+const driftConcurrency = 128
+
+// driftConfig is config with every row monitored for drift and NaN and
+// range validation counting (the cost the drift section reports).
+func (m *model) driftConfig() map[string]any {
+	c := make(map[string]any, len(m.config)+2)
+	for k, v := range m.config {
+		c[k] = v
+	}
+	c["drift"] = map[string]any{"sample": 1.0}
+	c["validation"] = map[string]any{"nan": "count", "inf": "count", "range": "profile", "range_action": "count"}
+	return c
 }
 
 // ocrConfig serves PaddleOCR's direction classifier. Its image dimensions
@@ -104,6 +123,9 @@ func bundledModel(root, name string) (*model, error) {
 		m.rawSizes = append(m.rawSizes, s)
 	}
 	m.rawSizes = append(m.rawSizes, m.maxBatch)
+	if p := filepath.Join(dir, m.version, "profile.json"); fileExists(p) {
+		m.drift, m.profile = name+"_drift", p
+	}
 	return m, nil
 }
 
@@ -165,7 +187,10 @@ func writeRepository(dir string, models []*model) error {
 		for _, v := range []struct {
 			name string
 			cfg  map[string]any
-		}{{m.name, m.config}, {m.naive, m.naiveConfig()}} {
+		}{{m.name, m.config}, {m.naive, m.naiveConfig()}, {m.drift, m.driftConfig()}} {
+			if v.name == "" {
+				continue
+			}
 			vdir := filepath.Join(dir, v.name, m.version)
 			if err := os.MkdirAll(vdir, 0o755); err != nil {
 				return err
@@ -180,6 +205,11 @@ func writeRepository(dir string, models []*model) error {
 			}
 			if err := copyFile(m.file, filepath.Join(vdir, "model.onnx")); err != nil {
 				return err
+			}
+			if v.name == m.drift {
+				if err := copyFile(m.profile, filepath.Join(vdir, "profile.json")); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -208,6 +238,14 @@ func servedNames(models []*model) []string {
 	var out []string
 	for _, m := range models {
 		out = append(out, m.name, m.naive)
+		if m.drift != "" {
+			out = append(out, m.drift)
+		}
 	}
 	return slices.Clip(out)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -19,6 +19,7 @@ const (
 	targetJSONvsGRPCOnCNN = 0.50  // HTTP JSON on the CNN, share of gRPC
 	targetOverheadMicros  = 20.0  // server CPU per simple inference beyond ONNX Runtime
 	targetBatchingGain    = 5.0   // batching on / off, simple at concurrency 64
+	targetDriftShare      = 0.95  // drift sample 1.0 + NaN/range validation on, share of off
 	batchingGainConc      = 64
 )
 
@@ -236,6 +237,7 @@ func (r *results) markdown(plots map[string][]string) string {
 	r.overheadSection(&b)
 	r.costsSection(&b)
 	r.ghzSection(&b)
+	r.driftSection(&b)
 	w("## Reproduce\n\n")
 	w("```\nmake bench          # this file, results.json and the plots (10 to 14 minutes on 2 cores)\nmake bench-quick    # one short repetition into .cache/bench-quick/\nmake bench-profile  # CPU and allocation profiles of the server into bench/PROFILE.md\n```\n")
 	return b.String()
@@ -524,4 +526,42 @@ func thousands(v float64) string {
 		return "-" + string(out)
 	}
 	return string(out)
+}
+
+// driftSection compares each model served with drift monitoring (every row
+// sampled) and NaN and range validation on with the same model without,
+// over gRPC at driftConcurrency, measured back to back in each repetition.
+func (r *results) driftSection(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	var rows []string
+	for _, m := range r.models {
+		if m.drift == "" {
+			continue
+		}
+		off, ok1 := r.get(pointKey{Model: m.name, Mode: modeGRPC, Concurrency: driftConcurrency})
+		on, ok2 := r.get(pointKey{Model: m.name, Mode: modeDrift, Concurrency: driftConcurrency})
+		if !ok1 || !ok2 || off.Throughput == 0 {
+			continue
+		}
+		share := on.Throughput / off.Throughput
+		verdict := "met"
+		if share < targetDriftShare {
+			verdict = "**missed**"
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %.0f | %.0f | %.3f | %.3f | %.1f%% | %s |", m.name, m.version,
+			off.Throughput, on.Throughput, off.ServerCPUPer1k, on.ServerCPUPer1k, 100*share, verdict))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	w("## Drift monitoring and validation cost\n\n")
+	w("The same model over gRPC at concurrency %d, served twice from the same file: plain, and with `drift: {sample: 1.0}` ", driftConcurrency)
+	w("and `validation: {nan: count, inf: count, range: profile}` against the version's bundled `profile.json` ")
+	w("(every row copied by the drift tap and binned on its goroutine; every value checked on the request path). ")
+	w("Target: on keeps at least %.0f%% of the throughput of off.\n\n", 100*targetDriftShare)
+	w("| model | version | off inf/s | on inf/s | off server CPU s/1k | on server CPU s/1k | on / off | verdict |\n|---|---|---|---|---|---|---|---|\n")
+	for _, row := range rows {
+		w("%s\n", row)
+	}
+	w("\n")
 }

@@ -255,6 +255,9 @@ func (r *results) plannedPoints(models []*model) int {
 		if m.name == "simple" && c.ghzBin != "" {
 			n += len(c.concurrency)
 		}
+		if m.drift != "" && slices.Contains(c.modes, modeGRPC) {
+			n++
+		}
 	}
 	return n
 }

@@ -145,6 +145,7 @@ func repository() []file {
 		{"classifier/2/model.onnx", onnxgen.Classifier(2)},
 		{"classifier/labels.txt", []byte(classifierLabels)},
 		{"classifier/labelled.jsonl", labelledData()},
+		{"classifier/reference.npy", classifierReference()},
 	}
 }
 

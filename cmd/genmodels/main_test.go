@@ -51,6 +51,7 @@ func TestRepositoryLayout(t *testing.T) {
 		"classifier/config.yaml",
 		"classifier/labelled.jsonl",
 		"classifier/labels.txt",
+		"classifier/reference.npy",
 		"simple/1/model.onnx",
 		"simple/config.yaml",
 		"simple_string/1/model.onnx",

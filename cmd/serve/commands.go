@@ -27,6 +27,7 @@ var commands = []command{
 	{"serve", "serve the model repository over HTTP and gRPC (the default; see serve -h for its flags)", serveMain},
 	{"check", "load and test models as the server would (golden tests, latency budgets): the CI gate", checkMain},
 	{"score", "batch inference over a JSON lines, CSV, NPY or Parquet file, resumable", scoreMain},
+	{"profile", "run reference data through a model version and write its drift reference, profile.json", profileMain},
 	{"version", "print the version", versionMain},
 	{"export", "join the payload log's requests and responses into a training set (Parquet, JSONL, CSV)", exportMain},
 }

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/onnxserve/onnxserve/internal/batcher"
+	"github.com/onnxserve/onnxserve/internal/drift"
 	"github.com/onnxserve/onnxserve/internal/payloadlog"
 	"github.com/onnxserve/onnxserve/internal/quality"
 	"github.com/onnxserve/onnxserve/internal/repository"
@@ -108,6 +109,7 @@ type app struct {
 	sec   *security
 	// quality is the model-quality loop, a tap on srv.
 	quality *quality.Monitor
+	drift   *drift.Hub
 
 	httpLn, grpcLn, metricsLn net.Listener
 	http                      *httpapi.Server
@@ -175,6 +177,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		}
 	}()
 	var obs *transport.Observer
+	a.drift = drift.NewHub(log.Named("drift"), a.reg)
 	a.startup = o.loadModels
 	if o.controlMode == string(serving.ModePoll) {
 		snap, err := repository.Scan(o.modelRepository)
@@ -194,6 +197,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		Status:        func(err error) int { _, code := transport.Status(err); return code },
 		OnRelease: func(model, version string) {
 			obs.ForgetVersion(model, version)
+			a.drift.Release(model, version)
 			if a.quality != nil {
 				a.quality.ForgetVersion(model, version)
 			}
@@ -211,6 +215,10 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		// without keeping the server out of its Service.
 		LenientReadiness: !o.strictReadiness,
 	}, log, sm, bm)
+	a.srv.SetVersionHook(a.drift)
+	if err := serving.AddTap(a.srv, drift.TapName, 0, serving.Tap[*drift.Sample](a.drift)); err != nil {
+		return nil, err
+	}
 	if err := registerPayloadLog(a.srv, a.plog); err != nil {
 		return nil, err
 	}
@@ -240,6 +248,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		Observe: func(model, ver, id string, code int, d time.Duration) {
 			obs.Observe(transport.ProtocolHTTP, model, ver, id, code, d)
 		},
+		Drift: a.drift,
 	}
 	sec.http(&hcfg)
 	qb := qualityBackend(a.quality, a.plog)

@@ -104,6 +104,12 @@ type Config struct {
 	// Monitoring turns on the model-quality loop (predictions kept for
 	// joining with ground truth posted back); nil when the block is absent.
 	Monitoring *Monitoring `yaml:"monitoring"`
+	// Drift monitors the distribution of inputs and outputs per version;
+	// nil (the block is absent) means no drift statistics.
+	Drift *Drift `yaml:"drift"`
+	// Validation checks every request's input values; nil (the block is
+	// absent) means none.
+	Validation *Validation `yaml:"validation"`
 }
 
 // Sequence batching defaults and limits.
@@ -309,6 +315,16 @@ func (c Config) Clone() Config {
 		mon := *c.Monitoring
 		out.Monitoring = &mon
 	}
+	if c.Drift != nil {
+		d := *c.Drift
+		d.Features = maps.Clone(d.Features)
+		out.Drift = &d
+	}
+	if c.Validation != nil {
+		v := *c.Validation
+		v.Ranges = maps.Clone(v.Ranges)
+		out.Validation = &v
+	}
 	return out
 }
 
@@ -503,6 +519,12 @@ func (c *Config) validate(ch *checker) {
 	}
 	if c.SequenceBatching != nil {
 		c.SequenceBatching.validate(ch, c.MaxBatchSize)
+	}
+	if c.Drift != nil {
+		c.Drift.validate(ch)
+	}
+	if c.Validation != nil {
+		c.Validation.validate(ch)
 	}
 
 	if c.Monitoring != nil {

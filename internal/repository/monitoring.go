@@ -137,15 +137,3 @@ func (p *parser) monitoring(n *yaml.Node, path string, m *Monitoring) {
 		}
 	}
 }
-
-// floatField decodes a number; an integer is a number too.
-func (p *parser) floatField(n *yaml.Node, path string, dst *float64) {
-	n = resolveAlias(n)
-	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!float" && n.ShortTag() != "!!int") {
-		p.typeErr(n, path, "a number")
-		return
-	}
-	if err := n.Decode(dst); err != nil {
-		p.typeErr(n, path, "a number")
-	}
-}

@@ -463,6 +463,8 @@ func (p *parser) config(n *yaml.Node, c *Config) {
 				},
 			})
 		},
+		"drift":      func(v *yaml.Node, path string) { p.drift(v, path, c) },
+		"validation": func(v *yaml.Node, path string) { p.validation(v, path, c) },
 		"check": func(v *yaml.Node, path string) {
 			b := &CheckBudget{Batch: 1}
 			c.Check = b

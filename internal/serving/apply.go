@@ -336,14 +336,18 @@ func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion
 	if err != nil {
 		return nil, err
 	}
+	sess := v.sess // v is nil once a failure returns
 	defer func() {
 		if err == nil {
 			return
 		}
-		if cerr := v.sess.Close(); cerr != nil {
+		if cerr := sess.Close(); cerr != nil {
 			s.log.Warn("closing a session that failed to load", zap.String("model", name), zap.String("version", strconv.FormatInt(dv.Number, 10)), zap.Error(cerr))
 		}
 	}()
+	if err := s.prepare(name, v, dv, cfg); err != nil {
+		return nil, err
+	}
 	var inAxes, outAxes []int
 	if cfg.MaxBatchSize > 0 {
 		inAxes, outAxes = batchAxes(v.inputs, v.outputs, cfg.SequenceBatching)

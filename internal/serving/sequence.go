@@ -213,6 +213,11 @@ func (s *Server) runSequence(ctx context.Context, m *model, v *version, req *Req
 	if err != nil {
 		return fail(in, err)
 	}
+	if v.validator != nil {
+		if err := v.validator.Validate(in); err != nil {
+			return fail(in, err)
+		}
+	}
 	if outIdx == nil {
 		outIdx = v.seq.userOutputs
 	}

@@ -87,6 +87,7 @@ type Server struct {
 
 	shadow *shadowQueue
 	taps   tapSet
+	hook   VersionHook // set before the first load (SetVersionHook)
 
 	shutting atomic.Bool    // readiness false
 	closing  atomic.Bool    // new work refused
@@ -316,6 +317,11 @@ func (s *Server) run(ctx context.Context, m *model, v *version, req *Request, tm
 	outIdx, err := v.outputIndexes(req.Outputs)
 	if err != nil {
 		return nil, in, &labelError{m.name, v.label, err, true}
+	}
+	if v.validator != nil {
+		if err := v.validator.Validate(in); err != nil {
+			return nil, in, &labelError{m.name, v.label, err, true}
+		}
 	}
 	start := time.Now()
 	out, err := v.batch.SubmitTimed(ctx, in, tm)

@@ -26,6 +26,8 @@ type version struct {
 	// seq is how the version feeds sequence state; nil without
 	// sequence_batching.
 	seq *seqPlan
+	// validator checks each request's inputs; nil for none (VersionHook).
+	validator Validator
 
 	versionCounters
 	stats requestStats

@@ -96,7 +96,7 @@ func (s *Server) modelRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byte) {
 	}
 	method := http.MethodGet
 	switch string(action) {
-	case "", "ready", "stats":
+	case "", "ready", "stats", "drift":
 	case "infer":
 		method = http.MethodPost
 	case "feedback":
@@ -149,6 +149,8 @@ func (s *Server) modelRoute(ctx *fasthttp.RequestCtx, o *outcome, p [][]byte) {
 		s.feedback(ctx, model)
 	case "quality":
 		s.qualityReport(ctx, model, ver)
+	case "drift":
+		s.modelDrift(ctx, model, ver)
 	case "traffic":
 		if s.authorized(ctx) {
 			s.traffic(ctx, model)

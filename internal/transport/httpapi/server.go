@@ -146,6 +146,9 @@ type Config struct {
 	// HTTP status and the time since the request was read. It runs on the
 	// request's goroutine, so it must be quick and safe for concurrent use.
 	Observe func(model, version, id string, code int, d time.Duration)
+	// Drift, when not nil, answers GET /v2/models/{m}[/versions/{v}]/drift;
+	// nil answers 404.
+	Drift DriftReporter
 }
 
 // Defaults of Config.
