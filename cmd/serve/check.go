@@ -30,6 +30,26 @@ func startORT(lib string) (func() error, error) {
 	return runtime.Shutdown, nil
 }
 
+// withRuntime runs an offline command's work: ONNX Runtime started from
+// lib (torn down afterwards, a failure reported on stderr), and a context
+// that ends on SIGTERM or SIGINT. It returns run's exit code, or 1 when
+// ONNX Runtime does not start.
+func withRuntime(cmd, lib string, stderr io.Writer, run func(ctx context.Context) int) int {
+	stop, err := startORT(lib)
+	if err != nil {
+		fmt.Fprintf(stderr, "onnxserve %s: %v\n", cmd, err)
+		return 1
+	}
+	defer func() {
+		if err := stop(); err != nil {
+			fmt.Fprintf(stderr, "onnxserve %s: %v\n", cmd, err)
+		}
+	}()
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+	return run(ctx)
+}
+
 // checkMain is the check command: load and test the repository's models
 // as the server would, report, and exit 1 on any failure.
 func checkMain(args []string, stdout, stderr io.Writer) int {
@@ -55,37 +75,27 @@ func checkMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "onnxserve check: unexpected arguments, or --latency-requests <= 0")
 		return 2
 	}
-	stop, err := startORT(*lib)
-	if err != nil {
-		fmt.Fprintln(stderr, "onnxserve check:", err)
-		return 1
-	}
-	defer func() {
-		if err := stop(); err != nil {
+	return withRuntime("check", *lib, stderr, func(ctx context.Context) int {
+		rep, err := check.Run(ctx, offlineLoader(), check.Config{Root: *repo, Models: models, LatencyRequests: *requests}, zap.NewNop())
+		if err != nil {
 			fmt.Fprintln(stderr, "onnxserve check:", err)
-		}
-	}()
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer cancel()
-	rep, err := check.Run(ctx, offlineLoader(), check.Config{Root: *repo, Models: models, LatencyRequests: *requests}, zap.NewNop())
-	if err != nil {
-		fmt.Fprintln(stderr, "onnxserve check:", err)
-		return 1
-	}
-	if err := rep.WriteText(stdout); err != nil {
-		fmt.Fprintln(stderr, "onnxserve check:", err)
-		return 1
-	}
-	if *junit != "" {
-		if err := writeFileAtomic(*junit, rep.WriteJUnit); err != nil {
-			fmt.Fprintln(stderr, "onnxserve check: --junit:", err)
 			return 1
 		}
-	}
-	if rep.Failed() > 0 {
-		return 1
-	}
-	return 0
+		if err := rep.WriteText(stdout); err != nil {
+			fmt.Fprintln(stderr, "onnxserve check:", err)
+			return 1
+		}
+		if *junit != "" {
+			if err := writeFileAtomic(*junit, rep.WriteJUnit); err != nil {
+				fmt.Fprintln(stderr, "onnxserve check: --junit:", err)
+				return 1
+			}
+		}
+		if rep.Failed() > 0 {
+			return 1
+		}
+		return 0
+	})
 }
 
 // writeFileAtomic writes a file through a temporary beside it, so a

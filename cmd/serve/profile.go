@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"syscall"
 
 	"github.com/onnxserve/onnxserve/internal/dataset"
 	"github.com/onnxserve/onnxserve/internal/drift"
@@ -65,25 +63,15 @@ func profileMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "onnxserve profile: --rows must be >= 0 and --bins >= 1")
 		return 2
 	}
-	stop, err := startORT(*lib)
-	if err != nil {
-		fmt.Fprintln(stderr, "onnxserve profile:", err)
-		return 1
-	}
-	defer func() {
-		if err := stop(); err != nil {
+	return withRuntime("profile", *lib, stderr, func(ctx context.Context) int {
+		path, prof, err := writeProfile(ctx, offlineLoader(), o)
+		if err != nil {
 			fmt.Fprintln(stderr, "onnxserve profile:", err)
+			return 1
 		}
-	}()
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer cancel()
-	path, prof, err := writeProfile(ctx, offlineLoader(), o)
-	if err != nil {
-		fmt.Fprintln(stderr, "onnxserve profile:", err)
-		return 1
-	}
-	fmt.Fprintf(stdout, "profiled %s from %d rows of %s → %s\n", o.model, prof.Rows, o.data, path)
-	return 0
+		fmt.Fprintf(stdout, "profiled %s from %d rows of %s → %s\n", o.model, prof.Rows, o.data, path)
+		return 0
+	})
 }
 
 // writeProfile makes the profile of o.data and writes it; it returns the

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -100,38 +98,28 @@ func scoreMain(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.CPUs = runtime.AvailableCPUs()
 
-	stop, err := startORT(*lib)
-	if err != nil {
-		fmt.Fprintln(stderr, "onnxserve score:", err)
-		return 1
-	}
-	defer func() {
-		if err := stop(); err != nil {
+	return withRuntime("score", *lib, stderr, func(ctx context.Context) int {
+		sum, err := score.Run(ctx, offlineLoader(), cfg)
+		if err != nil {
 			fmt.Fprintln(stderr, "onnxserve score:", err)
+			if _, statErr := os.Stat(cfg.Output + ".parts"); statErr == nil {
+				fmt.Fprintf(stderr, "onnxserve score: the completed chunks are kept in %s.parts; --resume continues from them\n", cfg.Output)
+			}
+			return 1
 		}
-	}()
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer cancel()
-	sum, err := score.Run(ctx, offlineLoader(), cfg)
-	if err != nil {
-		fmt.Fprintln(stderr, "onnxserve score:", err)
-		if _, statErr := os.Stat(cfg.Output + ".parts"); statErr == nil {
-			fmt.Fprintf(stderr, "onnxserve score: the completed chunks are kept in %s.parts; --resume continues from them\n", cfg.Output)
+		rate := float64(sum.Rows+sum.Errors-sum.Resumed) / sum.Elapsed.Seconds()
+		fmt.Fprintf(stdout, "scored %s v%s: %d rows, %d errors, %.0f rows/s, %s (batch %d, %d workers × %d threads",
+			sum.Model, sum.Version, sum.Rows, sum.Errors, rate, sum.Elapsed.Round(time.Millisecond), sum.BatchSize, sum.Workers, sum.Threads)
+		if sum.Resumed > 0 {
+			fmt.Fprintf(stdout, "; resumed after %d records", sum.Resumed)
 		}
-		return 1
-	}
-	rate := float64(sum.Rows+sum.Errors-sum.Resumed) / sum.Elapsed.Seconds()
-	fmt.Fprintf(stdout, "scored %s v%s: %d rows, %d errors, %.0f rows/s, %s (batch %d, %d workers × %d threads",
-		sum.Model, sum.Version, sum.Rows, sum.Errors, rate, sum.Elapsed.Round(time.Millisecond), sum.BatchSize, sum.Workers, sum.Threads)
-	if sum.Resumed > 0 {
-		fmt.Fprintf(stdout, "; resumed after %d records", sum.Resumed)
-	}
-	fmt.Fprintf(stdout, ") → %s\n", cfg.Output)
-	if sum.Errors > 0 {
-		fmt.Fprintf(stdout, "bad rows: %s\n", score.ErrorsPath(cfg.Output))
-		return scoreRowsFailed
-	}
-	return 0
+		fmt.Fprintf(stdout, ") → %s\n", cfg.Output)
+		if sum.Errors > 0 {
+			fmt.Fprintf(stdout, "bad rows: %s\n", score.ErrorsPath(cfg.Output))
+			return scoreRowsFailed
+		}
+		return 0
+	})
 }
 
 // autoOrCount parses "auto" (0) or a positive count.
