@@ -257,7 +257,7 @@ func newApp(o *options, log *zap.Logger, level zap.AtomicLevel) (a *app, err err
 		return nil, err
 	}
 	hcfg.Budget = budget
-	if a.rollouts, err = a.newRollouts(qualityAccuracy{a.quality}); err != nil {
+	if a.rollouts, err = a.newRollouts(qualityAccuracy{a.quality}, driftSignal{a.drift}); err != nil {
 		return nil, err
 	}
 	hb := httpapi.BackendsOf(a.srv)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/onnxserve/onnxserve/internal/drift"
 	"github.com/onnxserve/onnxserve/internal/quality"
 	"github.com/onnxserve/onnxserve/internal/repository"
 	"github.com/onnxserve/onnxserve/internal/rollout"
@@ -14,7 +15,7 @@ import (
 
 // newRollouts builds the rollout manager over the serving core: its meter
 // as a tap, its state files, its metrics. accuracy may be nil.
-func (a *app) newRollouts(accuracy rollout.Accuracy) (*rollout.Manager, error) {
+func (a *app) newRollouts(accuracy rollout.Accuracy, drift rollout.Drift) (*rollout.Manager, error) {
 	m, err := rollout.NewMetrics(a.reg)
 	if err != nil {
 		return nil, err
@@ -30,6 +31,9 @@ func (a *app) newRollouts(accuracy rollout.Accuracy) (*rollout.Manager, error) {
 	cfg := rollout.Config{Routing: a.srv, Versions: a.srv, Shadows: a.srv, Store: store, Tick: a.o.rolloutTick}
 	if accuracy != nil {
 		cfg.Accuracy = accuracy
+	}
+	if drift != nil {
+		cfg.Drift = drift
 	}
 	return rollout.NewManager(cfg, meter, a.log.Named("rollout"), m), nil
 }
@@ -142,4 +146,18 @@ func (q qualityAccuracy) Accuracy(model, version string, since time.Time) (corre
 		}
 	}
 	return 0, 0, true
+}
+
+// driftSignal is the rollout's drift signal read from the drift monitors:
+// a version's largest output drift over its drift window. A version
+// without a drift block, or whose reference covers no output, has none.
+type driftSignal struct{ h *drift.Hub }
+
+func (d driftSignal) OutputDrift(model, version string) (rollout.OutputDrift, bool) {
+	v, rows, src, ok := d.h.OutputDrift(model, version)
+	od := rollout.OutputDrift{Value: v, Rows: rows}
+	if src == drift.SourceLearning {
+		od.Note = "the drift reference is still being learned"
+	}
+	return od, ok
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/onnxserve/onnxserve/internal/drift"
 	"github.com/onnxserve/onnxserve/internal/onnxgen"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
@@ -622,4 +623,69 @@ func TestRolloutAccuracyGate(t *testing.T) {
 		t.Logf("gate %s: %.3g against %.3g", g.Name, g.Value, g.Threshold)
 	}
 	servedOnly(t, ts, "1", 10)
+}
+
+// TestRolloutDriftGate: with a reference profile of the baseline's answers
+// on the load's inputs, a candidate that answers as the baseline does walks
+// every step past the max_drift gate, and one whose outputs differ (other
+// weights) is rolled back by it.
+func TestRolloutDriftGate(t *testing.T) {
+	requireORT(t)
+	for _, c := range []struct {
+		name      string
+		candidate []byte
+		want      string
+	}{
+		{"same outputs", onnxgen.Classifier(1), "promoted"},
+		{"other outputs", onnxgen.Classifier(2), "rolled_back"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			repo := rolloutRepo(t, c.candidate)
+			if err := os.WriteFile(filepath.Join(repo, "classifier", "config.yaml"), []byte(rolloutConfig+"drift: {window: 1m}\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			rows := make([][]float32, 1300) // rowFeatures' whole period
+			for i := range rows {
+				rows[i] = rowFeatures(i)
+			}
+			data := filepath.Join(t.TempDir(), "ref.jsonl")
+			writeRows(t, data, rows)
+			stop, err := startORT("")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = writeProfile(context.Background(), offlineLoader(), profileOptions{root: repo, model: "classifier", version: "1", data: data,
+				output: filepath.Join(repo, "classifier", "2", drift.ProfileFile), bins: drift.DefaultBins})
+			if serr := stop(); err != nil || serr != nil {
+				t.Fatal(err, serr)
+			}
+			ts := startServer(t, repo, "--rollout-tick", "20ms")
+			l := startLoad(t, ts, 4)
+			startRollout(t, ts, `{"candidate":"2","min_requests":400,"gates":{"max_drift":0.2}}`)
+			d := waitPhase(t, ts, "rolled_back", "promoted", "held")
+			l.finish(t, ts)
+			to, reason, _ := lastDecision(t, d)
+			if to != c.want {
+				t.Fatalf("ended %s by %q (%s), want %s", to, reason, d.Reason, c.want)
+			}
+			judged := 0
+			for _, h := range d.History {
+				for _, g := range h.Gates {
+					if g.Name == "max_drift" && g.Judged {
+						judged++
+						t.Logf("step %d: max_drift %.4f, pass %v", h.Step, g.Value, g.Pass)
+						if g.Pass != (g.Value <= 0.2) {
+							t.Errorf("max_drift %g judged pass=%v against 0.2", g.Value, g.Pass)
+						}
+					}
+				}
+			}
+			if judged == 0 {
+				t.Errorf("no decision judged max_drift: %+v", d.History)
+			}
+			if c.want == "rolled_back" && reason != "max_drift" {
+				t.Errorf("rolled back by %q, want max_drift", reason)
+			}
+		})
+	}
 }

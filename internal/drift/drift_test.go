@@ -224,7 +224,36 @@ func TestOutputClassMix(t *testing.T) {
 			if got := cls.PSI > 0.2; got != tc.drift || rep.Alert != tc.drift {
 				t.Errorf("class PSI %g alert %v, want drift %v", cls.PSI, rep.Alert, tc.drift)
 			}
+			largest := 0.0
+			for _, f := range rep.Features {
+				if f.Tensor == "OUTPUT" {
+					largest = max(largest, f.PSI)
+				}
+			}
+			v, rows, src, ok := m.OutputDrift(t0)
+			if !ok || src != SourceFile || rows != 5000 || v != largest || (v > 0.2) != tc.drift {
+				t.Errorf("OutputDrift = %g, %d rows, %s, %v; want %g (largest output PSI), 5000 rows, file, true", v, rows, src, ok, largest)
+			}
 		})
+	}
+}
+
+func TestOutputDriftNeedsAnOutput(t *testing.T) {
+	prof := referenceProfile(t, 5) // inputs only
+	m, err := NewMonitor("m", "1", inputSpec, nil, prof, Config{}, zap.NewNop(), NewMetrics(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, ok := m.OutputDrift(t0); ok {
+		t.Error("a reference without outputs gives an output drift signal")
+	}
+	outSpec := []tensor.Spec{{Name: "OUTPUT", DataType: tensor.FP32, Shape: []int64{-1, 3}}}
+	learning, err := NewMonitor("m", "1", inputSpec, outSpec, nil, Config{}, zap.NewNop(), NewMetrics(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, rows, src, ok := learning.OutputDrift(t0); !ok || src != SourceLearning || v != 0 || rows != 0 {
+		t.Errorf("learning: %g, %d, %s, %v; want no value yet, source learning, ok", v, rows, src, ok)
 	}
 }
 

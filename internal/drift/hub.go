@@ -175,6 +175,16 @@ func (h *Hub) Monitor(model, version string) *Monitor {
 	return (*h.mons.Load())[key{model, version}]
 }
 
+// OutputDrift is Monitor.OutputDrift of a version with a drift block, now;
+// ok is false for a version without one.
+func (h *Hub) OutputDrift(model, version string) (value float64, rows int64, source string, ok bool) {
+	m := h.Monitor(model, version)
+	if m == nil || !m.observed {
+		return 0, 0, "", false
+	}
+	return m.OutputDrift(time.Now())
+}
+
 // Reports returns the drift reports of a model's monitored versions
 // (version "" for all of them, newest first), computed now.
 func (h *Hub) Reports(model, version string) ([]Report, error) {

@@ -394,6 +394,29 @@ func (m *Monitor) Compute(now time.Time) Report {
 	return m.last
 }
 
+// OutputDrift is the output drift over the window ending at now: the
+// largest alert statistic over the output features, the rows the window
+// holds and the reference's source. While the reference is being learned
+// there is no value (source is SourceLearning). ok is false when the
+// reference covers no output. It is the signal of a rollout's max_drift
+// gate.
+func (m *Monitor) OutputDrift(now time.Time) (value float64, rows int64, source string, ok bool) {
+	prof, src := m.Profile()
+	if prof == nil {
+		return 0, 0, src, len(m.outputs) > 0
+	}
+	if len(prof.Outputs) == 0 {
+		return 0, 0, src, false
+	}
+	rep := m.Compute(now)
+	for _, f := range rep.Features {
+		if f.Output {
+			value = max(value, f.Of(rep.AlertStat))
+		}
+	}
+	return value, rep.Rows, src, true
+}
+
 // base is a report with no statistics yet.
 func (m *Monitor) base() Report {
 	return Report{Model: m.model, Version: m.version, Window: m.cfg.Window.String(), Reference: m.source.Load().(string),

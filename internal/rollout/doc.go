@@ -4,8 +4,9 @@
 // promoted, held or rolled back.
 //
 // It reads its signals (errors and latency from its own tap, shadow
-// agreement and, where cmd/serve plugs it in, accuracy) and moves traffic
-// through small interfaces of its own, which *serving.Server satisfies. It
+// agreement and, where cmd/serve plugs them in, accuracy and output drift)
+// and moves traffic through small interfaces of its own, which
+// *serving.Server satisfies. It
 // knows nothing of wire formats, config files or ONNX Runtime; cmd/serve
 // turns a model's rollout block into a Policy.
 package rollout

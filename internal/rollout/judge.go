@@ -9,6 +9,7 @@ const (
 	noteNoBaseline = "the baseline serves no traffic at this step"
 	noteFewBase    = "too few baseline requests in the window"
 	noteFewLabels  = "too few labelled predictions in the window"
+	noteFewDrift   = "too few sampled rows in the drift window"
 )
 
 // minBaseline is the least number of baseline requests (or labels) in a
@@ -82,5 +83,29 @@ func (mg *Manager) evaluate(r *run) (gates []Gate, ready bool) {
 			func() float64 { return float64(bc)/float64(bl) - float64(cc)/float64(cl) },
 			func(v float64) bool { return v <= *g.MaxAccuracyDrop })
 	}
+	if g.MaxDrift != nil && mg.cfg.Drift != nil {
+		gates = append(gates, driftGate(mg.cfg.Drift, st.Model, st.Candidate, *g.MaxDrift, minBaseline(p)))
+	}
 	return gates, true
+}
+
+// driftGate judges the candidate's output drift against threshold once its
+// drift window holds at least least rows. The drift window is the drift
+// block's own (it is not reset at a step), so the value describes the
+// candidate's recent outputs against its reference, not the baseline's.
+func driftGate(d Drift, model, candidate string, threshold float64, least int64) Gate {
+	gt := Gate{Name: "max_drift", Threshold: threshold}
+	od, ok := d.OutputDrift(model, candidate)
+	switch {
+	case !ok:
+		gt.Note = "the candidate has no output drift signal"
+	case od.Note != "":
+		gt.Note = od.Note
+	case od.Rows < least:
+		gt.Note = fmt.Sprintf("%s (%d of %d)", noteFewDrift, od.Rows, least)
+	default:
+		gt.Value = od.Value
+		gt.Judged, gt.Pass = true, od.Value <= threshold
+	}
+	return gt
 }

@@ -51,6 +51,27 @@ type Accuracy interface {
 	Accuracy(model, version string, since time.Time) (correct, labelled int64, ok bool)
 }
 
+// Drift is the drift signal: how far a version's outputs have moved from
+// its reference. ok is false when the version has no such signal (no
+// drift block, or a reference profile that covers no output). cmd/serve
+// plugs the drift package in; nil means no model has one. It is called
+// once per judgement.
+type Drift interface {
+	OutputDrift(model, version string) (d OutputDrift, ok bool)
+}
+
+// OutputDrift is a version's output drift over its drift window.
+type OutputDrift struct {
+	// Value is the largest drift statistic (the drift block's alert
+	// statistic) over the version's output features.
+	Value float64
+	// Rows is the sampled rows the window holds.
+	Rows int64
+	// Note, when not empty, says why there is no value yet (the
+	// reference is still being learned).
+	Note string
+}
+
 // Store keeps each model's rollout across restarts.
 type Store interface {
 	// Load returns the model's saved rollout; ok false when there is none.
@@ -66,7 +87,9 @@ type Config struct {
 	Shadows  Shadows
 	// Accuracy, when not nil, enables the max_accuracy_drop gate.
 	Accuracy Accuracy
-	Store    Store
+	// Drift, when not nil, enables the max_drift gate.
+	Drift Drift
+	Store Store
 	// Tick is how often running rollouts are judged. [1s]
 	Tick time.Duration
 }
@@ -290,7 +313,12 @@ func currentBaseline(view serving.TrafficView, ready []string, candidate string)
 // signalsFor refuses gates on signals the model lacks.
 func (mg *Manager) signalsFor(model, candidate string, g Gates) error {
 	if g.MaxDrift != nil {
-		return fmt.Errorf("%w: gates.max_drift: model %q has no drift signal (this server computes no output drift)", ErrInvalid, model)
+		if mg.cfg.Drift == nil {
+			return fmt.Errorf("%w: gates.max_drift: needs the drift signal (a drift block), which this server does not run", ErrInvalid)
+		}
+		if _, ok := mg.cfg.Drift.OutputDrift(model, candidate); !ok {
+			return fmt.Errorf("%w: gates.max_drift: model %q version %s has no output drift signal (needs a drift block whose reference covers an output)", ErrInvalid, model, candidate)
+		}
 	}
 	if g.MaxAccuracyDrop != nil {
 		if mg.cfg.Accuracy == nil {

@@ -23,7 +23,8 @@ import (
 )
 
 // fakeServer is the serving core as the rollout sees it: versions, a
-// split, a traffic claim, shadow counts and accuracy, all set by the test.
+// split, a traffic claim, shadow counts, accuracy and output drift, all set
+// by the test.
 type fakeServer struct {
 	mu       sync.Mutex
 	ready    []string // ascending
@@ -34,11 +35,13 @@ type fakeServer struct {
 	shadows  map[string]serving.ShadowCounts
 	accuracy map[string][2]int64 // version → correct, labelled
 	noAcc    bool
+	drift    map[string]OutputDrift
 	moves    int
 }
 
 func newFake(versions ...string) *fakeServer {
-	return &fakeServer{ready: versions, removed: map[string]bool{}, shadows: map[string]serving.ShadowCounts{}, accuracy: map[string][2]int64{}}
+	return &fakeServer{ready: versions, removed: map[string]bool{}, shadows: map[string]serving.ShadowCounts{}, accuracy: map[string][2]int64{},
+		drift: map[string]OutputDrift{}}
 }
 
 func (f *fakeServer) ClaimTraffic(model, owner string) error {
@@ -114,6 +117,15 @@ func (f *fakeServer) Accuracy(model, version string, since time.Time) (int64, in
 	return a[0], a[1], !f.noAcc
 }
 
+// OutputDrift reports the drift the test set; a version without an entry
+// has no drift signal.
+func (f *fakeServer) OutputDrift(model, version string) (OutputDrift, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.drift[version]
+	return d, ok
+}
+
 // memStore is a Store in memory.
 type memStore struct {
 	mu    sync.Mutex
@@ -145,24 +157,25 @@ type harness struct {
 	now   time.Time
 }
 
-func newHarness(t *testing.T, f *fakeServer, withAccuracy bool) *harness {
+func newHarness(t *testing.T, f *fakeServer, withSignals bool) *harness {
 	h := &harness{t: t, f: f, store: &memStore{saved: map[string]Status{}}, meter: NewMeter(), reg: prometheus.NewRegistry(),
 		now: time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)}
-	h.restart(withAccuracy)
+	h.restart(withSignals)
 	return h
 }
 
 // restart builds a new Manager over the same server and store, as a
-// process restart does.
-func (h *harness) restart(withAccuracy bool) {
+// process restart does; withSignals plugs in the accuracy and drift
+// signals.
+func (h *harness) restart(withSignals bool) {
 	h.reg = prometheus.NewRegistry()
 	m, err := NewMetrics(h.reg)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	cfg := Config{Routing: h.f, Versions: h.f, Shadows: h.f, Store: h.store}
-	if withAccuracy {
-		cfg.Accuracy = h.f
+	if withSignals {
+		cfg.Accuracy, cfg.Drift = h.f, h.f
 	}
 	h.meter = NewMeter()
 	h.mg = NewManager(cfg, h.meter, zap.NewNop(), m)
@@ -378,6 +391,54 @@ func TestAccuracyGate(t *testing.T) {
 	got := h.mg.Status("m")
 	if got.Phase != PhaseRolledBack || !strings.Contains(got.Reason, "max_accuracy_drop") {
 		t.Fatalf("%s (%s), want rolled back by max_accuracy_drop", got.Phase, got.Reason)
+	}
+}
+
+func TestDriftGate(t *testing.T) {
+	f := newFake("1", "2")
+	h := newHarness(t, f, true)
+	p := policy()
+	p.Gates.MaxDrift = share(0.2)
+	if _, err := h.mg.Start("m", "2", "", p); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "gates.max_drift") {
+		t.Fatalf("a candidate without a drift signal: %v, want ErrInvalid naming the gate", err)
+	}
+	f.drift["2"] = OutputDrift{Note: "the drift reference is still being learned"}
+	if _, err := h.mg.Start("m", "2", "", p); err != nil {
+		t.Fatal(err)
+	}
+	gate := func() Gate {
+		t.Helper()
+		for _, g := range h.mg.Status("m").Gates {
+			if g.Name == "max_drift" {
+				return g
+			}
+		}
+		t.Fatalf("no max_drift gate in %+v", h.mg.Status("m").Gates)
+		return Gate{}
+	}
+	h.serve("2", 100, 0, time.Millisecond)
+	h.serve("1", 100, 0, time.Millisecond)
+	h.now = h.now.Add(time.Minute)
+	h.mg.judgeAll()
+	if g := gate(); g.Judged || g.Note != f.drift["2"].Note || h.mg.Status("m").Step != 0 {
+		t.Fatalf("learning reference: gate %+v step %d; want not judged, waiting at step 0", g, h.mg.Status("m").Step)
+	}
+	f.drift["2"] = OutputDrift{Value: 0.9, Rows: 10}
+	h.mg.judgeAll()
+	if g := gate(); g.Judged || !strings.Contains(g.Note, "10 of 25") || h.phase() != PhaseProgressing {
+		t.Fatalf("10 rows: gate %+v phase %s; want not judged yet", g, h.phase())
+	}
+	f.drift["2"] = OutputDrift{Value: 0.05, Rows: 500}
+	h.mg.judgeAll()
+	if got := h.mg.Status("m"); got.Step != 1 || got.Percent() != 50 {
+		t.Fatalf("low drift: step %d at %d%%; want step 1 at 50%%", got.Step, got.Percent())
+	}
+	h.serve("2", 100, 0, time.Millisecond)
+	f.drift["2"] = OutputDrift{Value: 0.35, Rows: 600}
+	h.mg.judgeAll()
+	got := h.mg.Status("m")
+	if got.Phase != PhaseRolledBack || !strings.Contains(got.Reason, "max_drift") || !maps.Equal(f.split, map[string]int{"1": 100, "2": 0}) {
+		t.Fatalf("%s (%s) split %v, want rolled back by max_drift", got.Phase, got.Reason, f.split)
 	}
 }
 
