@@ -276,6 +276,8 @@ type indexEntry struct {
 	Version string `json:"version,omitempty"`
 	State   string `json:"state"`
 	Reason  string `json:"reason,omitempty"`
+	// Batching is an extension: how an auto batch size was chosen.
+	Batching string `json:"batching,omitempty"`
 }
 
 // repositoryIndex serves POST /v2/repository/index; the optional body
@@ -295,7 +297,7 @@ func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
 		if q.Ready && e.State != serving.StateReady {
 			continue
 		}
-		out = append(out, indexEntry{Name: e.Name, Version: e.Version, State: string(e.State), Reason: s.cfg.Scrub.Scrub(e.Reason)})
+		out = append(out, indexEntry{Name: e.Name, Version: e.Version, State: string(e.State), Reason: s.cfg.Scrub.Scrub(e.Reason), Batching: e.Batching})
 	}
 	s.writeDocument(ctx, out)
 }
