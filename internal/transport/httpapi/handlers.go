@@ -60,6 +60,8 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, o *outcome, model, version stri
 		Protocol: transport.ProtocolHTTP, Arrival: o.start}}
 	c.req.Metadata = c
 	resp, err := s.runInfer(ctx, o, c)
+	// Answered by the serving core, the request's inputs are read no more.
+	defer c.decoded.release(err == nil)
 	ctx.Response.Header.Set(transport.RequestIDHeader, c.req.ID)
 	if err != nil {
 		o.model, o.version = serving.Labels(err)
