@@ -232,3 +232,39 @@ func TestNoConfigFile(t *testing.T) {
 		})
 	}
 }
+
+// TestWarmupDims loads versions whose warmup.dims name an input the model
+// lacks, or give it the wrong rank: each is UNAVAILABLE with the reason.
+func TestWarmupDims(t *testing.T) {
+	tests := []struct {
+		name, yaml, reason string
+	}{
+		{"unknown input", "max_batch_size: 4\nwarmup: {batch_sizes: [1], dims: {nope: [4]}}\n", `warmup.dims names an input the model does not have: "nope"`},
+		{"wrong rank", "max_batch_size: 4\nwarmup: {batch_sizes: [1], dims: {INPUT: [4, 4]}}\n", `warmup.dims of "INPUT": 2 dimensions, the input has 1 besides the batch dimension`},
+		{"fixed dimension differs", "max_batch_size: 4\nwarmup: {batch_sizes: [1], dims: {INPUT: [5]}}\n", `dimension 0 is 5, the model fixes it at 4`},
+		{"good", "max_batch_size: 4\nwarmup: {batch_sizes: [1, 4], dims: {INPUT: [4]}}\n", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := repository.ParseConfig([]byte(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := newTestServer(t, speedLoader{&speedModel{shape: []int64{-1, 4}}}, Config{})
+			s.Apply(context.Background(), []Desired{desired("m", cfg, dv(1, "v1", "a"))})
+			idx := s.Index()
+			if len(idx) != 1 {
+				t.Fatalf("index %+v", idx)
+			}
+			if tt.reason == "" {
+				if idx[0].State != StateReady {
+					t.Errorf("index %+v, want READY", idx[0])
+				}
+				return
+			}
+			if idx[0].State != StateUnavailable || !strings.Contains(idx[0].Reason, tt.reason) {
+				t.Errorf("index %+v, want UNAVAILABLE with %q", idx[0], tt.reason)
+			}
+		})
+	}
+}
