@@ -63,7 +63,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&models, "models", "simple,classifier,ocr_cls", "models to run")
 	fs.StringVar(&modes, "modes", strings.Join([]string{modeNaive, modeGRPC, modeJSON, modeBinary}, ","), "served modes to run besides raw and ghz")
 	fs.StringVar(&conc, "concurrency", "1,8,32,128", "closed-loop concurrencies of the main table")
-	fs.StringVar(&bconc, "batching-concurrency", "1,8,64,256", "concurrencies of the batching section (simple and classifier, gRPC, batching off and on)")
+	fs.StringVar(&bconc, "batching-concurrency", "1,2,4,8,16,32,64,128", "concurrencies of the batching section (every model, gRPC, batching off and on)")
 	fs.IntVar(&c.reps, "reps", 3, "repetitions of every point; the report shows medians")
 	fs.DurationVar(&c.warmup, "warmup", 500*time.Millisecond, "unmeasured load before each window (the server stays warm between points; this covers connections and the client)")
 	fs.DurationVar(&c.duration, "duration", 2*time.Second, "measured window of each point")
@@ -232,6 +232,16 @@ func runSuite(ctx context.Context, c *config) error {
 	}
 	defer srv.stop()
 	e := &env{cfg: c, srv: srv, client: &http.Client{Timeout: 10 * time.Second}, retryBudget: c.retryBudget}
+	for _, m := range models {
+		bs, err := e.batchSizes(ctx, m.name)
+		if err != nil {
+			return err
+		}
+		if bs != nil {
+			res.BatchSizes[m.name] = *bs
+			logf("%s: the server measured batch sizes and chose %d", m.name, bs.Chosen)
+		}
+	}
 	start := time.Now()
 	for rep := 1; rep <= c.reps; rep++ {
 		e.waitQuiet(ctx)
@@ -327,8 +337,9 @@ func (e *env) runModel(ctx context.Context, res *results, m *model, rep int) err
 	return nil
 }
 
-// batchingModel reports whether the batching section covers the model.
-func batchingModel(name string) bool { return name == "simple" || name == "classifier" }
+// batchingModel reports whether the batching section covers the model:
+// every model the suite knows has a batch dimension.
+func batchingModel(string) bool { return true }
 
 // halfRateWorkers bounds the requests in flight of the open-loop runs;
 // at half the peak rate far fewer are needed.

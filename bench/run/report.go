@@ -21,6 +21,8 @@ const (
 	targetBatchingGain    = 5.0   // batching on / off, simple at concurrency 64
 	targetDriftShare      = 0.95  // drift sample 1.0 + NaN/range validation on, share of off
 	batchingGainConc      = 64
+	targetCNNvsBestRaw    = 0.95 // the CNN over gRPC at saturation, share of raw at its best batch size
+	targetLowLoadP50      = 1.10 // batching on / off, p50 at concurrency 1
 )
 
 // rawAt interpolates the raw baseline of model linearly in the batch size:
@@ -165,6 +167,37 @@ func (r *results) targets() []target {
 			measured: fmt.Sprintf("%.2f×", v), met: v >= targetBatchingGain, known: ok,
 		})
 	}
+	if r.hasModel("ocr_cls") {
+		sat, satC, best, bestB, ok := r.saturationVsBestRaw("ocr_cls")
+		ts = append(ts, target{
+			what:     fmt.Sprintf("PaddleOCR cls over gRPC at saturation ≥ %.0f%% of raw ONNX Runtime at its best batch size", 100*targetCNNvsBestRaw),
+			measured: fmt.Sprintf("%s/s at concurrency %d = %.0f%% of raw's %s/s at batch %d", thousands(sat), satC, 100*sat/max(best, 1), thousands(best), bestB),
+			met:      ok && sat >= targetCNNvsBestRaw*best, known: ok,
+		})
+	}
+	for _, m := range r.models {
+		off, ok1 := r.get(pointKey{Model: m.name, Mode: modeNaive, Concurrency: 1})
+		on, ok2 := r.get(pointKey{Model: m.name, Mode: modeGRPC, Concurrency: 1})
+		ts = append(ts, target{
+			what:     fmt.Sprintf("%s at concurrency 1: batching on p50 within %.0f%% of batching off", m.name, 100*(targetLowLoadP50-1)),
+			measured: fmt.Sprintf("on %.3f ms, off %.3f ms (%.2f×)", on.P50Ms, off.P50Ms, on.P50Ms/max(off.P50Ms, 1e-9)),
+			met:      ok1 && ok2 && on.P50Ms <= targetLowLoadP50*off.P50Ms, known: ok1 && ok2,
+		})
+		worst, worstC, n := 0.0, 0, 0
+		for _, c := range r.cfg.batchingConcurrency {
+			if v, ok := r.ratio(pointKey{Model: m.name, Mode: modeGRPC, Concurrency: c}, pointKey{Model: m.name, Mode: modeNaive, Concurrency: c}); ok {
+				if n == 0 || v < worst {
+					worst, worstC = v, c
+				}
+				n++
+			}
+		}
+		ts = append(ts, target{
+			what:     fmt.Sprintf("%s over gRPC: batching on ≥ batching off in throughput at every concurrency of %v", m.name, r.cfg.batchingConcurrency),
+			measured: fmt.Sprintf("lowest on / off %.2f× (concurrency %d), %d concurrencies", worst, worstC, n),
+			met:      n > 0 && worst >= 1, known: n > 0,
+		})
+	}
 	for _, m := range r.models {
 		if !batchingModel(m.name) {
 			continue
@@ -233,6 +266,8 @@ func (r *results) markdown(plots map[string][]string) string {
 	for _, m := range r.models {
 		r.modelSection(&b, m, plots[m.name])
 	}
+	r.lowLoadSection(&b)
+	r.batchSizeSection(&b)
 	r.batchingSection(&b)
 	r.overheadSection(&b)
 	r.costsSection(&b)
@@ -281,11 +316,11 @@ func (r *results) modelSection(b *strings.Builder, m *model, plots []string) {
 	w("## %s\n\n", m.name)
 	switch m.name {
 	case "simple":
-		w("INT32 [1,16] ×2 → sum and difference; max_batch_size %d, max_queue_delay %s. Almost no compute: the row measures the server itself.\n\n", m.maxBatch, m.queueDelay)
+		w("INT32 [1,16] ×2 → sum and difference; max_batch_size %d, max_queue_delay %s (dispatch %s). Almost no compute: the row measures the server itself.\n\n", m.maxBatch, m.queueDelay, m.dispatch)
 	case "classifier":
-		w("FP32 [1,64] → [1,10] two-layer perceptron (version %s); max_batch_size %d, max_queue_delay %s.\n\n", m.version, m.maxBatch, m.queueDelay)
+		w("FP32 [1,64] → [1,10] two-layer perceptron (version %s); max_batch_size %d, max_queue_delay %s (dispatch %s).\n\n", m.version, m.maxBatch, m.queueDelay, m.dispatch)
 	case "ocr_cls":
-		w("PaddleOCR's text direction classifier `ch_ppocr_mobile_v2.0_cls_infer.onnx` (a mobile CNN): FP32 [1,3,48,192] → [1,2]; max_batch_size %d, max_queue_delay %s. Each request is 110,592 bytes raw, about 280 KB as JSON.\n\n", m.maxBatch, m.queueDelay)
+		w("PaddleOCR's text direction classifier `ch_ppocr_mobile_v2.0_cls_infer.onnx` (a mobile CNN): FP32 [1,3,48,192] → [1,2]; max_batch_size %d, batch cap chosen by the server's measurement (dispatch %s). Each request is 110,592 bytes raw, about 280 KB as JSON.\n\n", m.maxBatch, m.dispatch)
 	}
 	w("Raw ONNX Runtime (`cmd/ortbench`, one thread, batches back to back):\n\n")
 	w("| batch | items/s | batch p50 ms | batch p99 ms | CPU s/1k items |\n|---:|---:|---:|---:|---:|\n")
@@ -367,7 +402,7 @@ func (r *results) batchingSection(b *strings.Builder) {
 		if !batchingModel(m.name) {
 			continue
 		}
-		w("### %s (max_batch_size %d, max_queue_delay %s, preferred sizes %v)\n\n", m.name, m.maxBatch, m.queueDelay, preferred(m))
+		w("### %s (max_batch_size %d, dispatch %s, max_queue_delay %s, preferred sizes %v)\n\n", m.name, m.maxBatch, m.dispatch, m.queueDelay, preferred(m))
 		w("| concurrency | off inf/s | on inf/s | on / off | off p50 / p99 ms | on p50 / p99 ms | on mean batch | on batch sizes |\n")
 		w("|---:|---:|---:|---:|---:|---:|---:|---|\n")
 		for _, c := range r.cfg.batchingConcurrency {
@@ -431,13 +466,94 @@ func (r *results) batchingCeiling(m *model, conc int) (gainCeiling, bool) {
 	return g, true
 }
 
-func preferred(m *model) []any {
+func preferred(m *model) any {
 	if db, ok := m.config["dynamic_batching"].(map[string]any); ok {
-		if p, ok := db["preferred_batch_sizes"].([]any); ok {
+		switch p := db["preferred_batch_sizes"].(type) {
+		case []any:
 			return p
+		case string:
+			return p // auto
 		}
 	}
-	return nil
+	return "none"
+}
+
+// lowLoadSection compares batching on and off at concurrency 1, where
+// a batcher that waits for companions costs a lone request its delay.
+func (r *results) lowLoadSection(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Batching at low load (concurrency 1, gRPC)\n\n")
+	w("One request in flight: batching can only cost here. With `dispatch: immediate` (the default) an idle instance runs a lone request at once.\n\n")
+	w("| model | dispatch | off inf/s | on inf/s | off p50 / p99 ms | on p50 / p99 ms | on p50 / off p50 |\n|---|---|---:|---:|---:|---:|---:|\n")
+	for _, m := range r.models {
+		off, ok1 := r.get(pointKey{Model: m.name, Mode: modeNaive, Concurrency: 1})
+		on, ok2 := r.get(pointKey{Model: m.name, Mode: modeGRPC, Concurrency: 1})
+		if !ok1 || !ok2 {
+			continue
+		}
+		w("| %s | %s | %s | %s | %.3f / %.3f | %.3f / %.3f | %.2f× |\n", m.name, m.dispatch, thousands(off.Throughput), thousands(on.Throughput),
+			off.P50Ms, off.P99Ms, on.P50Ms, on.P99Ms, on.P50Ms/max(off.P50Ms, 1e-9))
+	}
+	w("\n")
+}
+
+// saturationVsBestRaw returns a model's highest gRPC throughput over every
+// concurrency measured, and raw ONNX Runtime's best items/s with its batch
+// size.
+func (r *results) saturationVsBestRaw(model string) (sat float64, satC int, best float64, bestB int, ok bool) {
+	for _, p := range r.Points {
+		if p.Model != model {
+			continue
+		}
+		switch {
+		case p.Mode == modeGRPC && p.Concurrency > 0 && p.Median.Throughput > sat:
+			sat, satC = p.Median.Throughput, p.Concurrency
+		case p.Mode == modeRaw && p.Median.Throughput > best:
+			best, bestB = p.Median.Throughput, p.Batch
+		}
+	}
+	return sat, satC, best, bestB, sat > 0 && best > 0
+}
+
+// batchSizeSection sets each auto model's raw ONNX Runtime rate at every
+// batch size beside the server's own measurement and the size it chose.
+func (r *results) batchSizeSection(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	for _, m := range r.models {
+		bs, ok := r.BatchSizes[m.name]
+		if !ok {
+			continue
+		}
+		w("## %s: the batch size the server chose against raw ONNX Runtime\n\n", m.name)
+		w("`preferred_batch_sizes: auto`: while the version loads, the server times it at each power-of-two batch size (%s in all) and caps batches at the size with the most items per second (a smaller one within 2%% counts as a tie). ",
+			time.Duration(bs.TookNS).Round(time.Millisecond))
+		w("Raw ONNX Runtime (`cmd/ortbench`) on the same core, for comparison:\n\n")
+		w("| batch | raw items/s | share of raw's best | server's measurement items/s | chosen |\n|---:|---:|---:|---:|---|\n")
+		_, _, best, _, _ := r.saturationVsBestRaw(m.name)
+		for _, t := range bs.Timings {
+			rawCell, shareCell := "–", "–"
+			if s, ok := r.get(pointKey{Model: m.name, Mode: modeRaw, Batch: t.BatchSize}); ok {
+				rawCell = thousands(s.Throughput)
+				if best > 0 {
+					shareCell = fmt.Sprintf("%.0f%%", 100*s.Throughput/best)
+				}
+			}
+			serverCell := "not reached"
+			if t.Runs > 0 {
+				serverCell = thousands(t.ItemsPerSecond)
+			}
+			mark := ""
+			if t.BatchSize == bs.Chosen {
+				mark = "**◀ chosen**"
+			}
+			w("| %d | %s | %s | %s | %s |\n", t.BatchSize, rawCell, shareCell, serverCell, mark)
+		}
+		if sat, satC, best, bestB, ok := r.saturationVsBestRaw(m.name); ok {
+			w("\nonnxserve-grpc at saturation: %s inferences/s (concurrency %d) = **%.0f%%** of raw ONNX Runtime at its best batch size (%d, %s items/s).\n",
+				thousands(sat), satC, 100*sat/best, bestB, thousands(best))
+		}
+		w("\n")
+	}
 }
 
 func (r *results) overheadSection(b *strings.Builder) {

@@ -188,3 +188,39 @@ func TestRepositoryVariants(t *testing.T) {
 		t.Errorf("classifier version %s, delays %v %v", ms[1].version, ms[0].queueDelay, ms[1].queueDelay)
 	}
 }
+
+func TestBatchingTargetsAndSections(t *testing.T) {
+	r := testResults()
+	r.models[0].dispatch = "immediate"
+	// testResults has batching on at concurrency 1: 5,000/s, p99 0.5 ms.
+	r.add(pointKey{Model: "simple", Mode: modeNaive, Concurrency: 1}, sample{Throughput: 6_000, P50Ms: 0.14, P99Ms: 0.3})
+	r.BatchSizes["simple"] = batchSizes{Chosen: 4, TookNS: int64(20 * time.Millisecond), Timings: []batchSizeTiming{
+		{BatchSize: 1, Runs: 64, ItemsPerSecond: 90_000}, {BatchSize: 2, Runs: 64, ItemsPerSecond: 170_000},
+		{BatchSize: 4, Runs: 64, ItemsPerSecond: 390_000}, {BatchSize: 8, Runs: 0},
+	}}
+	verdicts := map[string]string{}
+	for _, tg := range r.targets() {
+		verdicts[tg.what] = verdict(tg)
+	}
+	want := map[string]string{
+		"simple at concurrency 1: batching on p50 within 10% of batching off": "**met**",
+		// On / off is 5,000 / 6,000 at concurrency 1: below 1.
+		"simple over gRPC: batching on ≥ batching off in throughput at every concurrency of [1 64]": "**not met**",
+	}
+	for what, v := range want {
+		if verdicts[what] != v {
+			t.Errorf("%q: %q, want %q (all: %v)", what, verdicts[what], v, verdicts)
+		}
+	}
+	md := r.markdown(nil)
+	for _, line := range []string{
+		"| simple | immediate | 6,000 | 5,000 | 0.140 / 0.300 | 0.000 / 0.500 | 0.00× |",
+		"| 4 | 400,000 | 50% | 390,000 | **◀ chosen** |",
+		"| 8 | 800,000 | 100% | not reached |  |",
+		"= **8%** of raw ONNX Runtime at its best batch size (8, 800,000 items/s)",
+	} {
+		if !strings.Contains(md, line) {
+			t.Errorf("report lacks %q", line)
+		}
+	}
+}

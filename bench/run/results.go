@@ -78,6 +78,9 @@ type results struct {
 	GhzCommands map[string]string  `json:"ghz_commands"`
 	// Costs break the server's CPU per inference down by kind of work.
 	Costs []costProfile `json:"costs,omitempty"`
+	// BatchSizes is, by model, the server's own batch size measurement
+	// of a model served with an auto batch size.
+	BatchSizes map[string]batchSizes `json:"batch_sizes,omitempty"`
 
 	cfg    *config
 	models []*model
@@ -110,6 +113,7 @@ func newResults(c *config, models []*model) *results {
 		},
 		HalfRate:    map[string]float64{},
 		GhzCommands: map[string]string{},
+		BatchSizes:  map[string]batchSizes{},
 		cfg:         c,
 		models:      models,
 		index:       map[pointKey]*point{},
@@ -303,7 +307,7 @@ func rewrite(c *config, path string) error {
 	if err != nil {
 		return err
 	}
-	r := &results{Meta: mt, HalfRate: saved.HalfRate, GhzCommands: saved.GhzCommands, cfg: c, models: models, index: map[pointKey]*point{}}
+	r := &results{Meta: mt, HalfRate: saved.HalfRate, GhzCommands: saved.GhzCommands, BatchSizes: saved.BatchSizes, cfg: c, models: models, index: map[pointKey]*point{}}
 	for _, p := range saved.Points {
 		for _, s := range p.Samples {
 			r.add(p.pointKey, s)

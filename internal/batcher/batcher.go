@@ -30,6 +30,22 @@ type Runner interface {
 	Run(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error)
 }
 
+// Dispatch is the rule by which a free instance starts a batch.
+type Dispatch uint8
+
+// The dispatch rules.
+const (
+	// DispatchWait holds the oldest request up to MaxQueueDelay, or until
+	// the batch reaches a preferred size or the cap, hoping for companions:
+	// Triton's dynamic batcher. A lone request at low load pays the delay.
+	DispatchWait Dispatch = iota
+	// DispatchImmediate is work-conserving: a free instance never waits;
+	// it takes what is queued now, up to the cap, and runs it. Batches
+	// form from the requests that arrive while every instance is busy, so
+	// batching costs nothing at low load.
+	DispatchImmediate
+)
+
 // DefaultMaxQueueSize is the queue bound used when Config.MaxQueueSize is 0.
 const DefaultMaxQueueSize = 1024
 
@@ -46,10 +62,19 @@ type Config struct {
 	// still goes through the same bounded queue, deadlines and instances. It
 	// is ignored when MaxBatchSize is 0.
 	Batching bool
+	// Dispatch says whether a free instance runs what is queued at once
+	// (DispatchImmediate) or first waits up to MaxQueueDelay for
+	// companions (DispatchWait, the zero value, Triton's behaviour).
+	Dispatch Dispatch
 	// MaxQueueDelay is the longest the oldest waiting request is held back
 	// while the batcher waits for companions. 0 batches only what is already
-	// queued when a batch is formed.
+	// queued when a batch is formed. DispatchImmediate ignores it.
 	MaxQueueDelay time.Duration
+	// BatchCap, when in [1, MaxBatchSize), is the most rows a batch formed
+	// from several requests may hold, such as the size measured fastest
+	// per item; a single request of more rows (up to MaxBatchSize) still
+	// runs, alone. 0 means MaxBatchSize.
+	BatchCap int
 	// PreferredBatchSizes are row counts at which a batch is dispatched at
 	// once, without waiting for MaxQueueDelay. Each must be in
 	// [1, MaxBatchSize]. A batch is dispatched when its row count equals one
@@ -161,6 +186,7 @@ type Batcher struct {
 	health         runHealth
 	rejectLog      rateLog
 	preferredSizes []int64
+	batchCap       int64 // rows a batch of several requests may hold
 
 	// mu orders Submit's send against Close's close of in.
 	mu     sync.RWMutex
@@ -229,6 +255,10 @@ func New(r Runner, cfg Config, log *zap.Logger, m *Metrics) (*Batcher, error) {
 		abort:    make(chan struct{}),
 		exited:   make(chan struct{}),
 	}
+	b.batchCap = int64(cfg.MaxBatchSize)
+	if cfg.BatchCap > 0 && cfg.BatchCap < cfg.MaxBatchSize {
+		b.batchCap = int64(cfg.BatchCap)
+	}
 	for _, p := range cfg.PreferredBatchSizes {
 		b.preferredSizes = append(b.preferredSizes, int64(p))
 	}
@@ -254,6 +284,10 @@ func (c *Config) check() error {
 		return fmt.Errorf("default timeout %v is negative", c.DefaultTimeout)
 	case c.Instances < 0:
 		return fmt.Errorf("instance count %d is negative", c.Instances)
+	case c.BatchCap < 0:
+		return fmt.Errorf("batch cap %d is negative", c.BatchCap)
+	case c.Dispatch > DispatchImmediate:
+		return fmt.Errorf("unknown dispatch rule %d", c.Dispatch)
 	}
 	if c.Batching && c.MaxBatchSize > 0 {
 		for _, p := range c.PreferredBatchSizes {

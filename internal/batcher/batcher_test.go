@@ -183,6 +183,30 @@ func TestDispatchRules(t *testing.T) {
 			rows: []int{4},
 			want: []batch{{4, 0}},
 		},
+		{
+			name: "immediate: a lone request never waits for the delay",
+			cfg:  Config{MaxBatchSize: 8, Dispatch: DispatchImmediate},
+			rows: []int{1},
+			want: []batch{{1, 0}},
+		},
+		{
+			name: "immediate: an idle instance runs each arrival at once",
+			cfg:  Config{MaxBatchSize: 8, Dispatch: DispatchImmediate, PreferredBatchSizes: []int{4}},
+			rows: []int{2, 1, 3},
+			want: []batch{{2, 0}, {1, 0}, {3, 0}},
+		},
+		{
+			name: "wait: the cap dispatches at once",
+			cfg:  Config{MaxBatchSize: 8, BatchCap: 2},
+			rows: []int{1, 1, 1},
+			want: []batch{{2, 0}, {1, delay}},
+		},
+		{
+			name: "wait: a request above the cap runs alone at once",
+			cfg:  Config{MaxBatchSize: 8, BatchCap: 2},
+			rows: []int{1, 5},
+			want: []batch{{1, 0}, {5, 0}},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -45,12 +45,12 @@ func (b *Batcher) work() {
 
 // full reports whether a batch of rows rows cannot grow.
 func (b *Batcher) full(rows int64) bool {
-	return rows >= int64(b.cfg.MaxBatchSize)
+	return rows >= b.batchCap
 }
 
 // preferred reports whether rows is one of the preferred batch sizes: a
 // batch that reaches one stops waiting for companions, though it still
-// takes requests that are already queued, up to MaxBatchSize.
+// takes requests that are already queued, up to the batch cap.
 func (b *Batcher) preferred(rows int64) bool {
 	for _, p := range b.preferredSizes {
 		if rows == p {
@@ -100,11 +100,12 @@ func (w *worker) add(r *request) {
 
 // collect forms the next batch into w.batch. It blocks for the first
 // request, then gathers companions of the same layout until the batch is
-// full, a request does not fit, or MaxQueueDelay has passed since the first
-// request was queued. Once the batch reaches a preferred size it stops
-// waiting but still takes what is already queued: under load batches grow
-// to MaxBatchSize, and a preferred size never caps them. It reports false
-// when the worker should exit.
+// full (BatchCap), a request does not fit, or MaxQueueDelay has passed
+// since the first request was queued; under DispatchImmediate it takes
+// only what is queued already and never waits. Once the batch reaches a
+// preferred size it stops waiting but still takes what is already queued:
+// under load batches grow to the cap, and a preferred size never caps
+// them. It reports false when the worker should exit.
 func (b *Batcher) collect(w *worker) bool {
 	b.token <- struct{}{}
 	defer func() { <-b.token }()
@@ -133,7 +134,7 @@ func (b *Batcher) collect(w *worker) bool {
 			noWait = b.preferred(w.nrows)
 			continue
 		case !done && b.sameLayout(seed, r):
-			if w.nrows+r.rows <= int64(b.cfg.MaxBatchSize) {
+			if w.nrows+r.rows <= b.batchCap {
 				w.add(r)
 				done = b.full(w.nrows)
 				noWait = noWait || b.preferred(w.nrows)
@@ -172,6 +173,7 @@ func (b *Batcher) collect(w *worker) bool {
 
 	// One timer, armed for the seed's remaining delay; once it has passed,
 	// take only what is already queued.
+	noWait = noWait || b.cfg.Dispatch == DispatchImmediate
 	var timeout <-chan time.Time
 	if wait := time.Until(seed.enqueued.Add(b.cfg.MaxQueueDelay)); wait > 0 && !noWait {
 		w.timer.Reset(wait)
@@ -210,7 +212,7 @@ func (b *Batcher) collect(w *worker) bool {
 			}
 			continue
 		}
-		if w.nrows+r.rows > int64(b.cfg.MaxBatchSize) {
+		if w.nrows+r.rows > b.batchCap {
 			b.carry = append(b.carry, r)
 			return true
 		}

@@ -46,6 +46,14 @@ const (
 	// DefaultStickyKey is the header, gRPC metadata key or request parameter
 	// that pins a caller to one traffic arm when traffic.sticky_key is absent.
 	DefaultStickyKey = "x-routing-key"
+	// AutoMaxBatchSize is max_batch_size when it is auto: the most rows one
+	// request may carry and the largest batch size measured.
+	AutoMaxBatchSize = 64
+	// DefaultTuningTime is how long measuring batch sizes for auto may take
+	// per version when dynamic_batching.tuning_time is absent.
+	DefaultTuningTime = time.Second
+	// MaxTuningTime bounds dynamic_batching.tuning_time: loading waits for it.
+	MaxTuningTime = time.Minute
 	// MaxTrafficWeight bounds one traffic.split weight, so that any sum of
 	// weights fits comfortably in an int.
 	MaxTrafficWeight = 1_000_000
@@ -55,6 +63,17 @@ const (
 const (
 	ProviderCPU  = "cpu"
 	ProviderCUDA = "cuda"
+)
+
+// Dispatch rules accepted in dynamic_batching.dispatch.
+const (
+	// DispatchImmediate (the default) never holds a request back: an idle
+	// instance runs what is queued now, and batches form from the requests
+	// that arrive while every instance is busy.
+	DispatchImmediate = "immediate"
+	// DispatchWait is Triton's rule: the oldest request waits up to
+	// max_queue_delay for companions before its batch runs.
+	DispatchWait = "wait"
 )
 
 // Graph optimization levels accepted in instances.graph_optimization, in
@@ -76,6 +95,13 @@ type Config struct {
 	// is never batched.
 	// At most MaxBatchSizeLimit.
 	MaxBatchSize int `yaml:"max_batch_size"`
+	// MaxBatchSizeAuto is set by "max_batch_size: auto", and when the model
+	// has no config.yaml. MaxBatchSize is then AutoMaxBatchSize; a model
+	// whose inputs and outputs do not all have a dynamic first dimension is
+	// served without a batch dimension instead, and a batching one caps its
+	// batches at the size measured fastest per item (as
+	// DynamicBatching.PreferredBatchSizesAuto).
+	MaxBatchSizeAuto bool `yaml:"-"`
 	// DynamicBatching groups concurrent requests into batches; nil (the
 	// block is absent) means every request runs alone.
 	DynamicBatching *DynamicBatching `yaml:"dynamic_batching"`
@@ -184,6 +210,24 @@ type DynamicBatching struct {
 	// DefaultTimeout is the queue deadline of a request whose client set
 	// none. [DefaultQueueTimeout], > 0: every wait has a deadline.
 	DefaultTimeout time.Duration `yaml:"default_timeout"`
+	// Dispatch is DispatchImmediate or DispatchWait; "" means
+	// DispatchImmediate.
+	Dispatch string `yaml:"dispatch,omitempty"`
+	// PreferredBatchSizesAuto is set by "preferred_batch_sizes: auto": the
+	// version is timed at power-of-two batch sizes up to MaxBatchSize while
+	// it loads, and batches are capped at the size with the most items per
+	// second. PreferredBatchSizes is then empty.
+	PreferredBatchSizesAuto bool `yaml:"-"`
+	// TuningTime bounds that measurement per version; 0 means
+	// DefaultTuningTime. At most MaxTuningTime.
+	TuningTime time.Duration `yaml:"tuning_time,omitempty"`
+}
+
+// AutoBatch reports whether the version's batch cap is chosen by
+// measurement: batching is on and max_batch_size or preferred_batch_sizes
+// is auto.
+func (c Config) AutoBatch() bool {
+	return c.DynamicBatching != nil && (c.MaxBatchSizeAuto || c.DynamicBatching.PreferredBatchSizesAuto)
 }
 
 // Instances is the instances block: how many sessions run batches in
@@ -257,6 +301,25 @@ type Warmup struct {
 	// BatchSizes are the batch sizes run once each, in order, before a
 	// version turns READY; each in 1..max(MaxBatchSize, 1). Empty: no warmup.
 	BatchSizes []int `yaml:"batch_sizes,omitempty"`
+	// Dims gives, by input name, the shape without the batch dimension
+	// that warmup and the batch size measurement (auto) use for the
+	// dimensions the model leaves open, as Triton's model_warmup dims do;
+	// an input it does not name gets 1 for each open dimension. For a
+	// model without a batch dimension it is the whole shape. Each
+	// dimension >= 1.
+	Dims map[string][]int64 `yaml:"dims,omitempty"`
+}
+
+// NoFileConfig returns the Config of a model without config.yaml, as
+// Triton's auto-complete would: max_batch_size auto with dynamic batching,
+// so a model whose every input and output has a dynamic first dimension is
+// batched at the size measured fastest, and any other runs unbatched.
+func NoFileConfig() Config {
+	c := DefaultConfig()
+	c.MaxBatchSize, c.MaxBatchSizeAuto = AutoMaxBatchSize, true
+	db := defaultDynamicBatching()
+	c.DynamicBatching = &db
+	return c
 }
 
 // DefaultConfig returns the Config of an empty config.yaml.
@@ -324,6 +387,12 @@ func (c Config) Clone() Config {
 		v := *c.Validation
 		v.Ranges = maps.Clone(v.Ranges)
 		out.Validation = &v
+	}
+	if c.Warmup.Dims != nil {
+		out.Warmup.Dims = make(map[string][]int64, len(c.Warmup.Dims))
+		for k, v := range c.Warmup.Dims {
+			out.Warmup.Dims[k] = slices.Clone(v)
+		}
 	}
 	return out
 }
@@ -453,9 +522,23 @@ func (c *Config) validate(ch *checker) {
 	if c.MaxBatchSize < 0 || c.MaxBatchSize > MaxBatchSizeLimit {
 		ch.addf("max_batch_size", "must be in 0..%d, got %d", MaxBatchSizeLimit, c.MaxBatchSize)
 	}
+	if c.MaxBatchSizeAuto && c.MaxBatchSize != AutoMaxBatchSize {
+		ch.addf("max_batch_size", "auto means %d, got %d", AutoMaxBatchSize, c.MaxBatchSize)
+	}
 	if db := c.DynamicBatching; db != nil {
 		if c.MaxBatchSize <= 0 {
 			ch.addf("dynamic_batching", "needs max_batch_size > 0: a model without a batch dimension cannot be batched")
+		}
+		switch db.Dispatch {
+		case "", DispatchImmediate, DispatchWait:
+		default:
+			ch.addf("dynamic_batching.dispatch", "must be %q or %q, got %q", DispatchImmediate, DispatchWait, db.Dispatch)
+		}
+		if db.TuningTime < 0 || db.TuningTime > MaxTuningTime {
+			ch.addf("dynamic_batching.tuning_time", "must be in 0s..%s, got %s", MaxTuningTime, db.TuningTime)
+		}
+		if db.PreferredBatchSizesAuto && len(db.PreferredBatchSizes) > 0 {
+			ch.addf("dynamic_batching.preferred_batch_sizes", "auto cannot be combined with a list")
 		}
 		if db.MaxQueueDelay < 0 || db.MaxQueueDelay > MaxQueueDelayLimit {
 			ch.addf("dynamic_batching.max_queue_delay", "must be in 0s..%s, got %s", MaxQueueDelayLimit, db.MaxQueueDelay)
@@ -543,6 +626,13 @@ func (c *Config) validate(ch *checker) {
 		}
 		if b.P99 <= 0 {
 			ch.addf("check.p99", "must be > 0, got %s", b.P99)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Warmup.Dims)) {
+		for i, d := range c.Warmup.Dims[name] {
+			if d < 1 {
+				ch.addf(fmt.Sprintf("warmup.dims[%q][%d]", name, i), "must be >= 1, got %d", d)
+			}
 		}
 	}
 }

@@ -168,6 +168,28 @@ func TestParseConfigGood(t *testing.T) {
 			want: withDefaults(func(c *Config) { c.MaxBatchSize = 4; c.Warmup.BatchSizes = []int{4} }),
 		},
 		{
+			name: "auto batch sizes, wait dispatch, tuning time",
+			yaml: "max_batch_size: auto\ndynamic_batching: {preferred_batch_sizes: auto, dispatch: wait, tuning_time: 2s}\n",
+			want: withDefaults(func(c *Config) {
+				c.MaxBatchSize, c.MaxBatchSizeAuto = AutoMaxBatchSize, true
+				c.DynamicBatching = &DynamicBatching{MaxQueueDelay: DefaultMaxQueueDelay, MaxQueueSize: DefaultMaxQueueSize, DefaultTimeout: DefaultQueueTimeout,
+					Dispatch: DispatchWait, PreferredBatchSizesAuto: true, TuningTime: 2 * time.Second}
+			}),
+		},
+		{
+			name: "warmup dims",
+			yaml: "warmup: {dims: {x: [3, 48, 192]}}\n",
+			want: withDefaults(func(c *Config) { c.Warmup.Dims = map[string][]int64{"x": {3, 48, 192}} }),
+		},
+		{
+			name: "immediate dispatch",
+			yaml: "max_batch_size: 4\ndynamic_batching: {dispatch: immediate}\n",
+			want: withDefaults(func(c *Config) {
+				c.MaxBatchSize = 4
+				c.DynamicBatching = &DynamicBatching{MaxQueueDelay: DefaultMaxQueueDelay, MaxQueueSize: DefaultMaxQueueSize, DefaultTimeout: DefaultQueueTimeout, Dispatch: DispatchImmediate}
+			}),
+		},
+		{
 			name: "hexadecimal integer",
 			yaml: "max_batch_size: 0x10\n",
 			want: withDefaults(func(c *Config) { c.MaxBatchSize = 16 }),
@@ -215,6 +237,13 @@ func TestParseConfigBad(t *testing.T) {
 		{"quoted max_batch_size", `max_batch_size: "8"`, "max_batch_size", "must be an integer, got string"},
 		{"huge max_batch_size", "max_batch_size: 99999999999999999999", "max_batch_size", "must be an integer"},
 		{"batching without batch size", "dynamic_batching: {}", "dynamic_batching", "needs max_batch_size > 0"},
+		{"zero warmup dim", "warmup: {dims: {x: [3, 0]}}", `warmup.dims["x"][1]`, "must be >= 1, got 0"},
+		{"warmup dims not a mapping", "warmup: {dims: [3]}", "warmup.dims", "must be a mapping of input name to dimensions"},
+		{"unknown dispatch", "max_batch_size: 8\ndynamic_batching: {dispatch: later}", "dynamic_batching.dispatch", `must be "immediate" or "wait", got "later"`},
+		{"auto misspelt", "max_batch_size: Auto", "max_batch_size", "must be an integer"},
+		{"preferred auto misspelt", "max_batch_size: 8\ndynamic_batching: {preferred_batch_sizes: automatic}", "dynamic_batching.preferred_batch_sizes", "must be a list"},
+		{"tuning time too long", "max_batch_size: 8\ndynamic_batching: {tuning_time: 2m}", "dynamic_batching.tuning_time", "must be in 0s..1m0s, got 2m0s"},
+		{"negative tuning time", "max_batch_size: 8\ndynamic_batching: {tuning_time: -1s}", "dynamic_batching.tuning_time", "must be in 0s..1m0s"},
 		{"negative queue size", "max_batch_size: 8\ndynamic_batching: {max_queue_size: -1}", "dynamic_batching.max_queue_size", "must be > 0, got -1"},
 		{"queue size above limit", "max_batch_size: 8\ndynamic_batching: {max_queue_size: 1048577}", "dynamic_batching.max_queue_size", "must be at most 1048576"},
 		{"zero queue size", "max_batch_size: 8\ndynamic_batching: {max_queue_size: 0}", "dynamic_batching.max_queue_size", "must be > 0, got 0"},
@@ -591,10 +620,16 @@ func TestParseVersion(t *testing.T) {
 
 func TestLoadConfig(t *testing.T) {
 	dir := t.TempDir()
-	t.Run("missing file is defaults", func(t *testing.T) {
+	t.Run("missing file is batching auto", func(t *testing.T) {
 		got, err := LoadConfig(filepath.Join(dir, "absent.yaml"))
-		if err != nil || !reflect.DeepEqual(got, DefaultConfig()) {
+		if err != nil || !reflect.DeepEqual(got, NoFileConfig()) {
 			t.Fatalf("LoadConfig = %+v, %v", got, err)
+		}
+		if !got.AutoBatch() || got.MaxBatchSize != AutoMaxBatchSize {
+			t.Fatalf("config without a file = %+v, want max_batch_size auto with dynamic batching", got)
+		}
+		if err := got.Validate(); err != nil {
+			t.Fatal(err)
 		}
 	})
 	t.Run("good file", func(t *testing.T) {

@@ -110,12 +110,13 @@ func ParseTrafficUpdate(data []byte) (Traffic, error) {
 	return ParseTraffic(data)
 }
 
-// LoadConfig reads and parses the config.yaml at path. A missing file is the
-// all-defaults config. Errors start with path.
+// LoadConfig reads and parses the config.yaml at path. A missing file is
+// NoFileConfig: batching chosen by the model's shapes and a measurement.
+// Errors start with path.
 func LoadConfig(path string) (Config, error) {
 	data, err := readConfigFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return DefaultConfig(), nil
+		return NoFileConfig(), nil
 	}
 	if err != nil {
 		return Config{}, fmt.Errorf("%s: %w", path, err)
@@ -377,15 +378,29 @@ func (p *parser) int64List(n *yaml.Node, path string, dst *[]int64) {
 
 func (p *parser) config(n *yaml.Node, c *Config) {
 	p.mapping(n, "", fields{
-		"max_batch_size": func(v *yaml.Node, path string) { p.intField(v, path, &c.MaxBatchSize) },
+		"max_batch_size": func(v *yaml.Node, path string) {
+			if isAuto(v) {
+				c.MaxBatchSize, c.MaxBatchSizeAuto = AutoMaxBatchSize, true
+				return
+			}
+			p.intField(v, path, &c.MaxBatchSize)
+		},
 		"dynamic_batching": func(v *yaml.Node, path string) {
 			db := defaultDynamicBatching()
 			c.DynamicBatching = &db
 			p.mapping(v, path, fields{
-				"max_queue_delay":       func(v *yaml.Node, path string) { p.durationField(v, path, &db.MaxQueueDelay) },
-				"preferred_batch_sizes": func(v *yaml.Node, path string) { p.intList(v, path, &db.PreferredBatchSizes) },
-				"max_queue_size":        func(v *yaml.Node, path string) { p.intField(v, path, &db.MaxQueueSize) },
-				"default_timeout":       func(v *yaml.Node, path string) { p.durationField(v, path, &db.DefaultTimeout) },
+				"max_queue_delay": func(v *yaml.Node, path string) { p.durationField(v, path, &db.MaxQueueDelay) },
+				"preferred_batch_sizes": func(v *yaml.Node, path string) {
+					if isAuto(v) {
+						db.PreferredBatchSizesAuto = true
+						return
+					}
+					p.intList(v, path, &db.PreferredBatchSizes)
+				},
+				"dispatch":        func(v *yaml.Node, path string) { p.stringField(v, path, &db.Dispatch) },
+				"tuning_time":     func(v *yaml.Node, path string) { p.durationField(v, path, &db.TuningTime) },
+				"max_queue_size":  func(v *yaml.Node, path string) { p.intField(v, path, &db.MaxQueueSize) },
+				"default_timeout": func(v *yaml.Node, path string) { p.durationField(v, path, &db.DefaultTimeout) },
 			})
 		},
 		"instances": func(v *yaml.Node, path string) {
@@ -441,6 +456,31 @@ func (p *parser) config(n *yaml.Node, c *Config) {
 		"warmup": func(v *yaml.Node, path string) {
 			p.mapping(v, path, fields{
 				"batch_sizes": func(v *yaml.Node, path string) { p.intList(v, path, &c.Warmup.BatchSizes) },
+				"dims": func(v *yaml.Node, path string) {
+					v = resolveAlias(v)
+					if v.Kind != yaml.MappingNode {
+						p.typeErr(v, path, "a mapping of input name to dimensions")
+						return
+					}
+					dims := make(map[string][]int64, len(v.Content)/2)
+					for i := 0; i+1 < len(v.Content); i += 2 {
+						k := resolveAlias(v.Content[i])
+						if k.Kind != yaml.ScalarNode {
+							p.typeErr(k, path, "a mapping with input names as keys")
+							continue
+						}
+						field := fmt.Sprintf("%s[%q]", path, k.Value)
+						if _, dup := dims[k.Value]; dup {
+							p.ch.errs = append(p.ch.errs, &FieldError{Field: field, Line: k.Line, Msg: "duplicate key"})
+							continue
+						}
+						p.ch.lines[field] = k.Line
+						var d []int64
+						p.int64List(v.Content[i+1], field, &d)
+						dims[k.Value] = d
+					}
+					c.Warmup.Dims = dims
+				},
 			})
 		},
 		"sequence_batching": func(v *yaml.Node, path string) {
@@ -483,6 +523,13 @@ func (p *parser) config(n *yaml.Node, c *Config) {
 			p.monitoring(v, path, &mon)
 		},
 	})
+}
+
+// isAuto reports whether a node is the plain string "auto", the value that
+// lets the server choose a batch size by measurement.
+func isAuto(n *yaml.Node) bool {
+	n = resolveAlias(n)
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == "auto"
 }
 
 // traffic decodes a traffic block; prefix is "traffic" inside config.yaml

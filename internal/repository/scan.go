@@ -273,7 +273,12 @@ func (r repoRoot) scanModel(name string) Model {
 	cfgPath := filepath.Join(m.Dir, ConfigFileName)
 	data, err := r.readConfig(cfgPath)
 	m.ConfigHash = sha256.Sum256(data)
-	if err == nil {
+	switch {
+	case err == nil && data == nil:
+		// No config.yaml: batching decided by the model's shapes, and a
+		// hash apart from an empty file's, so adding one reloads.
+		m.Config, m.ConfigHash = NoFileConfig(), noFileHash
+	case err == nil:
 		m.Config, err = ParseConfig(data)
 	}
 	if err != nil {
@@ -322,6 +327,11 @@ func (r repoRoot) scanModel(name string) Model {
 
 // readConfig returns the bytes of a model's config.yaml: none when it is
 // absent, an error when it resolves outside the repository or is no file.
+// noFileHash is the ConfigHash of a model without config.yaml.
+var noFileHash = sha256.Sum256([]byte("no " + ConfigFileName))
+
+// readConfig returns the config file's text, nil (and no error) when
+// there is none; an empty file gives empty, non-nil text.
 func (r repoRoot) readConfig(path string) ([]byte, error) {
 	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil

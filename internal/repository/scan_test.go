@@ -125,13 +125,13 @@ func TestScanMixedFolders(t *testing.T) {
 			t.Errorf("a.Problems = %v, want the folders 0 and 01", a.Problems)
 		}
 	})
-	t.Run("no config means defaults", func(t *testing.T) {
+	t.Run("no config means batching auto", func(t *testing.T) {
 		b := mustModel(t, snap, "b")
-		if b.Err != nil || !reflect.DeepEqual(b.Config, DefaultConfig()) {
+		if b.Err != nil || !reflect.DeepEqual(b.Config, NoFileConfig()) {
 			t.Errorf("b = %+v", b)
 		}
-		if b.ConfigHash != sha256.Sum256(nil) {
-			t.Errorf("b.ConfigHash is not the hash of no bytes")
+		if b.ConfigHash == sha256.Sum256(nil) {
+			t.Errorf("b.ConfigHash is the hash of an empty config.yaml: adding one would not reload")
 		}
 		if !slices.Equal(b.Selected, []int64{1}) {
 			t.Errorf("b selected = %v", b.Selected)
@@ -347,5 +347,20 @@ func TestValidModelName(t *testing.T) {
 				t.Fatalf("error %v does not wrap ErrInvalidModelName", err)
 			}
 		})
+	}
+}
+
+// TestScanEmptyConfig: an empty config.yaml is every default (no
+// batching), unlike a missing one.
+func TestScanEmptyConfig(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "e", ConfigFileName), "")
+	writeFile(t, filepath.Join(root, "e", "1", ModelFileName), modelBytes)
+	m, err := ScanModel(root, "e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Err != nil || !reflect.DeepEqual(m.Config, DefaultConfig()) || m.ConfigHash != sha256.Sum256(nil) {
+		t.Errorf("model with an empty config.yaml = %+v", m)
 	}
 }

@@ -115,4 +115,7 @@ type IndexEntry struct {
 	Version string
 	State   State
 	Reason  string
+	// Batching says, for a READY version whose batch size was chosen by
+	// measurement (auto), the sizes timed and the one chosen; "" otherwise.
+	Batching string
 }

@@ -223,6 +223,7 @@ func (s *Server) execute(ctx context.Context, m *model, cur *servingSet, d Desir
 			delete(m.failed, a.number)
 			m.mu.Unlock()
 			s.setState(m, a.number, StateReady, "")
+			s.setBatching(m, a.number, nv)
 			if old != nil {
 				retired = append(retired, retiring{old, retireReplaced})
 			}
@@ -306,9 +307,26 @@ func (s *Server) moveState(m *model, n int64, from, to State, reason string) boo
 		s.metrics.deleteVersion(m.name, label)
 		return true
 	}
-	m.entries[n] = IndexEntry{Name: m.name, Version: label, State: to, Reason: reason}
+	e := IndexEntry{Name: m.name, Version: label, State: to, Reason: reason}
+	if to == StateReady {
+		e.Batching = m.entries[n].Batching // the instance serving is unchanged
+	}
+	m.entries[n] = e
 	s.metrics.setState(m.name, label, to)
 	return true
+}
+
+// setBatching lists how the newly serving instance v of version n batches.
+func (s *Server) setBatching(m *model, n int64, v *version) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.entries[n]; ok {
+		e.Batching = ""
+		if v.tuning != nil {
+			e.Batching = v.tuning.String()
+		}
+		m.entries[n] = e
+	}
 }
 
 // versionFailed records a failed load. If an older instance of the same
@@ -332,7 +350,8 @@ func (s *Server) versionFailed(m *model, a action, old *version, err error, next
 // the new one must have the same signature. On any failure the session is
 // closed again (one deferred rollback).
 func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion, fp string, cfg repository.Config, old *version) (v *version, err error) {
-	v, err = openVersion(ctx, s.loader, dv, fp, cfg, old)
+	log := s.log.With(zap.String("model", name), zap.String("version", strconv.FormatInt(dv.Number, 10)))
+	v, err = openVersion(ctx, s.loader, dv, fp, &cfg, old, log)
 	if err != nil {
 		return nil, err
 	}
@@ -362,9 +381,12 @@ func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion
 		Version:        v.label,
 		// A version that ran its warmup has answered other input, so a
 		// failure pinned on the first request is already a rejection.
-		WarmedUp:   len(cfg.Warmup.BatchSizes) > 0,
+		WarmedUp:   len(cfg.Warmup.BatchSizes) > 0 || v.tuning != nil,
 		InputAxes:  inAxes,
 		OutputAxes: outAxes,
+	}
+	if v.tuning != nil {
+		bc.BatchCap = v.tuning.Best
 	}
 	if cfg.SequenceBatching != nil {
 		// Sequences batch whatever is queued together, and wait
@@ -373,12 +395,15 @@ func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion
 	}
 	if db := cfg.DynamicBatching; db != nil {
 		bc.Batching = true
+		if db.Dispatch != repository.DispatchWait {
+			bc.Dispatch = batcher.DispatchImmediate
+		}
 		bc.MaxQueueDelay = db.MaxQueueDelay
 		bc.PreferredBatchSizes = db.PreferredBatchSizes
 		bc.MaxQueueSize = db.MaxQueueSize
 		bc.DefaultTimeout = db.DefaultTimeout
 	}
-	if v.batch, err = batcher.New(v.sess, bc, s.log.With(zap.String("model", name), zap.String("version", v.label)), s.bm); err != nil {
+	if v.batch, err = batcher.New(v.sess, bc, log, s.bm); err != nil {
 		return nil, fmt.Errorf("batcher: %w", err)
 	}
 	return v, nil
@@ -386,9 +411,12 @@ func (s *Server) loadVersion(ctx context.Context, name string, dv DesiredVersion
 
 // openVersion loads one version's session and makes it ready to run: the
 // signature check against old (when not nil), the batch-dimension check
-// and the warmup. It is the one load path of the server and of the offline
-// commands (Open). On failure the session is closed again.
-func openVersion(ctx context.Context, l Loader, dv DesiredVersion, fp string, cfg repository.Config, old *version) (v *version, err error) {
+// the warmup and, for max_batch_size or preferred_batch_sizes auto, the
+// batch size measurement (v.tuning). It is the one load path of the server
+// and of the offline commands (Open). max_batch_size: auto on a model
+// without a batch dimension turns batching off in *cfg. On failure the
+// session is closed again.
+func openVersion(ctx context.Context, l Loader, dv DesiredVersion, fp string, cfg *repository.Config, old *version, log *zap.Logger) (v *version, err error) {
 	sess, err := l.Load(ctx, dv.Path, cfg.Instances)
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
@@ -408,6 +436,12 @@ func openVersion(ctx context.Context, l Loader, dv DesiredVersion, fp string, cf
 	if cfg.MaxBatchSize > 0 {
 		inAxes, outAxes = batchAxes(v.inputs, v.outputs, cfg.SequenceBatching)
 	}
+	if cfg.MaxBatchSizeAuto && checkBatchDims(v, cfg.MaxBatchSize, inAxes, outAxes) != nil {
+		// auto on a model without a batch dimension: served as it is.
+		log.Info("max_batch_size auto: not every input and output has a dynamic first dimension; serving without batching")
+		cfg.MaxBatchSize, cfg.MaxBatchSizeAuto, cfg.DynamicBatching = 0, false, nil
+		inAxes, outAxes = nil, nil
+	}
 	if sb := cfg.SequenceBatching; sb != nil {
 		if v.seq, err = newSeqPlan(sb, v.inputs, v.outputs); err != nil {
 			return nil, err
@@ -419,8 +453,25 @@ func openVersion(ctx context.Context, l Loader, dv DesiredVersion, fp string, cf
 	if err := checkRedact(v, cfg.PayloadLog); err != nil {
 		return nil, err
 	}
-	if err := warmup(ctx, sess, v.inputs, cfg, inAxes); err != nil {
+	for in := range cfg.Warmup.Dims {
+		if _, ok := v.inputIndex[in]; !ok {
+			return nil, fmt.Errorf("%w: %q (the model's inputs are %s)", errUnknownDimsInput, in, specNames(v.inputs))
+		}
+	}
+	if err := warmup(ctx, sess, v.inputs, *cfg, inAxes); err != nil {
 		return nil, fmt.Errorf("warmup: %w", err)
+	}
+	if cfg.AutoBatch() {
+		budget := cfg.DynamicBatching.TuningTime
+		if budget == 0 {
+			budget = repository.DefaultTuningTime
+		}
+		meas, err := MeasureBatchSizes(ctx, sess, v.inputs, cfg.Warmup.Dims, inAxes, cfg.MaxBatchSize, budget)
+		if err != nil {
+			return nil, fmt.Errorf("measuring batch sizes: %w", err)
+		}
+		v.tuning = &meas
+		log.Info("batch size measured", zap.Int("chosen", meas.Best), zap.String("measurement", meas.String()))
 	}
 	return v, nil
 }
@@ -469,32 +520,10 @@ func checkRedact(v *version, pl *repository.PayloadLog) error {
 //
 // axes gives each input's batch axis (nil: the first).
 func warmup(ctx context.Context, sess Model, specs []tensor.Spec, cfg repository.Config, axes []int) error {
-	sizes := cfg.Warmup.BatchSizes
-	for _, bs := range sizes {
-		in := make([]tensor.Tensor, len(specs))
-		for i, sp := range specs {
-			shape := slices.Clone(sp.Shape)
-			for j, d := range shape {
-				if d < 0 {
-					shape[j] = 1
-				}
-			}
-			if axis := axisAt(axes, i); cfg.MaxBatchSize > 0 && axis != tensor.NoAxis && axis < len(shape) {
-				shape[axis] = int64(bs)
-			}
-			n, err := tensor.ElementCount(shape)
-			if err != nil {
-				return err
-			}
-			t := tensor.Tensor{Name: sp.Name, DataType: sp.DataType, Shape: shape}
-			if sp.DataType == tensor.Bytes {
-				for range n {
-					t.Data = tensor.AppendBytesElement(t.Data, []byte("0"))
-				}
-			} else {
-				t.Data = make([]byte, n*int64(sp.DataType.Size()))
-			}
-			in[i] = t
+	for _, bs := range cfg.Warmup.BatchSizes {
+		in, err := zeroInputs(specs, cfg.Warmup.Dims, axes, cfg.MaxBatchSize > 0, bs)
+		if err != nil {
+			return err
 		}
 		if _, err := sess.Run(ctx, in); err != nil {
 			return fmt.Errorf("batch size %d: %w", bs, err)

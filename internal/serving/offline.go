@@ -6,6 +6,7 @@ import (
 
 	"github.com/onnxserve/onnxserve/internal/repository"
 	"github.com/onnxserve/onnxserve/internal/tensor"
+	"go.uber.org/zap"
 )
 
 // Session is one model version loaded the way the server loads it (the
@@ -29,7 +30,7 @@ func Open(ctx context.Context, l Loader, m repository.Model, v repository.Versio
 	if v.Err != nil {
 		return nil, fmt.Errorf("model %q version %d: %w", m.Name, v.Number, v.Err)
 	}
-	ver, err := openVersion(ctx, l, DesiredVersion{Number: v.Number, Path: v.Path}, "", cfg, nil)
+	ver, err := openVersion(ctx, l, DesiredVersion{Number: v.Number, Path: v.Path}, "", &cfg, nil, zap.NewNop())
 	if err != nil {
 		return nil, fmt.Errorf("model %q version %d: %w", m.Name, v.Number, err)
 	}

@@ -27,6 +27,9 @@ type VersionStats struct {
 	Fail           Duration // requests failed after reaching this version
 	Queue          Duration // time started requests waited in the queue
 	Compute        Duration // time spent running batches
+	// BatchSizes is the measurement that chose the batch cap of an auto
+	// version; nil when the batch size was configured.
+	BatchSizes *BatchMeasurement
 }
 
 // requestStats are the per-version request counters the request path
@@ -84,6 +87,7 @@ func (s *Server) Statistics(name, ver string) ([]VersionStats, error) {
 			Fail:           Duration{v.stats.failCount.Load(), time.Duration(v.stats.failNs.Load())},
 			Queue:          Duration{v.stats.okCount.Load(), b.Queue},
 			Compute:        Duration{b.Executions, b.Compute},
+			BatchSizes:     v.tuning,
 		}
 		if ns := v.stats.lastNano.Load(); ns != 0 {
 			st.LastInference = time.Unix(0, ns)

@@ -32,6 +32,9 @@ type version struct {
 	versionCounters
 	stats requestStats
 	tally shadowTally
+	// tuning is the batch size measurement of an auto version; nil when
+	// its batch size was configured.
+	tuning *BatchMeasurement
 
 	refs     atomic.Int64
 	retired  atomic.Bool

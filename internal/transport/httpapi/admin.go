@@ -33,6 +33,35 @@ type modelStatistics struct {
 		Queue        statsDuration `json:"queue"`
 		ComputeInfer statsDuration `json:"compute_infer"`
 	} `json:"inference_stats"`
+	// BatchSizes is an extension: the measurement that chose an auto
+	// version's batch size.
+	BatchSizes *batchSizes `json:"batch_sizes,omitempty"`
+}
+
+// batchSizes is serving.BatchMeasurement as the statistics document shows it.
+type batchSizes struct {
+	Chosen  int               `json:"chosen"`
+	TookNS  int64             `json:"took_ns"`
+	Timings []batchSizeTiming `json:"timings"`
+}
+
+// batchSizeTiming is one measured batch size; runs 0 = not reached.
+type batchSizeTiming struct {
+	BatchSize      int     `json:"batch_size"`
+	Runs           int     `json:"runs"`
+	NSPerRun       int64   `json:"ns_per_run"`
+	ItemsPerSecond float64 `json:"items_per_second"`
+}
+
+func toBatchSizes(m *serving.BatchMeasurement) *batchSizes {
+	if m == nil {
+		return nil
+	}
+	out := &batchSizes{Chosen: m.Best, TookNS: int64(m.Took), Timings: make([]batchSizeTiming, len(m.Timings))}
+	for i, t := range m.Timings {
+		out.Timings[i] = batchSizeTiming{BatchSize: t.Size, Runs: t.Runs, NSPerRun: int64(t.PerRun), ItemsPerSecond: t.ItemsPerSecond}
+	}
+	return out
 }
 
 // modelStats serves GET /v2/models/{m}[/versions/{v}]/stats.
@@ -56,6 +85,7 @@ func (s *Server) modelStats(ctx *fasthttp.RequestCtx, model, version string) {
 		m.InferenceStats.Fail = toStatsDuration(v.Fail)
 		m.InferenceStats.Queue = toStatsDuration(v.Queue)
 		m.InferenceStats.ComputeInfer = toStatsDuration(v.Compute)
+		m.BatchSizes = toBatchSizes(v.BatchSizes)
 	}
 	s.writeDocument(ctx, doc)
 }

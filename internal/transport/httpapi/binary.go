@@ -1,6 +1,11 @@
 package httpapi
 
-import "github.com/onnxserve/onnxserve/internal/tensor"
+import (
+	"math/bits"
+	"sync"
+
+	"github.com/onnxserve/onnxserve/internal/tensor"
+)
 
 // The binary tensor extension: inputs whose data follows the JSON document
 // in the body, sized by their binary_data_size parameters.
@@ -33,7 +38,13 @@ func (d *decoder) attachBinary(req *inferRequest, bin []byte, haveHeader bool) e
 	if d.binSizes == nil {
 		return nil
 	}
-	owned := make([]byte, len(bin))
+	var owned []byte
+	if len(bin) >= recycleFrom {
+		req.binBuf = binBuffers.get(len(bin))
+		owned = *req.binBuf
+	} else {
+		owned = make([]byte, len(bin))
+	}
 	copy(owned, bin)
 	off := int64(0)
 	for i, size := range d.binSizes {
@@ -55,4 +66,56 @@ func (d *decoder) attachBinary(req *inferRequest, bin []byte, haveHeader bool) e
 		}
 	}
 	return nil
+}
+
+// recycleFrom is the binary section size from which its copy lives in a
+// recycled buffer; below it a fresh allocation costs less than the
+// bookkeeping.
+const recycleFrom = 4 << 10
+
+// binBuffers recycles the copies of binary sections, as the gRPC front end
+// recycles its receive buffers: one request's copy serves a later request
+// once the first was answered.
+var binBuffers bufferPool
+
+// release ends the request's hold on its recycled binary section, if it
+// has one. With reuse the buffer goes back to the pool, which the caller may
+// ask for only when nothing reads the inputs any more: the serving core
+// answered the request itself (a request abandoned on its deadline may
+// still be read by a running batch, so its buffer is left to the garbage
+// collector). After release the inputs' data is gone.
+func (r *inferRequest) release(reuse bool) {
+	if r.binBuf == nil {
+		return
+	}
+	if reuse {
+		binBuffers.put(r.binBuf)
+	}
+	r.binBuf = nil
+	for i := range r.Inputs {
+		r.Inputs[i].Data = nil
+	}
+}
+
+// bufferPool recycles byte buffers in power-of-two size classes. Safe for
+// concurrent use.
+type bufferPool struct {
+	classes [64]sync.Pool
+}
+
+func (p *bufferPool) get(n int) *[]byte {
+	class := bits.Len(uint(n - 1))
+	if v, ok := p.classes[class].Get().(*[]byte); ok {
+		*v = (*v)[:n]
+		return v
+	}
+	b := make([]byte, n, 1<<class)
+	return &b
+}
+
+func (p *bufferPool) put(b *[]byte) {
+	class := bits.Len(uint(cap(*b) - 1))
+	if cap(*b) == 1<<class {
+		p.classes[class].Put(b)
+	}
 }

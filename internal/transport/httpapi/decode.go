@@ -28,6 +28,9 @@ type inferRequest struct {
 	Sequence serving.Sequence
 	Inputs   []tensor.Tensor
 	Outputs  []outputRequest
+	// binBuf, when not nil, is the recycled buffer the binary inputs'
+	// data lives in, handed back by release.
+	binBuf *[]byte
 }
 
 // outputRequest is one entry of the request's "outputs" list.
@@ -92,10 +95,12 @@ const (
 // at the first value over a limit, before reserving memory for it.
 //
 // The tensors it returns never alias body: JSON data is parsed into fresh
-// buffers and the binary section is copied once. A request that gives up on
-// its deadline may leave its tensors in a batch that is still running after
-// the handler returned and fasthttp reused the body buffer, so sharing would
-// let that batch read another request's bytes.
+// buffers and the binary section is copied once, a large one into a
+// recycled buffer that the caller hands back with release once the request
+// was answered. A request that gives up on its deadline may leave its
+// tensors in a batch that is still running after the handler returned and
+// fasthttp reused the body buffer, so sharing would let that batch read
+// another request's bytes.
 func decodeInferRequest(body []byte, headerLen int, stickyKey string, lim guard.Limits) (inferRequest, error) {
 	var req inferRequest
 	js, bin := body, []byte(nil)
@@ -112,6 +117,7 @@ func decodeInferRequest(body []byte, headerLen int, stickyKey string, lim guard.
 		return req, syntaxAsInvalid(fieldError(err, "malformed request: a value has the wrong JSON type"))
 	}
 	if err := d.attachBinary(&req, bin, headerLen >= 0); err != nil {
+		req.release(true) // nothing has seen the copy
 		return req, err
 	}
 	return req, nil

@@ -60,6 +60,8 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, o *outcome, model, version stri
 		Protocol: transport.ProtocolHTTP, Arrival: o.start}}
 	c.req.Metadata = c
 	resp, err := s.runInfer(ctx, o, c)
+	// Answered by the serving core, the request's inputs are read no more.
+	defer c.decoded.release(err == nil)
 	ctx.Response.Header.Set(transport.RequestIDHeader, c.req.ID)
 	if err != nil {
 		o.model, o.version = serving.Labels(err)
@@ -276,6 +278,8 @@ type indexEntry struct {
 	Version string `json:"version,omitempty"`
 	State   string `json:"state"`
 	Reason  string `json:"reason,omitempty"`
+	// Batching is an extension: how an auto batch size was chosen.
+	Batching string `json:"batching,omitempty"`
 }
 
 // repositoryIndex serves POST /v2/repository/index; the optional body
@@ -295,7 +299,7 @@ func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
 		if q.Ready && e.State != serving.StateReady {
 			continue
 		}
-		out = append(out, indexEntry{Name: e.Name, Version: e.Version, State: string(e.State), Reason: s.cfg.Scrub.Scrub(e.Reason)})
+		out = append(out, indexEntry{Name: e.Name, Version: e.Version, State: string(e.State), Reason: s.cfg.Scrub.Scrub(e.Reason), Batching: e.Batching})
 	}
 	s.writeDocument(ctx, out)
 }
