@@ -46,6 +46,11 @@ type config struct {
 	serverArgs []string
 	// reportFrom names a results.json to write the report from again.
 	reportFrom string
+	// abBin, when not "", is the B server of an A/B run (A is serverBin),
+	// started with abArgs; the table goes to abOut.
+	abBin  string
+	abArgs []string
+	abOut  string
 }
 
 func parseConfig(args []string) (*config, error) {
@@ -77,10 +82,13 @@ func parseConfig(args []string) (*config, error) {
 	fs.BoolVar(&c.quick, "quick", false, "sanity run: one repetition, short windows")
 	fs.BoolVar(&c.profile, "profile", false, "profile the server under load instead of benchmarking; writes PROFILE.md")
 	fs.StringVar(&pmodels, "profile-models", "simple,ocr_cls", "models --profile profiles")
-	var serverArgs string
+	var serverArgs, abArgs string
 	fs.StringVar(&serverArgs, "server-args", "", "extra flags for the server, space separated (for experiments; the report lists them)")
 	fs.DurationVar(&c.profileFor, "profile-seconds", 10*time.Second, "length of each CPU and allocation profile")
 	fs.StringVar(&c.reportFrom, "report-from", "", "write RESULTS.md and the plots again from this results.json, without measuring")
+	fs.StringVar(&c.abBin, "ab", "", "A/B run instead of the suite: this onnxserve binary (B) against --server (A), alternating, over gRPC at every --concurrency of every --models")
+	fs.StringVar(&abArgs, "ab-args", "", "extra flags for the B server of --ab, space separated (--server-args are A's)")
+	fs.StringVar(&c.abOut, "ab-out", ".cache/bench-ab/AB.md", "where --ab writes its table")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -95,6 +103,7 @@ func parseConfig(args []string) (*config, error) {
 	c.modes = splitList(modes)
 	c.profileModels = splitList(pmodels)
 	c.serverArgs = strings.Fields(serverArgs)
+	c.abArgs = strings.Fields(abArgs)
 	for _, m := range c.modes {
 		if !slices.Contains([]string{modeNaive, modeGRPC, modeJSON, modeBinary}, m) {
 			return nil, fmt.Errorf("--modes: unknown mode %q", m)
@@ -156,6 +165,8 @@ func main() {
 		err = rewrite(c, c.reportFrom)
 	case c.profile:
 		err = runProfile(ctx, c)
+	case c.abBin != "":
+		err = runAB(ctx, c)
 	default:
 		err = runSuite(ctx, c)
 	}

@@ -224,3 +224,29 @@ func TestBatchingTargetsAndSections(t *testing.T) {
 		}
 	}
 }
+
+func TestABReport(t *testing.T) {
+	c := &config{serverBin: "/x/onnxserve-old", abBin: "/x/onnxserve-new", abArgs: []string{"--flag"}, reps: 3}
+	p := &abPoint{model: "simple", conc: 128,
+		a: []sample{{Throughput: 100, ServerCPUPer1k: 0.02}, {Throughput: 300, ServerCPUPer1k: 0.01}, {Throughput: 200, ServerCPUPer1k: 0.03}},
+		b: []sample{{Throughput: 210}, {Throughput: 190}, {Throughput: 230}}}
+	got := abReport(c, []*abPoint{p}, 90*time.Second)
+	for _, want := range []string{
+		"| simple | 128 | 200 | 210 | 105.0% | 0.0200 | 0.0000 | 100, 300, 200 | 210, 190, 230 |",
+		"A: `onnxserve-old`; B: `onnxserve-new --flag`. 3 repetitions",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("report lacks %q:\n%s", want, got)
+		}
+	}
+	sides := []*abSide{{label: "A"}, {label: "B"}}
+	if o := abOrder(sides, 1); o[0].label != "B" {
+		t.Errorf("odd repetition starts with %s, want B", o[0].label)
+	}
+	if o := abOrder(sides, 2); o[0].label != "A" {
+		t.Errorf("even repetition starts with %s, want A", o[0].label)
+	}
+	if m := medianOf([]sample{{Throughput: 1}, {Throughput: 4}}, throughputOf); m != 2.5 {
+		t.Errorf("median of 1 and 4: %v", m)
+	}
+}
