@@ -2,6 +2,7 @@ package batcher
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 
 	"go.uber.org/zap"
@@ -180,6 +181,15 @@ func (b *Batcher) collect(w *worker) bool {
 		defer w.timer.Stop()
 		timeout = w.timer.C
 	}
+	// yield: under DispatchImmediate, an empty queue is given one turn of
+	// the scheduler before the batch runs, and another after each turn
+	// that brought requests. Goroutines that are about to queue (callers
+	// decoding requests on the same CPU) run first and join the batch; on
+	// an idle server nothing else is runnable and the turn returns at
+	// once, so a lone request does not wait. Without it, with one CPU, the
+	// worker woken by the first request runs it before any other caller
+	// is scheduled, and batches stay at one request under any load.
+	yield := b.cfg.Dispatch == DispatchImmediate
 	for {
 		var r *request
 		var ok bool
@@ -187,7 +197,12 @@ func (b *Batcher) collect(w *worker) bool {
 			select {
 			case r, ok = <-b.in:
 			default:
-				return true
+				if !yield {
+					return true
+				}
+				yield = false
+				runtime.Gosched()
+				continue
 			}
 		} else {
 			select {
@@ -223,6 +238,7 @@ func (b *Batcher) collect(w *worker) bool {
 		if b.preferred(w.nrows) {
 			timeout = nil // stop waiting; take only what is queued
 		}
+		yield = b.cfg.Dispatch == DispatchImmediate
 	}
 }
 
