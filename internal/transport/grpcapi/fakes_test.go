@@ -131,10 +131,10 @@ func writeRepository(t *testing.T, names []string, configs map[string]string) st
 		if err := os.WriteFile(filepath.Join(dir, "model.onnx"), []byte("fake"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if c, ok := configs[n]; ok {
-			if err := os.WriteFile(filepath.Join(root, n, "config.yaml"), []byte(c), 0o644); err != nil {
-				t.Fatal(err)
-			}
+		// Always a config.yaml (empty: every default): a folder without
+		// one is batched by measurement, which the fakes are not made for.
+		if err := os.WriteFile(filepath.Join(root, n, "config.yaml"), []byte(configs[n]), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
 	return root

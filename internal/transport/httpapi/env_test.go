@@ -133,10 +133,10 @@ func writeRepository(t *testing.T) string {
 				t.Fatal(err)
 			}
 		}
-		if config != "" {
-			if err := os.WriteFile(filepath.Join(root, name, "config.yaml"), []byte(config), 0o644); err != nil {
-				t.Fatal(err)
-			}
+		// Always a config.yaml: a folder without one is batched by
+		// measurement, which the fake models are not made for.
+		if err := os.WriteFile(filepath.Join(root, name, "config.yaml"), []byte(config), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
 	for name, m := range testModels {
