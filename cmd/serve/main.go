@@ -400,6 +400,7 @@ func (a *app) shutdown() error {
 	a.log.Info("shutting down: readiness off", zap.Duration("shutdown_delay", a.o.shutdownDelay))
 	a.srv.SetNotReady()
 	a.grpc.SetNotServing()
+	a.http.Drain()
 	time.Sleep(a.o.shutdownDelay)
 	ctx, cancel := context.WithTimeout(context.Background(), a.o.drainTimeout)
 	defer cancel()

@@ -2,9 +2,12 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -174,5 +177,74 @@ func waitCount(t *testing.T, c *atomic.Int64, n int64) {
 			t.Fatalf("only %d requests answered, waiting for %d", c.Load(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestKeepAliveShutdownLosesNothing keeps 32 keep-alive HTTP clients busy
+// through a shutdown, four times: no request a client has written is left
+// without an answer. During the shutdown delay every answer closes its
+// connection, so no request is written into a connection the server is
+// about to close; the accept queue is emptied before the listener closes,
+// and once it is closed a client's dial is refused before it writes
+// anything. Before, a few requests in each stop were reset unanswered.
+func TestKeepAliveShutdownLosesNothing(t *testing.T) {
+	requireORT(t)
+	repo := copyRepo(t)
+	body := simpleBody(seq(0, 16), seq(0, 16))
+	for round := range 4 {
+		ts := startServer(t, repo, "--shutdown-delay", "300ms")
+		var answered, refused atomic.Int64
+		var mu sync.Mutex
+		var lost []string
+		var wg sync.WaitGroup
+		for range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// One connection per client, reused while the server
+				// keeps it open.
+				client := &http.Client{Timeout: testTimeout, Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
+				defer client.CloseIdleConnections()
+				for {
+					var wrote, reused atomic.Bool
+					ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+						GotConn:      func(i httptrace.GotConnInfo) { reused.Store(i.Reused) },
+						WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) }})
+					req, err := http.NewRequestWithContext(ctx, "POST", ts.http+"/v2/models/simple/infer", strings.NewReader(body))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					resp, err := client.Do(req)
+					if err != nil {
+						if wrote.Load() {
+							mu.Lock()
+							lost = append(lost, fmt.Sprintf("reused %v: %v", reused.Load(), err))
+							mu.Unlock()
+							continue
+						}
+						refused.Add(1)
+						return // the listener is closed: the server has gone
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						t.Errorf("status %d", resp.StatusCode)
+						return
+					}
+					answered.Add(1)
+				}
+			}()
+		}
+		time.Sleep(300 * time.Millisecond)
+		ts.shutdown(t)
+		wg.Wait()
+		if len(lost) > 0 {
+			t.Errorf("round %d: %d written requests got no answer (of %d answered), e.g. %s", round, len(lost), answered.Load(), lost[0])
+		}
+		if answered.Load() == 0 || refused.Load() != 32 {
+			t.Errorf("round %d: %d answered, %d clients refused at the end; want answers and all 32 refused", round, answered.Load(), refused.Load())
+		}
+		t.Logf("round %d: %d answered, none lost", round, answered.Load())
 	}
 }

@@ -31,6 +31,7 @@ type lingerConn struct {
 	phase        atomic.Int32
 	readingSince atomic.Int64 // Unix nanoseconds
 	spared       atomic.Bool
+	used         atomic.Bool // a request has begun arriving
 }
 
 func (c *lingerConn) Close() error {

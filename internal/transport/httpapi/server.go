@@ -178,6 +178,7 @@ type Server struct {
 
 	mu      sync.Mutex   // guards the two fields below
 	ln      net.Listener // the listener Serve uses, once it runs
+	raw     net.Listener // the listener Serve was given
 	stopped bool         // Shutdown was called
 }
 
@@ -203,7 +204,7 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 	s.metadata = serverMetadata(cfg.Version)
 	bodyConfig := fasthttp.RequestConfig{ReadTimeout: cfg.ReadTimeout}
 	s.srv = &fasthttp.Server{
-		Handler:      answering(s.handle),
+		Handler:      s.conns.answering(s.handle),
 		ConnState:    s.conns.connState,
 		ErrorHandler: s.handleProtocolError,
 		Name:         "onnxserve",
@@ -229,6 +230,7 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 // limit, waits out a shortage of descriptors (guard.RetryAccept) and, with
 // Config.TLS, serves HTTPS.
 func (s *Server) Serve(ln net.Listener) error {
+	raw := ln
 	ln = lingerListener{guard.LimitListener(guard.RetryAccept(ln, s.log), s.cfg.MaxConnections, s.rejectConn), s.conns}
 	if s.cfg.TLS != nil {
 		ln = tls.NewListener(ln, s.cfg.TLS)
@@ -239,7 +241,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		_ = ln.Close()
 		return nil // Shutdown came first: nothing to serve
 	}
-	s.ln = ln
+	s.ln, s.raw = ln, raw
 	s.mu.Unlock()
 	err := s.srv.Serve(ln)
 	s.mu.Lock()
@@ -263,6 +265,13 @@ func (s *Server) rejectConn(c net.Conn) {
 	guard.RejectConn(c, s.cfg.TLS, guard.ReplyAfterRequest([]byte(reply)))
 }
 
+// Drain starts the shutdown delay: every answer from now on carries
+// Connection: close, so keep-alive clients leave after their current
+// request and open a new connection for the next (answered while the
+// listener is open, refused once it is closed: never written into a
+// connection the server is closing). Requests are still served.
+func (s *Server) Drain() { s.conns.draining.Store(true) }
+
 // Shutdown stops accepting connections and waits until the requests in
 // flight are answered, or ctx ends. A request still arriving a second into
 // shutdown (a stalled upload) is cut off rather than waited for, and
@@ -270,9 +279,12 @@ func (s *Server) rejectConn(c net.Conn) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopped = true
-	ln := s.ln
+	ln, raw := s.ln, s.raw
 	s.mu.Unlock()
 	s.conns.stopping.Store(true)
+	if raw != nil {
+		emptyBacklog(raw)
+	}
 	stopSweep, swept := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(swept)

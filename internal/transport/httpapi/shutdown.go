@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
 )
 
 // uploadGrace is how long a request may still be arriving once shutdown
@@ -16,6 +17,10 @@ import (
 // client is actually sending, far shorter than the drain timeout a stalled
 // upload would otherwise hold shutdown for.
 const uploadGrace = time.Second
+
+// freshGrace is how long shutdown spares a connection that has carried no
+// request yet, for its first request to arrive.
+const freshGrace = 250 * time.Millisecond
 
 // sweepInterval is how often shutdown looks for stalled uploads.
 const sweepInterval = 50 * time.Millisecond
@@ -34,6 +39,8 @@ type connTracker struct {
 	mu       sync.Mutex
 	conns    map[*lingerConn]struct{}
 	stopping atomic.Bool
+	// draining is set by Drain: answers close their connection.
+	draining atomic.Bool
 	// spareFor bounds how long a connection spared at shutdown may stay
 	// open if fasthttp never closes it again.
 	spareFor time.Duration
@@ -63,6 +70,7 @@ func (t *connTracker) connState(c net.Conn, st fasthttp.ConnState) {
 	}
 	switch st {
 	case fasthttp.StateActive:
+		lc.used.Store(true)
 		lc.readingSince.Store(time.Now().UnixNano())
 		lc.phase.Store(phaseReading)
 	case fasthttp.StateIdle:
@@ -73,11 +81,15 @@ func (t *connTracker) connState(c net.Conn, st fasthttp.ConnState) {
 }
 
 // answering wraps the handler: from here on the request is admitted work,
-// which shutdown waits for.
-func answering(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+// which shutdown waits for. While draining, its answer closes the
+// connection.
+func (t *connTracker) answering(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
 		if lc := asLingerConn(ctx.Conn()); lc != nil {
 			lc.phase.Store(phaseAnswering)
+		}
+		if t.draining.Load() {
+			ctx.SetConnectionClose()
 		}
 		h(ctx)
 	}
@@ -124,10 +136,16 @@ func (c *lingerConn) spare() bool {
 	if t == nil || !t.stopping.Load() || c.phase.Load() != phaseIdle || !c.spared.CompareAndSwap(false, true) {
 		return false
 	}
+	wait := t.spareFor
 	if !pending(c.Conn) {
-		return false
+		if c.used.Load() {
+			return false
+		}
+		// A connection that has carried no request yet was opened to
+		// send one: its first bytes are on their way.
+		wait = freshGrace
 	}
-	time.AfterFunc(t.spareFor, func() { _ = c.Conn.Close() })
+	time.AfterFunc(wait, func() { _ = c.Conn.Close() })
 	return true
 }
 
@@ -158,4 +176,37 @@ func asLingerConn(c net.Conn) *lingerConn {
 	}
 	lc, _ := c.(*lingerConn)
 	return lc
+}
+
+// backlogWait bounds how long shutdown waits for the accept queue to
+// empty.
+const backlogWait = 200 * time.Millisecond
+
+// emptyBacklog shrinks ln's accept queue so that the kernel stops
+// completing new connections (their clients retry the handshake and find
+// the port closed: nothing written), then waits, up to backlogWait, until
+// every connection already queued has been accepted. Closing a listener
+// resets the connections still in its queue, and their clients may have
+// written a request into them already.
+func emptyBacklog(ln net.Listener) {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) { _ = syscall.Listen(int(fd), 0) })
+	for deadline := time.Now().Add(backlogWait); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		queued := false
+		_ = rc.Control(func(fd uintptr) {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, err := unix.Poll(fds, 0)
+			queued = err == nil && n > 0
+		})
+		if !queued {
+			return
+		}
+	}
 }
