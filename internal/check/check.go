@@ -205,7 +205,7 @@ func latencyCase(ctx context.Context, srv *serving.Server, model, version string
 		c.Failure = err.Error()
 		return c
 	}
-	in, err := zeroInputs(md.Inputs, b.Batch, cfg.MaxBatchSize > 0)
+	in, err := serving.ZeroInputs(md.Inputs, cfg.Warmup.Dims, nil, cfg.MaxBatchSize > 0, b.Batch)
 	if err != nil {
 		c.Failure = err.Error()
 		return c
@@ -239,33 +239,3 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 	return s[min(max(k, 0), len(s)-1)]
 }
 
-// zeroInputs builds one request of rows zero-valued rows ("0" for BYTES),
-// with every other -1 dimension 1.
-func zeroInputs(specs []tensor.Spec, rows int, batching bool) ([]tensor.Tensor, error) {
-	in := make([]tensor.Tensor, len(specs))
-	for i, sp := range specs {
-		shape := slices.Clone(sp.Shape)
-		for j, d := range shape {
-			if d < 0 {
-				shape[j] = 1
-			}
-		}
-		if batching && len(shape) > 0 {
-			shape[0] = int64(rows)
-		}
-		n, err := tensor.ElementCount(shape)
-		if err != nil {
-			return nil, err
-		}
-		t := tensor.Tensor{Name: sp.Name, DataType: sp.DataType, Shape: shape}
-		if sp.DataType == tensor.Bytes {
-			for range n {
-				t.Data = tensor.AppendBytesElement(t.Data, []byte("0"))
-			}
-		} else {
-			t.Data = make([]byte, n*int64(sp.DataType.Size()))
-		}
-		in[i] = t
-	}
-	return in, nil
-}

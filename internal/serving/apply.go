@@ -521,7 +521,7 @@ func checkRedact(v *version, pl *repository.PayloadLog) error {
 // axes gives each input's batch axis (nil: the first).
 func warmup(ctx context.Context, sess Model, specs []tensor.Spec, cfg repository.Config, axes []int) error {
 	for _, bs := range cfg.Warmup.BatchSizes {
-		in, err := zeroInputs(specs, cfg.Warmup.Dims, axes, cfg.MaxBatchSize > 0, bs)
+		in, err := ZeroInputs(specs, cfg.Warmup.Dims, axes, cfg.MaxBatchSize > 0, bs)
 		if err != nil {
 			return err
 		}

@@ -87,7 +87,7 @@ func MeasureBatchSizes(ctx context.Context, r batcher.Runner, specs []tensor.Spe
 		if i > 0 && time.Since(start) >= budget {
 			continue
 		}
-		in, err := zeroInputs(specs, dims, axes, true, n)
+		in, err := ZeroInputs(specs, dims, axes, true, n)
 		if err != nil {
 			return BatchMeasurement{}, err
 		}
@@ -132,11 +132,13 @@ func bestSize(ts []BatchTiming) int {
 	return 1
 }
 
-// zeroInputs builds zero-valued inputs for specs: with batched, each
-// input's batch axis (axes[i], the first where axes does not say; none for
-// tensor.NoAxis) is rows; other open dimensions come from dims (the shape
-// without the batch dimension, by input name) or are 1.
-func zeroInputs(specs []tensor.Spec, dims map[string][]int64, axes []int, batched bool, rows int) ([]tensor.Tensor, error) {
+// ZeroInputs builds zero-valued inputs for specs (BYTES elements "0"),
+// as warmup, the batch size measurement and `onnxserve check` run them:
+// with batched, each input's batch axis (axes[i], the first where axes
+// does not say; none for tensor.NoAxis) is rows; other open dimensions
+// come from dims (the shape without the batch dimension, by input name)
+// or are 1.
+func ZeroInputs(specs []tensor.Spec, dims map[string][]int64, axes []int, batched bool, rows int) ([]tensor.Tensor, error) {
 	in := make([]tensor.Tensor, len(specs))
 	for i, sp := range specs {
 		shape := slices.Clone(sp.Shape)

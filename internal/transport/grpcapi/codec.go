@@ -1,7 +1,6 @@
 package grpcapi
 
 import (
-	"math/bits"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/onnxserve/onnxserve/internal/transport"
 	"github.com/onnxserve/onnxserve/internal/transport/guard"
 	inference "github.com/onnxserve/onnxserve/proto"
 )
@@ -58,7 +58,7 @@ const aliasFrom = 4 << 10
 // codec. Safe for concurrent use.
 type codec struct {
 	std  encoding.CodecV2
-	bufs bufferPool
+	bufs transport.BufferPool
 	// held maps a decoded request to the buffer its inputs alias. Keys are
 	// weak and every entry has a cleanup, so a request dropped without
 	// release only costs its buffer's reuse, never the memory.
@@ -129,15 +129,15 @@ func (c *codec) unmarshal(data mem.BufferSlice, v any) error {
 		}
 		return nil
 	}
-	buf := c.bufs.get(data.Len())
+	buf := c.bufs.Get(data.Len())
 	data.CopyTo(*buf)
 	if err := c.charge(*buf, req); err != nil {
-		c.bufs.put(buf)
+		c.bufs.Put(buf)
 		return err
 	}
 	if err := unmarshalInfer(*buf, req); err != nil {
 		c.charges.refund(req)
-		c.bufs.put(buf)
+		c.bufs.Put(buf)
 		// Malformed wire data: let the standard codec parse it again, so
 		// the caller sees protobuf's own error.
 		return c.std.Unmarshal(data, v)
@@ -173,7 +173,7 @@ func (c *codec) release(req *inference.ModelInferRequest, reuse bool) {
 	h.cleanup.Stop()
 	req.RawInputContents = nil
 	if reuse {
-		c.bufs.put(h.buf)
+		c.bufs.Put(h.buf)
 	}
 }
 
@@ -200,28 +200,6 @@ func (c *codec) holding() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.held)
-}
-
-// bufferPool recycles receive buffers in power-of-two size classes.
-type bufferPool struct {
-	classes [64]sync.Pool
-}
-
-func (p *bufferPool) get(n int) *[]byte {
-	class := bits.Len(uint(n - 1))
-	if v, ok := p.classes[class].Get().(*[]byte); ok {
-		*v = (*v)[:n]
-		return v
-	}
-	b := make([]byte, n, 1<<class)
-	return &b
-}
-
-func (p *bufferPool) put(b *[]byte) {
-	class := bits.Len(uint(cap(*b) - 1))
-	if cap(*b) == 1<<class {
-		p.classes[class].Put(b)
-	}
 }
 
 // unmarshalInfer decodes b into req: raw_input_contents as slices of b,

@@ -1,10 +1,8 @@
 package httpapi
 
 import (
-	"math/bits"
-	"sync"
-
 	"github.com/onnxserve/onnxserve/internal/tensor"
+	"github.com/onnxserve/onnxserve/internal/transport"
 )
 
 // The binary tensor extension: inputs whose data follows the JSON document
@@ -40,7 +38,7 @@ func (d *decoder) attachBinary(req *inferRequest, bin []byte, haveHeader bool) e
 	}
 	var owned []byte
 	if len(bin) >= recycleFrom {
-		req.binBuf = binBuffers.get(len(bin))
+		req.binBuf = binBuffers.Get(len(bin))
 		owned = *req.binBuf
 	} else {
 		owned = make([]byte, len(bin))
@@ -76,7 +74,7 @@ const recycleFrom = 4 << 10
 // binBuffers recycles the copies of binary sections, as the gRPC front end
 // recycles its receive buffers: one request's copy serves a later request
 // once the first was answered.
-var binBuffers bufferPool
+var binBuffers transport.BufferPool
 
 // release ends the request's hold on its recycled binary section, if it
 // has one. With reuse the buffer goes back to the pool, which the caller may
@@ -89,33 +87,10 @@ func (r *inferRequest) release(reuse bool) {
 		return
 	}
 	if reuse {
-		binBuffers.put(r.binBuf)
+		binBuffers.Put(r.binBuf)
 	}
 	r.binBuf = nil
 	for i := range r.Inputs {
 		r.Inputs[i].Data = nil
-	}
-}
-
-// bufferPool recycles byte buffers in power-of-two size classes. Safe for
-// concurrent use.
-type bufferPool struct {
-	classes [64]sync.Pool
-}
-
-func (p *bufferPool) get(n int) *[]byte {
-	class := bits.Len(uint(n - 1))
-	if v, ok := p.classes[class].Get().(*[]byte); ok {
-		*v = (*v)[:n]
-		return v
-	}
-	b := make([]byte, n, 1<<class)
-	return &b
-}
-
-func (p *bufferPool) put(b *[]byte) {
-	class := bits.Len(uint(cap(*b) - 1))
-	if cap(*b) == 1<<class {
-		p.classes[class].Put(b)
 	}
 }
