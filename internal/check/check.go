@@ -238,4 +238,3 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 	k := int(float64(len(s))*q+0.999999) - 1
 	return s[min(max(k, 0), len(s)-1)]
 }
-
