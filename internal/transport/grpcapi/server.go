@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -312,6 +313,10 @@ func New(b Backends, cfg Config, log *zap.Logger) *Server {
 		grpc.ConnectionTimeout(cfg.ConnectionTimeout),
 		grpc.MaxHeaderListSize(maxHeaderListSize),
 		grpc.ForceServerCodecV2(s.codec),
+		// A fixed set of goroutines serves the streams instead of a new
+		// one each: measured +6 to +8% on simple, +1 to +3% on the
+		// classifier and the CNN at concurrency 128 (bench/BATCHING.md).
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		// Outermost first: a panic anywhere is recovered, then every
 		// status message is scrubbed, then the caller is authenticated;
 		// unary calls get the same in one interceptor.
