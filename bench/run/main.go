@@ -320,6 +320,15 @@ func (e *env) runModel(ctx context.Context, res *results, m *model, rep int) err
 			return err
 		}
 	}
+	if m.quality != "" {
+		// Off then on, back to back, so each repetition compares the two
+		// under the same conditions.
+		for _, mode := range []string{modeQualityOff, modeQuality} {
+			if err := measure(mode, qualityConcurrency); err != nil {
+				return err
+			}
+		}
+	}
 	if m.name == "simple" && c.ghzBin != "" {
 		for _, conc := range c.concurrency {
 			smp, cmdline, err := e.runGhz(ctx, m, conc)
@@ -431,6 +440,9 @@ func (e *env) otherLoad(ctx context.Context, d time.Duration) (float64, error) {
 func describe(s sample) string {
 	out := fmt.Sprintf("%.0f inf/s, p50 %.2f ms, p99 %.2f ms, server %.3f cpu-s/1k, batch %.1f, cores server %.2f client %.2f other %.2f",
 		s.Throughput, s.P50Ms, s.P99Ms, s.ServerCPUPer1k, s.MeanBatch, s.ServerCores, s.ClientCores, s.OtherCores)
+	if s.Predictions > 0 || s.TapDropped > 0 {
+		out += fmt.Sprintf(", predictions %.0f, tap drops %.0f, store %.1f MB", s.Predictions, s.TapDropped, s.StoreBytes/1e6)
+	}
 	if s.Errors > 0 {
 		out += fmt.Sprintf(", %d ERRORS %v", s.Errors, s.ErrorSamples)
 	}

@@ -28,6 +28,11 @@ const (
 	// modeDrift is onnxserve-grpc on a copy of the model with drift
 	// monitoring (sample 1.0) and NaN and range validation on.
 	modeDrift = "onnxserve-grpc-drift"
+	// modeQuality is onnxserve-grpc on a copy of the model with the
+	// model-quality loop on (monitoring, sample 1.0), and modeQualityOff
+	// the plain model measured right before it in each repetition.
+	modeQuality    = "onnxserve-grpc-quality"
+	modeQualityOff = "onnxserve-grpc-quality-off"
 )
 
 // sample is one measured window.
@@ -70,6 +75,14 @@ type sample struct {
 	OtherCores float64 `json:"other_cores"`
 	// LateSends counts open-loop requests sent late (see loadgen).
 	LateSends int64 `json:"late_sends,omitempty"`
+	// Predictions is how much onnxserve_predictions_total of the served
+	// model grew over the window: the rows the quality loop counted (0
+	// for a model without monitoring). TapDropped is how many answers
+	// full tap queues dropped meanwhile, every tap summed, and StoreBytes
+	// the prediction store's size at the window's end.
+	Predictions float64 `json:"predictions,omitempty"`
+	TapDropped  float64 `json:"tap_dropped,omitempty"`
+	StoreBytes  float64 `json:"store_bytes,omitempty"`
 }
 
 // snapshot is the state read at each end of a window.
@@ -79,6 +92,7 @@ type snapshot struct {
 	client  time.Duration
 	machine time.Duration
 	hists   map[seriesKey]histogram
+	values  map[seriesKey]float64
 }
 
 // env is what every measurement needs: the built programs, the running
@@ -124,7 +138,7 @@ func (e *env) snap(clientPid int, model, version string) (snapshot, error) {
 	if s.machine, err = machineBusy(); err != nil {
 		return s, err
 	}
-	if s.hists, err = scrape(e.client, e.srv.metrics); err != nil {
+	if s.hists, s.values, err = scrape(e.client, e.srv.metrics); err != nil {
 		return s, err
 	}
 	return s, nil
@@ -154,6 +168,11 @@ func fill(smp *sample, a, b snapshot, model, version string) {
 	smp.ServerP50Ms = rd.quantile(0.50) * 1000
 	smp.ServerP99Ms = rd.quantile(0.99) * 1000
 	smp.QueueP99Ms = delta(famQueue).quantile(0.99) * 1000
+	pk := seriesKey{famPredictions, model, version}
+	smp.Predictions = b.values[pk] - a.values[pk]
+	tk := seriesKey{name: famTapDropped}
+	smp.TapDropped = b.values[tk] - a.values[tk]
+	smp.StoreBytes = b.values[seriesKey{name: famStoreBytes}]
 }
 
 // servedModel returns the server-side model name a mode drives.
@@ -163,6 +182,8 @@ func servedModel(m *model, mode string) string {
 		return m.naive
 	case modeDrift:
 		return m.drift
+	case modeQuality:
+		return m.quality
 	}
 	return m.name
 }

@@ -20,6 +20,7 @@ const (
 	targetOverheadMicros  = 20.0  // server CPU per simple inference beyond ONNX Runtime
 	targetBatchingGain    = 5.0   // batching on / off, simple at concurrency 64
 	targetDriftShare      = 0.95  // drift sample 1.0 + NaN/range validation on, share of off
+	targetQualityShare    = 0.95  // monitoring (sample 1.0) on, share of off
 	batchingGainConc      = 64
 	targetCNNvsBestRaw    = 0.95 // the CNN over gRPC at saturation, share of raw at its best batch size
 	targetLowLoadP50      = 1.10 // batching on / off, p50 at concurrency 1
@@ -273,6 +274,7 @@ func (r *results) markdown(plots map[string][]string) string {
 	r.costsSection(&b)
 	r.ghzSection(&b)
 	r.driftSection(&b)
+	r.qualitySection(&b)
 	w("## Reproduce\n\n")
 	w("```\nmake bench          # this file, results.json and the plots (10 to 14 minutes on 2 cores)\nmake bench-quick    # one short repetition into .cache/bench-quick/\nmake bench-profile  # CPU and allocation profiles of the server into bench/PROFILE.md\n```\n")
 	return b.String()
@@ -678,6 +680,56 @@ func (r *results) driftSection(b *strings.Builder) {
 	w("| model | version | off inf/s | on inf/s | off server CPU s/1k | on server CPU s/1k | on / off | verdict |\n|---|---|---|---|---|---|---|---|\n")
 	for _, row := range rows {
 		w("%s\n", row)
+	}
+	w("\n")
+}
+
+// qualitySection compares each model served with the model-quality loop
+// on (every answer kept in the prediction store) with the same model
+// without it, over gRPC at qualityConcurrency, measured back to back in
+// each repetition.
+func (r *results) qualitySection(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	var rows, notes []string
+	for _, m := range r.models {
+		if m.quality == "" {
+			continue
+		}
+		off, ok1 := r.get(pointKey{Model: m.name, Mode: modeQualityOff, Concurrency: qualityConcurrency})
+		on, ok2 := r.get(pointKey{Model: m.name, Mode: modeQuality, Concurrency: qualityConcurrency})
+		if !ok1 || !ok2 || off.Throughput == 0 {
+			continue
+		}
+		share := on.Throughput / off.Throughput
+		verdict := "met"
+		if share < targetQualityShare {
+			verdict = "**missed**"
+		}
+		kept := "–"
+		if on.Requests > 0 {
+			kept = fmt.Sprintf("%.3f", on.Predictions/float64(on.Requests))
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %.3f | %.3f | %.1f%% | %s | %s |", m.name, m.version,
+			thousands(off.Throughput), thousands(on.Throughput), off.ServerCPUPer1k, on.ServerCPUPer1k, 100*share, kept, verdict))
+		notes = append(notes, fmt.Sprintf("%s: %s predictions counted against %s inferences answered in the median window; prediction store %.1f MB at its end; %s answers dropped by full tap queues over every window.",
+			m.name, thousands(on.Predictions), thousands(float64(on.Requests)), on.StoreBytes/1e6, thousands(on.TapDropped)))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	w("## Quality monitoring cost\n\n")
+	w("The same model over gRPC at concurrency %d, served twice from the same file: without a `monitoring` block (off), ", qualityConcurrency)
+	w("and with the bundled one (`task: classification`, its labels file) and `sample: 1.0` (on): every answer's predicted class is read on the request path, ")
+	w("counted in `onnxserve_predictions_total` and written to the bbolt prediction store under `--state-dir` by the quality tap. ")
+	w("Off and on are measured back to back in each repetition. *kept / inference* = growth of `onnxserve_predictions_total` over the window per answered inference. ")
+	w("Target: on keeps at least %.0f%% of the throughput of off.\n\n", 100*targetQualityShare)
+	w("| model | version | off inf/s | on inf/s | off server CPU s/1k | on server CPU s/1k | on / off | kept / inference | verdict |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, row := range rows {
+		w("%s\n", row)
+	}
+	w("\n")
+	for _, n := range notes {
+		w("%s\n", n)
 	}
 	w("\n")
 }

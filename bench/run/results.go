@@ -145,10 +145,11 @@ func (r *results) add(k pointKey, s sample) {
 		p.MinThroughput = min(p.MinThroughput, x.Throughput)
 		p.MaxThroughput = max(p.MaxThroughput, x.Throughput)
 	}
-	p.Median.Errors, p.Median.ErrorSamples, p.Median.LateSends = 0, nil, 0
+	p.Median.Errors, p.Median.ErrorSamples, p.Median.LateSends, p.Median.TapDropped = 0, nil, 0, 0
 	for _, x := range p.Samples {
 		p.Median.Errors += x.Errors
 		p.Median.LateSends += x.LateSends
+		p.Median.TapDropped += x.TapDropped
 		for k, n := range x.ErrorSamples {
 			if p.Median.ErrorSamples == nil {
 				p.Median.ErrorSamples = map[string]int64{}
@@ -190,7 +191,7 @@ func (r *results) peak(model, mode string) float64 {
 }
 
 // median takes each figure's median over the repetitions on its own; the
-// errors are summed, so none is hidden, and the batch distribution is the
+// errors and tap drops are summed, so none is hidden, and the batch distribution is the
 // one of the repetition with the median throughput.
 func median(ss []sample) sample {
 	if len(ss) == 0 {
@@ -224,6 +225,8 @@ func median(ss []sample) sample {
 		ClientCores:    med(func(s sample) float64 { return s.ClientCores }),
 		OtherCores:     med(func(s sample) float64 { return s.OtherCores }),
 		Requests:       int64(med(func(s sample) float64 { return float64(s.Requests) })),
+		Predictions:    med(func(s sample) float64 { return s.Predictions }),
+		StoreBytes:     med(func(s sample) float64 { return s.StoreBytes }),
 	}
 	byThroughput := slices.Clone(ss)
 	sort.SliceStable(byThroughput, func(i, j int) bool { return byThroughput[i].Throughput < byThroughput[j].Throughput })
@@ -231,6 +234,7 @@ func median(ss []sample) sample {
 	for _, s := range ss {
 		out.Errors += s.Errors
 		out.LateSends += s.LateSends
+		out.TapDropped += s.TapDropped
 		for k, n := range s.ErrorSamples {
 			if out.ErrorSamples == nil {
 				out.ErrorSamples = map[string]int64{}
@@ -261,6 +265,9 @@ func (r *results) plannedPoints(models []*model) int {
 		}
 		if m.drift != "" && slices.Contains(c.modes, modeGRPC) {
 			n++
+		}
+		if m.quality != "" {
+			n += 2
 		}
 	}
 	return n
