@@ -46,6 +46,11 @@ type config struct {
 	serverArgs []string
 	// reportFrom names a results.json to write the report from again.
 	reportFrom string
+	// vad runs the streaming row (silero_vad in --models) on the model
+	// file vadModel: vadSequences sequences of vadChunks chunks.
+	vad                     bool
+	vadModel                string
+	vadSequences, vadChunks int
 }
 
 func parseConfig(args []string) (*config, error) {
@@ -60,7 +65,10 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.ghzBin, "ghz", ".cache/bin/ghz", "ghz binary; empty skips the ghz runs")
 	fs.StringVar(&c.bundled, "models-dir", "models", "the bundled model repository")
 	fs.StringVar(&c.ocrFile, "ocr-model", ".cache/bench-models/ocr_cls.onnx", "PaddleOCR direction classifier (scripts/fetch-bench-models.sh)")
-	fs.StringVar(&models, "models", "simple,classifier,ocr_cls", "models to run")
+	fs.StringVar(&models, "models", "simple,classifier,ocr_cls,"+vadModel, "models to run; "+vadModel+" is the streaming row (Silero VAD v5 over gRPC streams against raw ONNX Runtime)")
+	fs.StringVar(&c.vadModel, "vad-model", ".cache/models/silero_vad/silero_vad.onnx", "Silero VAD v5 (make vad)")
+	fs.IntVar(&c.vadSequences, "vad-sequences", 64, "streaming row: sequences run at once, each on its own gRPC stream")
+	fs.IntVar(&c.vadChunks, "vad-chunks", 256, "streaming row: chunks of 512 samples (32 ms) per sequence")
 	fs.StringVar(&modes, "modes", strings.Join([]string{modeNaive, modeGRPC, modeJSON, modeBinary}, ","), "served modes to run besides raw and ghz")
 	fs.StringVar(&conc, "concurrency", "1,8,32,128", "closed-loop concurrencies of the main table")
 	fs.StringVar(&bconc, "batching-concurrency", "1,2,4,8,16,32,64,128", "concurrencies of the batching section (every model, gRPC, batching off and on)")
@@ -89,9 +97,10 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if c.quick {
 		c.reps, c.warmup, c.duration, c.rawWarmup, c.rawDuration = 1, 300*time.Millisecond, time.Second, 100*time.Millisecond, 300*time.Millisecond
+		c.vadChunks = min(c.vadChunks, 64)
 	}
 	var err error
-	c.models = splitList(models)
+	c.models, c.vad = splitModels(splitList(models))
 	c.modes = splitList(modes)
 	c.profileModels = splitList(pmodels)
 	c.serverArgs = strings.Fields(serverArgs)
@@ -109,10 +118,25 @@ func parseConfig(args []string) (*config, error) {
 	if c.reps < 1 || c.warmup < 0 || c.duration <= 0 || c.rawDuration <= 0 || c.profileFor < time.Second {
 		return nil, errors.New("--reps and --duration must be positive, --warmup >= 0, --profile-seconds >= 1s")
 	}
+	if c.vadSequences < 1 || c.vadChunks < 1 {
+		return nil, errors.New("--vad-sequences and --vad-chunks must be positive")
+	}
 	if c.command == "" {
 		c.command = strings.Join(append([]string{".cache/bin/run"}, args...), " ")
 	}
 	return c, nil
+}
+
+// splitModels takes the streaming row's name out of a --models list.
+func splitModels(names []string) (stateless []string, vad bool) {
+	for _, n := range names {
+		if n == vadModel {
+			vad = true
+		} else {
+			stateless = append(stateless, n)
+		}
+	}
+	return stateless, vad
 }
 
 func splitList(s string) []string {
@@ -219,19 +243,32 @@ func runSuite(ctx context.Context, c *config) error {
 	if err := writeRepository(repo, models); err != nil {
 		return fmt.Errorf("model repository: %w", err)
 	}
+	served := servedNames(models)
+	vadData := filepath.Join(c.work, "vad-audio.f32")
+	if c.vad {
+		if err := writeVAD(repo, c.vadModel); err != nil {
+			return fmt.Errorf("model repository: %w", err)
+		}
+		if err := writeVADAudio(vadData, c.vadSequences, c.vadChunks); err != nil {
+			return err
+		}
+		for _, v := range vadVariants {
+			served = append(served, v.name)
+		}
+	}
 	if err := c.snapshotServer(); err != nil {
 		return err
 	}
 	res := newResults(c, models)
 	logf("%d repetitions of %d points, about %s", c.reps, res.plannedPoints(models), res.estimate(models).Round(time.Second))
 
-	srv, err := startServer(ctx, c.serverBin, c.serverCPU, repo, filepath.Join(c.work, "server.log"), servedNames(models),
+	srv, err := startServer(ctx, c.serverBin, c.serverCPU, repo, filepath.Join(c.work, "server.log"), served,
 		append([]string{"--histogram-buckets", latencyBuckets(), "--pprof"}, c.serverArgs...)...)
 	if err != nil {
 		return err
 	}
 	defer srv.stop()
-	e := &env{cfg: c, srv: srv, client: &http.Client{Timeout: 10 * time.Second}, retryBudget: c.retryBudget}
+	e := &env{cfg: c, srv: srv, client: &http.Client{Timeout: 10 * time.Second}, retryBudget: c.retryBudget, vadData: vadData}
 	for _, m := range models {
 		bs, err := e.batchSizes(ctx, m.name)
 		if err != nil {
@@ -247,6 +284,11 @@ func runSuite(ctx context.Context, c *config) error {
 		e.waitQuiet(ctx)
 		for _, m := range models {
 			if err := e.runModel(ctx, res, m, rep); err != nil {
+				return err
+			}
+		}
+		if c.vad {
+			if err := e.runSequences(ctx, res, rep); err != nil {
 				return err
 			}
 		}
