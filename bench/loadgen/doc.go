@@ -19,6 +19,13 @@
 // and {"event":"end"} lines when the measured window opens and closes, so a
 // caller can sample the server exactly over that window.
 //
+// The silero_vad workload is stateful: with --sequence-data (a file of
+// 16 kHz float32 audio) it runs --concurrency sequences of 512-sample
+// chunks at once, each on its own ModelStreamInfer stream with
+// sequence_id, sequence_start and sequence_end, one chunk in flight per
+// sequence, and prints the speech probabilities of sequence 0 with the
+// result, so a caller can check them against ONNX Runtime run directly.
+//
 // It talks to the server only over the wire and knows nothing of its
 // internals; from this module it imports only the generated protocol code.
 package main

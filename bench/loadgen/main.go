@@ -34,6 +34,8 @@ type options struct {
 	duration    time.Duration
 	events      bool
 	seed        uint64
+	// seqData is the stateful mode's audio file (workload silero_vad).
+	seqData string
 }
 
 func parseOptions(args []string) (*options, error) {
@@ -43,7 +45,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8001", "server address host:port (the gRPC or the HTTP port)")
 	fs.StringVar(&o.model, "model", "", "model name on the server (default: the workload's name)")
 	fs.StringVar(&o.version, "model-version", "", "model version (default: the server's choice)")
-	fs.StringVar(&o.workload, "workload", "simple", "requests and checks: simple, classifier or ocr_cls")
+	fs.StringVar(&o.workload, "workload", "simple", "requests and checks: simple, classifier, ocr_cls or silero_vad (with --sequence-data)")
 	fs.IntVar(&o.concurrency, "concurrency", 1, "workers, each with one request in flight")
 	fs.IntVar(&o.conns, "grpc-connections", 1, "gRPC connections the workers share (HTTP uses one connection per worker)")
 	fs.Float64Var(&o.rate, "rate", 0, "requests per second sent on a fixed schedule (open loop); 0 = closed loop")
@@ -51,6 +53,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measured window")
 	fs.BoolVar(&o.events, "events", false, `print {"event":"start"} and {"event":"end"} lines when the window opens and closes`)
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the request data")
+	fs.StringVar(&o.seqData, "sequence-data", "", "workload silero_vad: a file of float32 little-endian 16 kHz audio, --concurrency sequences of 512-sample chunks one after another; each sequence runs at once on its own ModelStreamInfer stream (--duration does not apply: the window is one pass over every sequence)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -69,6 +72,10 @@ func parseOptions(args []string) (*options, error) {
 		return nil, errors.New("--rate must be a finite number >= 0")
 	case o.warmup < 0 || o.duration <= 0:
 		return nil, errors.New("--warmup must be >= 0 and --duration > 0")
+	case (o.workload == workloadVAD) != (o.seqData != ""):
+		return nil, fmt.Errorf("--sequence-data goes with --workload %s, and that workload needs it", workloadVAD)
+	case o.seqData != "" && (o.protocol != protoGRPC || o.rate > 0):
+		return nil, errors.New("--sequence-data runs closed-loop over gRPC streams only")
 	}
 	return o, nil
 }
@@ -90,6 +97,12 @@ type Result struct {
 	// Throughput is Requests per second of window.
 	Throughput float64 `json:"throughput"`
 	LatencyMs  Latency `json:"latency_ms"`
+	// Sequences and Chunks describe the stateful mode's audio, and
+	// Sequence0 holds the speech probabilities answered for sequence 0,
+	// chunk by chunk (absent for other workloads).
+	Sequences int       `json:"sequences,omitempty"`
+	Chunks    int       `json:"chunks_per_sequence,omitempty"`
+	Sequence0 []float32 `json:"sequence0,omitempty"`
 	// LateSends counts open-loop requests sent more than a millisecond
 	// after their scheduled time because every worker was busy; their
 	// latency counts from the scheduled time. Requests a free worker sent
@@ -134,6 +147,9 @@ func main() {
 const drainGrace = 30 * time.Second
 
 func run(ctx context.Context, o *options, events io.Writer) (*Result, error) {
+	if o.seqData != "" {
+		return runSequences(ctx, o, events)
+	}
 	w, err := newWorkload(o.workload, o.seed)
 	if err != nil {
 		return nil, err
@@ -335,21 +351,29 @@ func (l *loop) result(workload string) *Result {
 			samples[k] += n
 		}
 	}
-	if len(samples) > 0 {
-		keys := make([]string, 0, len(samples))
-		for k := range samples {
-			keys = append(keys, k)
-		}
-		sort.Slice(keys, func(a, b int) bool { return samples[keys[a]] > samples[keys[b]] })
-		r.ErrorSamples = map[string]int64{}
-		for _, k := range keys[:min(len(keys), maxSamples)] {
-			r.ErrorSamples[k] = samples[k]
-		}
-	}
+	r.ErrorSamples = commonest(samples)
 	r.Requests = int64(len(lat))
 	r.Throughput = float64(r.Requests) / r.Seconds
 	r.LatencyMs = summarize(lat)
 	return r
+}
+
+// commonest returns the maxSamples commonest error messages of samples,
+// or nil when there are none.
+func commonest(samples map[string]int64) map[string]int64 {
+	if len(samples) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(samples))
+	for k := range samples {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(a, b int) bool { return samples[keys[a]] > samples[keys[b]] })
+	out := map[string]int64{}
+	for _, k := range keys[:min(len(keys), maxSamples)] {
+		out[k] = samples[k]
+	}
+	return out
 }
 
 // summarize sorts lat and reads its percentiles by the nearest-rank rule.

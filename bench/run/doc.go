@@ -1,9 +1,12 @@
 // Command run is the benchmark suite's orchestrator. It builds a model
 // repository of the benchmark's variants (each bundled model with dynamic
-// batching as configured and a copy with it off, plus PaddleOCR's
-// direction classifier), starts onnxserve pinned to one core, drives it
-// with bench/loadgen (and ghz for simple over gRPC) pinned to the other,
-// runs the raw ONNX Runtime baseline (cmd/ortbench) on the server's core,
+// batching as configured and a copy with it off, copies with drift
+// monitoring and with the model-quality loop on where the bundled model
+// has a profile or a monitoring block, plus PaddleOCR's direction
+// classifier and Silero VAD v5 served as a stateful model), starts
+// onnxserve pinned to one core, drives it with bench/loadgen (and ghz for
+// simple over gRPC) pinned to the other, runs the raw ONNX Runtime
+// baseline (cmd/ortbench, stateful for Silero VAD) on the server's core,
 // ends by profiling the same server under the top load to break its CPU
 // per inference down by kind of work, and writes RESULTS.md, results.json
 // and PNG plots.
@@ -12,6 +15,7 @@
 //	.cache/bin/run --quick --out .cache/bench-quick
 //	.cache/bin/run --profile --out bench  # PROFILE.md; `make bench-profile`
 //	.cache/bin/run --report-from bench/results.json --out bench  # the report again, no measuring
+//	.cache/bin/run --models silero_vad --out /tmp/vad   # the streaming row alone
 //
 // It runs from the repository root, where its default paths point; bench/
 // is a Go module of its own, so `make bench-tools` builds it (and the tools

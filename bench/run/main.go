@@ -51,6 +51,11 @@ type config struct {
 	abBin  string
 	abArgs []string
 	abOut  string
+	// vad runs the streaming row (silero_vad in --models) on the model
+	// file vadModel: vadSequences sequences of vadChunks chunks.
+	vad                     bool
+	vadModel                string
+	vadSequences, vadChunks int
 }
 
 func parseConfig(args []string) (*config, error) {
@@ -65,7 +70,10 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.ghzBin, "ghz", ".cache/bin/ghz", "ghz binary; empty skips the ghz runs")
 	fs.StringVar(&c.bundled, "models-dir", "models", "the bundled model repository")
 	fs.StringVar(&c.ocrFile, "ocr-model", ".cache/bench-models/ocr_cls.onnx", "PaddleOCR direction classifier (scripts/fetch-bench-models.sh)")
-	fs.StringVar(&models, "models", "simple,classifier,ocr_cls", "models to run")
+	fs.StringVar(&models, "models", "simple,classifier,ocr_cls,"+vadModel, "models to run; "+vadModel+" is the streaming row (Silero VAD v5 over gRPC streams against raw ONNX Runtime)")
+	fs.StringVar(&c.vadModel, "vad-model", ".cache/models/silero_vad/silero_vad.onnx", "Silero VAD v5 (make vad)")
+	fs.IntVar(&c.vadSequences, "vad-sequences", 64, "streaming row: sequences run at once, each on its own gRPC stream")
+	fs.IntVar(&c.vadChunks, "vad-chunks", 256, "streaming row: chunks of 512 samples (32 ms) per sequence")
 	fs.StringVar(&modes, "modes", strings.Join([]string{modeNaive, modeGRPC, modeJSON, modeBinary}, ","), "served modes to run besides raw and ghz")
 	fs.StringVar(&conc, "concurrency", "1,8,32,128", "closed-loop concurrencies of the main table")
 	fs.StringVar(&bconc, "batching-concurrency", "1,2,4,8,16,32,64,128", "concurrencies of the batching section (every model, gRPC, batching off and on)")
@@ -97,9 +105,10 @@ func parseConfig(args []string) (*config, error) {
 	}
 	if c.quick {
 		c.reps, c.warmup, c.duration, c.rawWarmup, c.rawDuration = 1, 300*time.Millisecond, time.Second, 100*time.Millisecond, 300*time.Millisecond
+		c.vadChunks = min(c.vadChunks, 64)
 	}
 	var err error
-	c.models = splitList(models)
+	c.models, c.vad = splitModels(splitList(models))
 	c.modes = splitList(modes)
 	c.profileModels = splitList(pmodels)
 	c.serverArgs = strings.Fields(serverArgs)
@@ -118,10 +127,25 @@ func parseConfig(args []string) (*config, error) {
 	if c.reps < 1 || c.warmup < 0 || c.duration <= 0 || c.rawDuration <= 0 || c.profileFor < time.Second {
 		return nil, errors.New("--reps and --duration must be positive, --warmup >= 0, --profile-seconds >= 1s")
 	}
+	if c.vadSequences < 1 || c.vadChunks < 1 {
+		return nil, errors.New("--vad-sequences and --vad-chunks must be positive")
+	}
 	if c.command == "" {
 		c.command = strings.Join(append([]string{".cache/bin/run"}, args...), " ")
 	}
 	return c, nil
+}
+
+// splitModels takes the streaming row's name out of a --models list.
+func splitModels(names []string) (stateless []string, vad bool) {
+	for _, n := range names {
+		if n == vadModel {
+			vad = true
+		} else {
+			stateless = append(stateless, n)
+		}
+	}
+	return stateless, vad
 }
 
 func splitList(s string) []string {
@@ -230,19 +254,32 @@ func runSuite(ctx context.Context, c *config) error {
 	if err := writeRepository(repo, models); err != nil {
 		return fmt.Errorf("model repository: %w", err)
 	}
+	served := servedNames(models)
+	vadData := filepath.Join(c.work, "vad-audio.f32")
+	if c.vad {
+		if err := writeVAD(repo, c.vadModel); err != nil {
+			return fmt.Errorf("model repository: %w", err)
+		}
+		if err := writeVADAudio(vadData, c.vadSequences, c.vadChunks); err != nil {
+			return err
+		}
+		for _, v := range vadVariants {
+			served = append(served, v.name)
+		}
+	}
 	if err := c.snapshotServer(); err != nil {
 		return err
 	}
 	res := newResults(c, models)
 	logf("%d repetitions of %d points, about %s", c.reps, res.plannedPoints(models), res.estimate(models).Round(time.Second))
 
-	srv, err := startServer(ctx, c.serverBin, c.serverCPU, repo, filepath.Join(c.work, "server.log"), servedNames(models),
+	srv, err := startServer(ctx, c.serverBin, c.serverCPU, repo, filepath.Join(c.work, "server.log"), served,
 		append([]string{"--histogram-buckets", latencyBuckets(), "--pprof"}, c.serverArgs...)...)
 	if err != nil {
 		return err
 	}
 	defer srv.stop()
-	e := &env{cfg: c, srv: srv, client: &http.Client{Timeout: 10 * time.Second}, retryBudget: c.retryBudget}
+	e := &env{cfg: c, srv: srv, client: &http.Client{Timeout: 10 * time.Second}, retryBudget: c.retryBudget, vadData: vadData}
 	for _, m := range models {
 		bs, err := e.batchSizes(ctx, m.name)
 		if err != nil {
@@ -258,6 +295,11 @@ func runSuite(ctx context.Context, c *config) error {
 		e.waitQuiet(ctx)
 		for _, m := range models {
 			if err := e.runModel(ctx, res, m, rep); err != nil {
+				return err
+			}
+		}
+		if c.vad {
+			if err := e.runSequences(ctx, res, rep); err != nil {
 				return err
 			}
 		}
@@ -329,6 +371,15 @@ func (e *env) runModel(ctx context.Context, res *results, m *model, rep int) err
 		}
 		if err := measure(modeDrift, driftConcurrency); err != nil {
 			return err
+		}
+	}
+	if m.quality != "" {
+		// Off then on, back to back, so each repetition compares the two
+		// under the same conditions.
+		for _, mode := range []string{modeQualityOff, modeQuality} {
+			if err := measure(mode, qualityConcurrency); err != nil {
+				return err
+			}
 		}
 	}
 	if m.name == "simple" && c.ghzBin != "" {
@@ -442,6 +493,9 @@ func (e *env) otherLoad(ctx context.Context, d time.Duration) (float64, error) {
 func describe(s sample) string {
 	out := fmt.Sprintf("%.0f inf/s, p50 %.2f ms, p99 %.2f ms, server %.3f cpu-s/1k, batch %.1f, cores server %.2f client %.2f other %.2f",
 		s.Throughput, s.P50Ms, s.P99Ms, s.ServerCPUPer1k, s.MeanBatch, s.ServerCores, s.ClientCores, s.OtherCores)
+	if s.Predictions > 0 || s.TapDropped > 0 {
+		out += fmt.Sprintf(", predictions %.0f, tap drops %.0f, store %.1f MB", s.Predictions, s.TapDropped, s.StoreBytes/1e6)
+	}
 	if s.Errors > 0 {
 		out += fmt.Sprintf(", %d ERRORS %v", s.Errors, s.ErrorSamples)
 	}

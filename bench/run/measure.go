@@ -28,6 +28,11 @@ const (
 	// modeDrift is onnxserve-grpc on a copy of the model with drift
 	// monitoring (sample 1.0) and NaN and range validation on.
 	modeDrift = "onnxserve-grpc-drift"
+	// modeQuality is onnxserve-grpc on a copy of the model with the
+	// model-quality loop on (monitoring, sample 1.0), and modeQualityOff
+	// the plain model measured right before it in each repetition.
+	modeQuality    = "onnxserve-grpc-quality"
+	modeQualityOff = "onnxserve-grpc-quality-off"
 )
 
 // sample is one measured window.
@@ -70,6 +75,14 @@ type sample struct {
 	OtherCores float64 `json:"other_cores"`
 	// LateSends counts open-loop requests sent late (see loadgen).
 	LateSends int64 `json:"late_sends,omitempty"`
+	// Predictions is how much onnxserve_predictions_total of the served
+	// model grew over the window: the rows the quality loop counted (0
+	// for a model without monitoring). TapDropped is how many answers
+	// full tap queues dropped meanwhile, every tap summed, and StoreBytes
+	// the prediction store's size at the window's end.
+	Predictions float64 `json:"predictions,omitempty"`
+	TapDropped  float64 `json:"tap_dropped,omitempty"`
+	StoreBytes  float64 `json:"store_bytes,omitempty"`
 }
 
 // snapshot is the state read at each end of a window.
@@ -79,6 +92,7 @@ type snapshot struct {
 	client  time.Duration
 	machine time.Duration
 	hists   map[seriesKey]histogram
+	values  map[seriesKey]float64
 }
 
 // env is what every measurement needs: the built programs, the running
@@ -92,6 +106,8 @@ type env struct {
 	retryBudget time.Duration
 	// retried counts the windows measured again.
 	retried int
+	// vadData is the streaming row's audio file.
+	vadData string
 }
 
 // again reports whether a window that other processes disturbed (they
@@ -124,7 +140,7 @@ func (e *env) snap(clientPid int, model, version string) (snapshot, error) {
 	if s.machine, err = machineBusy(); err != nil {
 		return s, err
 	}
-	if s.hists, err = scrape(e.client, e.srv.metrics); err != nil {
+	if s.hists, s.values, err = scrape(e.client, e.srv.metrics); err != nil {
 		return s, err
 	}
 	return s, nil
@@ -154,6 +170,11 @@ func fill(smp *sample, a, b snapshot, model, version string) {
 	smp.ServerP50Ms = rd.quantile(0.50) * 1000
 	smp.ServerP99Ms = rd.quantile(0.99) * 1000
 	smp.QueueP99Ms = delta(famQueue).quantile(0.99) * 1000
+	pk := seriesKey{famPredictions, model, version}
+	smp.Predictions = b.values[pk] - a.values[pk]
+	tk := seriesKey{name: famTapDropped}
+	smp.TapDropped = b.values[tk] - a.values[tk]
+	smp.StoreBytes = b.values[seriesKey{name: famStoreBytes}]
 }
 
 // servedModel returns the server-side model name a mode drives.
@@ -163,6 +184,8 @@ func servedModel(m *model, mode string) string {
 		return m.naive
 	case modeDrift:
 		return m.drift
+	case modeQuality:
+		return m.quality
 	}
 	return m.name
 }
@@ -179,6 +202,8 @@ type loadgenResult struct {
 	LatencyMs    struct {
 		Mean, P50, P90, P99 float64
 	} `json:"latency_ms"`
+	// Sequence0 is the stateful workload's answers for its sequence 0.
+	Sequence0 []float32 `json:"sequence0"`
 }
 
 // runLoadgen measures one point with bench/loadgen pinned to the client
@@ -201,15 +226,24 @@ func (e *env) runLoadgen(ctx context.Context, m *model, mode string, conc int, r
 	if rate > 0 {
 		args = append(args, "--rate", strconv.FormatFloat(rate, 'f', 0, 64))
 	}
+	smp, _, err := e.loadgenWindow(ctx, args, served, m.version)
+	return smp, err
+}
+
+// loadgenWindow runs bench/loadgen with args (which must include
+// --events) pinned to the client CPU and returns the measured window,
+// with the server's figures for model served at version, and loadgen's
+// own result.
+func (e *env) loadgenWindow(ctx context.Context, args []string, served, version string) (sample, *loadgenResult, error) {
 	cmd := pinned(ctx, e.cfg.clientCPU, e.cfg.loadgenBin, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return sample{}, err
+		return sample{}, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return sample{}, fmt.Errorf("start loadgen: %w", err)
+		return sample{}, nil, fmt.Errorf("start loadgen: %w", err)
 	}
 	var a, b snapshot
 	var res *loadgenResult
@@ -223,31 +257,31 @@ func (e *env) runLoadgen(ctx context.Context, m *model, mode string, conc int, r
 		}
 		switch r.Event {
 		case "start":
-			a, err = e.snap(cmd.Process.Pid, served, m.version)
+			a, err = e.snap(cmd.Process.Pid, served, version)
 			snapErr = errors.Join(snapErr, err)
 		case "end":
-			b, err = e.snap(cmd.Process.Pid, served, m.version)
+			b, err = e.snap(cmd.Process.Pid, served, version)
 			snapErr = errors.Join(snapErr, err)
 		default:
 			res = &r
 		}
 	}
 	if err := cmd.Wait(); err != nil {
-		return sample{}, fmt.Errorf("loadgen %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return sample{}, nil, fmt.Errorf("loadgen %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	if snapErr != nil {
-		return sample{}, snapErr
+		return sample{}, nil, snapErr
 	}
 	if res == nil || a.at.IsZero() || b.at.IsZero() {
-		return sample{}, fmt.Errorf("loadgen %s: no result or window events", strings.Join(args, " "))
+		return sample{}, nil, fmt.Errorf("loadgen %s: no result or window events", strings.Join(args, " "))
 	}
 	smp := sample{
 		Throughput: res.Throughput, MeanMs: res.LatencyMs.Mean, P50Ms: res.LatencyMs.P50, P90Ms: res.LatencyMs.P90,
 		P99Ms: res.LatencyMs.P99, Requests: res.Requests, Errors: res.Errors, ErrorSamples: res.ErrorSamples,
 		Seconds: res.Seconds, LateSends: res.LateSends,
 	}
-	fill(&smp, a, b, served, m.version)
-	return smp, nil
+	fill(&smp, a, b, served, version)
+	return smp, res, nil
 }
 
 // ghzReport is the part of ghz's JSON report the suite reads. Durations are
@@ -375,13 +409,18 @@ func ghzSample(rep ghzReport) sample {
 // ortbenchResult is cmd/ortbench's JSON.
 type ortbenchResult struct {
 	ORTVersion string `json:"ort_version"`
-	Points     []struct {
+	// Sequences and Chunks describe the stateful mode's data.
+	Sequences int `json:"sequences"`
+	Chunks    int `json:"chunks_per_sequence"`
+	Points    []struct {
 		BatchSize   int     `json:"batch_size"`
 		ItemsPerSec float64 `json:"items_per_sec"`
 		BatchMeanMs float64 `json:"batch_mean_ms"`
 		BatchP50Ms  float64 `json:"batch_p50_ms"`
 		BatchP99Ms  float64 `json:"batch_p99_ms"`
 		CPUPerItem  float64 `json:"cpu_us_per_item"`
+		// Sequence0 is, in the stateful mode, sequence 0's outputs.
+		Sequence0 []float32 `json:"sequence0"`
 	} `json:"points"`
 }
 
@@ -389,33 +428,39 @@ type ortbenchResult struct {
 // idles meanwhile) and returns one sample per batch size, keyed by it,
 // and the ONNX Runtime version.
 func (e *env) runRaw(ctx context.Context, m *model) (map[int]sample, string, error) {
-	sizes := make([]string, len(m.rawSizes))
-	for i, s := range m.rawSizes {
-		sizes[i] = strconv.Itoa(s)
-	}
-	args := []string{"--model", m.file, "--batch-sizes", strings.Join(sizes, ","), "--intra-op-threads", "1",
+	args := []string{"--model", m.file, "--batch-sizes", joinInts(m.rawSizes), "--intra-op-threads", "1",
 		"--warmup", e.cfg.rawWarmup.String(), "--duration", e.cfg.rawDuration.String()}
 	if m.dims != "" {
 		args = append(args, "--dims", m.dims)
 	}
+	res, out, err := e.ortbench(ctx, args)
+	if err != nil {
+		return nil, "", err
+	}
+	return out, res.ORTVersion, nil
+}
+
+// ortbench runs cmd/ortbench with args on the server's CPU and returns
+// its result and one sample per batch size, keyed by it.
+func (e *env) ortbench(ctx context.Context, args []string) (*ortbenchResult, map[int]sample, error) {
 	cmd := pinned(ctx, e.cfg.serverCPU, e.cfg.ortbenchBin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	a, err := machineBusy()
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
-		return nil, "", fmt.Errorf("ortbench %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return nil, nil, fmt.Errorf("ortbench %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	b, err := machineBusy()
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	var res ortbenchResult
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-		return nil, "", fmt.Errorf("ortbench output: %w", err)
+		return nil, nil, fmt.Errorf("ortbench output: %w", err)
 	}
 	secs := time.Since(start).Seconds()
 	other := 0.0
@@ -430,5 +475,14 @@ func (e *env) runRaw(ctx context.Context, m *model) (map[int]sample, string, err
 			ServerCores: 1, OtherCores: other,
 		}
 	}
-	return out, res.ORTVersion, nil
+	return &res, out, nil
+}
+
+// joinInts writes ns as a comma-separated list.
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -219,6 +220,38 @@ func parseHistograms(r io.Reader, families ...string) (map[seriesKey]histogram, 
 	return out, nil
 }
 
+// parseValues reads the counters and gauges named in names from
+// Prometheus text exposition, keyed by their model and version labels;
+// series that differ in other labels are summed (the predicted class of
+// onnxserve_predictions_total, the tap of onnxserve_tap_dropped_total).
+// Other series are ignored.
+func parseValues(r io.Reader, names ...string) (map[seriesKey]float64, error) {
+	out := map[seriesKey]float64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		for _, name := range names {
+			rest, ok := strings.CutPrefix(line, name)
+			if !ok || rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+				continue
+			}
+			labels, value, err := splitSample(line)
+			if err != nil {
+				return nil, err
+			}
+			out[seriesKey{name: name, model: labels["model"], version: labels["version"]}] += value
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return out, nil
+}
+
 // matchFamily reports which of families line is a sample of, and its
 // suffix (_bucket, _sum or _count).
 func matchFamily(line string, families []string) (string, string, bool) {
@@ -274,6 +307,12 @@ const (
 	famCompute   = "onnxserve_compute_duration_seconds"
 	famRequest   = "onnxserve_request_duration_seconds"
 	famQueue     = "onnxserve_queue_duration_seconds"
+	// Counters and gauges of the model-quality loop: predictions counted
+	// per model, answers a tap's full queue dropped (every tap summed; no
+	// label model), and the prediction store's size (no label model).
+	famPredictions = "onnxserve_predictions_total"
+	famTapDropped  = "onnxserve_tap_dropped_total"
+	famStoreBytes  = "onnxserve_prediction_store_bytes"
 )
 
 // latencyBuckets are the duration histogram bounds the suite starts the
@@ -290,18 +329,30 @@ func latencyBuckets() string {
 	return strings.Join(b, ",")
 }
 
-// scrape fetches the server's /metrics and returns its batch-size and
-// compute-time histograms.
-func scrape(client *http.Client, addr string) (map[seriesKey]histogram, error) {
+// scrape fetches the server's /metrics and returns its batch-size,
+// duration and compute-time histograms and the quality loop's counters.
+func scrape(client *http.Client, addr string) (map[seriesKey]histogram, map[seriesKey]float64, error) {
 	resp, err := client.Get("http://" + addr + "/metrics")
 	if err != nil {
-		return nil, fmt.Errorf("scrape: %w", err)
+		return nil, nil, fmt.Errorf("scrape: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scrape: http %d", resp.StatusCode)
+		return nil, nil, fmt.Errorf("scrape: http %d", resp.StatusCode)
 	}
-	return parseHistograms(resp.Body, famBatchSize, famCompute, famRequest, famQueue)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("scrape: %w", err)
+	}
+	hists, err := parseHistograms(bytes.NewReader(body), famBatchSize, famCompute, famRequest, famQueue)
+	if err != nil {
+		return nil, nil, err
+	}
+	values, err := parseValues(bytes.NewReader(body), famPredictions, famTapDropped, famStoreBytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	return hists, values, nil
 }
 
 // batchShare is the share of batches whose size fell in (lo, hi].

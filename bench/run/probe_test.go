@@ -167,3 +167,36 @@ func TestLatencyBuckets(t *testing.T) {
 		prev = v
 	}
 }
+
+func TestParseValues(t *testing.T) {
+	const text = `# TYPE onnxserve_predictions_total counter
+onnxserve_predictions_total{model="classifier_quality",predicted="cat",version="2"} 30
+onnxserve_predictions_total{model="classifier_quality",predicted="dog",version="2"} 12
+onnxserve_predictions_total{model="classifier",predicted="dog",version="2"} 5
+onnxserve_predictions_totalx{model="classifier_quality",version="2"} 1000
+onnxserve_tap_dropped_total{tap="quality"} 3
+onnxserve_tap_dropped_total{tap="drift"} 4
+onnxserve_prediction_store_bytes 123456
+`
+	got, err := parseValues(strings.NewReader(text), famPredictions, famTapDropped, famStoreBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[seriesKey]float64{
+		{famPredictions, "classifier_quality", "2"}: 42,
+		{famPredictions, "classifier", "2"}:         5,
+		{name: famTapDropped}:                       7,
+		{name: famStoreBytes}:                       123456,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("series %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%+v = %v, want %v", k, got[k], v)
+		}
+	}
+	if _, err := parseValues(strings.NewReader("onnxserve_prediction_store_bytes x\n"), famStoreBytes); err == nil {
+		t.Error("a sample without a number accepted")
+	}
+}

@@ -37,6 +37,14 @@ type model struct {
 	// and validation on (driftConfig), from the version's profile.json.
 	drift   string
 	profile string
+	// quality, when not "", names a fourth copy served with the model-quality
+	// loop on (qualityConfig): the bundled monitoring block, every answer
+	// kept, labels read from labels (a file copied beside it). The other
+	// copies are served without monitoring, so quality's cost shows only in
+	// the quality copy.
+	quality    string
+	monitoring map[string]any
+	labels     string
 }
 
 // driftConcurrency is where the drift copy is measured beside the plain one.
@@ -51,6 +59,27 @@ func (m *model) driftConfig() map[string]any {
 	}
 	c["drift"] = map[string]any{"sample": 1.0}
 	c["validation"] = map[string]any{"nan": "count", "inf": "count", "range": "profile", "range_action": "count"}
+	return c
+}
+
+// qualityConcurrency is where the quality copy is measured beside the
+// plain one.
+const qualityConcurrency = 128
+
+// qualityConfig is config with the model's bundled monitoring block and
+// every answer kept in the prediction store (the cost the quality section
+// reports).
+func (m *model) qualityConfig() map[string]any {
+	c := make(map[string]any, len(m.config)+1)
+	for k, v := range m.config {
+		c[k] = v
+	}
+	mon := make(map[string]any, len(m.monitoring)+1)
+	for k, v := range m.monitoring {
+		mon[k] = v
+	}
+	mon["sample"] = 1.0
+	c["monitoring"] = mon
 	return c
 }
 
@@ -118,6 +147,15 @@ func bundledModel(root, name string) (*model, error) {
 		return nil, fmt.Errorf("%s: no version folder", dir)
 	}
 	m := &model{name: name, naive: name + "_nobatch", version: strconv.Itoa(newest), config: cfg}
+	if mon, ok := cfg["monitoring"].(map[string]any); ok {
+		// Only the quality copy monitors: the plain, naive and drift copies
+		// are compared with their own variants and must not pay for it.
+		delete(cfg, "monitoring")
+		m.quality, m.monitoring = name+"_quality", mon
+		if l, ok := mon["labels"].(string); ok && l != "" {
+			m.labels = filepath.Join(dir, l)
+		}
+	}
 	m.file = filepath.Join(dir, m.version, "model.onnx")
 	if err := m.readConfig(); err != nil {
 		return nil, fmt.Errorf("%s/config.yaml: %w", dir, err)
@@ -196,7 +234,7 @@ func writeRepository(dir string, models []*model) error {
 		for _, v := range []struct {
 			name string
 			cfg  map[string]any
-		}{{m.name, m.config}, {m.naive, m.naiveConfig()}, {m.drift, m.driftConfig()}} {
+		}{{m.name, m.config}, {m.naive, m.naiveConfig()}, {m.drift, m.driftConfig()}, {m.quality, m.qualityConfig()}} {
 			if v.name == "" {
 				continue
 			}
@@ -217,6 +255,11 @@ func writeRepository(dir string, models []*model) error {
 			}
 			if v.name == m.drift {
 				if err := copyFile(m.profile, filepath.Join(vdir, "profile.json")); err != nil {
+					return err
+				}
+			}
+			if v.name == m.quality && m.labels != "" {
+				if err := copyFile(m.labels, filepath.Join(dir, v.name, filepath.Base(m.labels))); err != nil {
 					return err
 				}
 			}
@@ -247,8 +290,10 @@ func servedNames(models []*model) []string {
 	var out []string
 	for _, m := range models {
 		out = append(out, m.name, m.naive)
-		if m.drift != "" {
-			out = append(out, m.drift)
+		for _, v := range []string{m.drift, m.quality} {
+			if v != "" {
+				out = append(out, v)
+			}
 		}
 	}
 	return slices.Clip(out)

@@ -20,6 +20,7 @@ const (
 	targetOverheadMicros  = 20.0  // server CPU per simple inference beyond ONNX Runtime
 	targetBatchingGain    = 5.0   // batching on / off, simple at concurrency 64
 	targetDriftShare      = 0.95  // drift sample 1.0 + NaN/range validation on, share of off
+	targetQualityShare    = 0.95  // monitoring (sample 1.0) on, share of off
 	batchingGainConc      = 64
 	targetCNNvsBestRaw    = 0.95 // the CNN over gRPC at saturation, share of raw at its best batch size
 	targetLowLoadP50      = 1.10 // batching on / off, p50 at concurrency 1
@@ -273,6 +274,8 @@ func (r *results) markdown(plots map[string][]string) string {
 	r.costsSection(&b)
 	r.ghzSection(&b)
 	r.driftSection(&b)
+	r.qualitySection(&b)
+	r.sequencesSection(&b)
 	w("## Reproduce\n\n")
 	w("```\nmake bench          # this file, results.json and the plots (10 to 14 minutes on 2 cores)\nmake bench-quick    # one short repetition into .cache/bench-quick/\nmake bench-profile  # CPU and allocation profiles of the server into bench/PROFILE.md\n```\n")
 	return b.String()
@@ -680,4 +683,113 @@ func (r *results) driftSection(b *strings.Builder) {
 		w("%s\n", row)
 	}
 	w("\n")
+}
+
+// qualitySection compares each model served with the model-quality loop
+// on (every answer kept in the prediction store) with the same model
+// without it, over gRPC at qualityConcurrency, measured back to back in
+// each repetition.
+func (r *results) qualitySection(b *strings.Builder) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	var rows, notes []string
+	for _, m := range r.models {
+		if m.quality == "" {
+			continue
+		}
+		off, ok1 := r.get(pointKey{Model: m.name, Mode: modeQualityOff, Concurrency: qualityConcurrency})
+		on, ok2 := r.get(pointKey{Model: m.name, Mode: modeQuality, Concurrency: qualityConcurrency})
+		if !ok1 || !ok2 || off.Throughput == 0 {
+			continue
+		}
+		share := on.Throughput / off.Throughput
+		verdict := "met"
+		if share < targetQualityShare {
+			verdict = "**missed**"
+		}
+		kept := "–"
+		if on.Requests > 0 {
+			kept = fmt.Sprintf("%.3f", on.Predictions/float64(on.Requests))
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %.3f | %.3f | %.1f%% | %s | %s |", m.name, m.version,
+			thousands(off.Throughput), thousands(on.Throughput), off.ServerCPUPer1k, on.ServerCPUPer1k, 100*share, kept, verdict))
+		notes = append(notes, fmt.Sprintf("%s: %s predictions counted against %s inferences answered in the median window; prediction store %.1f MB at its end; %s answers dropped by full tap queues over every window.",
+			m.name, thousands(on.Predictions), thousands(float64(on.Requests)), on.StoreBytes/1e6, thousands(on.TapDropped)))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	w("## Quality monitoring cost\n\n")
+	w("The same model over gRPC at concurrency %d, served twice from the same file: without a `monitoring` block (off), ", qualityConcurrency)
+	w("and with the bundled one (`task: classification`, its labels file) and `sample: 1.0` (on): every answer's predicted class is read on the request path, ")
+	w("counted in `onnxserve_predictions_total` and written to the bbolt prediction store under `--state-dir` by the quality tap. ")
+	w("Off and on are measured back to back in each repetition. *kept / inference* = growth of `onnxserve_predictions_total` over the window per answered inference. ")
+	w("Target: on keeps at least %.0f%% of the throughput of off.\n\n", 100*targetQualityShare)
+	w("| model | version | off inf/s | on inf/s | off server CPU s/1k | on server CPU s/1k | on / off | kept / inference | verdict |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, row := range rows {
+		w("%s\n", row)
+	}
+	w("\n")
+	for _, n := range notes {
+		w("%s\n", n)
+	}
+	w("\n")
+}
+
+// sequencesSection sets Silero VAD v5 served over gRPC streams beside
+// ONNX Runtime running the same sequences directly, and reports the
+// correctness check of sequence 0.
+func (r *results) sequencesSection(b *strings.Builder) {
+	ck := r.SequenceCheck
+	if ck == nil || ck.Compared == 0 {
+		return
+	}
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	raw1, ok1 := r.get(pointKey{Model: vadModel, Mode: modeRaw, Batch: 1})
+	rawMax, ok2 := r.get(pointKey{Model: vadModel, Mode: modeRaw, Batch: vadMaxBatch})
+	if !ok1 || !ok2 || raw1.Throughput == 0 || rawMax.Throughput == 0 {
+		return
+	}
+	w("## Streaming sequences (Silero VAD v5)\n\n")
+	w("%d sequences of %d chunks each (512 samples, 32 ms of 16 kHz audio: %s per sequence), all at once. ",
+		ck.Sequences, ck.Chunks, (time.Duration(ck.Chunks) * 32 * time.Millisecond).String())
+	w("**Served**: Silero VAD v5 with `sequence_batching` (state `state` → `stateN`, `batch_axis: 1`; `max_batch_size: %d`, one instance, one intra-op thread), ", vadMaxBatch)
+	w("each sequence on its own gRPC `ModelStreamInfer` stream with `sequence_id`, `sequence_start` and `sequence_end`, one chunk in flight per sequence, the server keeping the state; ")
+	w("once with `dispatch: immediate` (the default) and once with `dispatch: wait`, `max_queue_delay: %s`, `preferred_batch_sizes: [%d]`. ", vadWaitDelay, vadMaxBatch)
+	w("The window runs from the first chunk sent to the last answer (after a warm-up of short sequences). ")
+	w("**Raw**: `cmd/ortbench --sequence-data` runs the same chunks through ONNX Runtime on the server's core, the client carrying the state: the sequences in groups of the batch size, in lockstep, each chunk's `stateN` fed back as the next chunk's `state`.\n\n")
+	w("| raw ONNX Runtime | chunks/s | per run p50 / p99 ms | CPU s/1k chunks |\n|---|---:|---:|---:|\n")
+	for _, bs := range vadRawSizes {
+		if s, ok := r.get(pointKey{Model: vadModel, Mode: modeRaw, Batch: bs}); ok {
+			w("| batch %d | %s | %.3f / %.3f | %.4f |\n", bs, thousands(s.Throughput), s.P50Ms, s.P99Ms, s.ServerCPUPer1k)
+		}
+	}
+	w("\n| served | chunks/s | per chunk p50 / p99 ms | server CPU s/1k chunks | mean batch | × raw at batch 1 | share of raw at batch %d | share of raw at its mean batch |\n", vadMaxBatch)
+	w("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	disturbed := false
+	for _, v := range vadVariants {
+		k := pointKey{Model: vadModel, Mode: v.mode, Concurrency: ck.Sequences}
+		s, ok := r.get(k)
+		if !ok {
+			continue
+		}
+		atMean := "–"
+		if ratio, _, ok := r.vsRaw(k); ok {
+			atMean = fmt.Sprintf("%.0f%%", 100*ratio)
+		}
+		mark := ""
+		if p := r.index[k]; p != nil && p.Disturbed {
+			mark, disturbed = " †", true
+		}
+		w("| %s%s | %s | %.2f / %.2f | %.4f | %.2f | %.2f× | %.0f%% | %s |\n", v.mode, mark, thousands(s.Throughput), s.P50Ms, s.P99Ms,
+			s.ServerCPUPer1k, s.MeanBatch, s.Throughput/raw1.Throughput, 100*s.Throughput/rawMax.Throughput, atMean)
+	}
+	if disturbed {
+		w("\n† every repetition of the row was disturbed by other processes: read it as a lower bound.\n")
+	}
+	w("\nCorrectness: sequence 0's %d speech probabilities from every raw batch size and every served run (%d runs in all) ", ck.Chunks, ck.Compared)
+	w("were checked against raw ONNX Runtime at batch size 1, and the run fails beyond %g: the largest difference was %g; %d of %d values bit-identical.\n\n",
+		vadTolerance, ck.MaxAbsDiff, ck.Identical, ck.Values)
+	if len(ck.Commands) > 0 {
+		w("```\n%s\n```\n\n", strings.Join(ck.Commands, "\n"))
+	}
 }

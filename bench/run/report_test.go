@@ -1,12 +1,16 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func TestMedian(t *testing.T) {
@@ -184,6 +188,49 @@ func TestRepositoryVariants(t *testing.T) {
 			t.Errorf("%s: %v", m.naive, err)
 		}
 	}
+	for _, m := range ms {
+		for _, v := range []string{m.name, m.naive, m.drift} {
+			if v == "" {
+				continue
+			}
+			if b, err := os.ReadFile(filepath.Join(dir, v, "config.yaml")); err != nil || strings.Contains(string(b), "monitoring") {
+				t.Errorf("%s: monitoring must be off in every copy but the quality one (%v):\n%s", v, err, b)
+			}
+		}
+	}
+	if ms[0].quality != "" {
+		t.Errorf("simple has no monitoring block, yet a quality copy %q", ms[0].quality)
+	}
+	q := ms[1]
+	if q.quality != "classifier_quality" {
+		t.Fatalf("classifier's quality copy %q", q.quality)
+	}
+	var cfg struct {
+		Monitoring map[string]any `yaml:"monitoring"`
+		Instances  map[string]any `yaml:"instances"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, q.quality, "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Monitoring["task"] != "classification" || fmt.Sprint(cfg.Monitoring["sample"]) != "1" || cfg.Monitoring["labels"] != "labels.txt" ||
+		cfg.Instances["intra_op_threads"] != 1 {
+		t.Errorf("quality copy's config:\n%s", b)
+	}
+	labels, err := os.ReadFile(filepath.Join(dir, q.quality, "labels.txt"))
+	bundled, err2 := os.ReadFile(filepath.Join("..", "..", "models", "classifier", "labels.txt"))
+	if err != nil || err2 != nil || string(labels) != string(bundled) {
+		t.Errorf("quality copy's labels.txt differs from the bundled one (%v, %v)", err, err2)
+	}
+	if _, err := os.Stat(filepath.Join(dir, q.quality, q.version, "model.onnx")); err != nil {
+		t.Error(err)
+	}
+	if got := servedNames(ms); !slices.Contains(got, "classifier_quality") || !slices.Contains(got, "classifier_drift") {
+		t.Errorf("served names %v", got)
+	}
 	if ms[1].version != "2" || ms[1].queueDelay != time.Millisecond || ms[0].queueDelay != 500*time.Microsecond {
 		t.Errorf("classifier version %s, delays %v %v", ms[1].version, ms[0].queueDelay, ms[1].queueDelay)
 	}
@@ -248,5 +295,42 @@ func TestABReport(t *testing.T) {
 	}
 	if m := medianOf([]sample{{Throughput: 1}, {Throughput: 4}}, throughputOf); m != 2.5 {
 		t.Errorf("median of 1 and 4: %v", m)
+	}
+}
+
+func TestQualitySection(t *testing.T) {
+	c := &config{concurrency: []int{128}, batchingConcurrency: []int{128}, modes: []string{modeGRPC}, reps: 2}
+	m := &model{name: "classifier", naive: "classifier_nobatch", quality: "classifier_quality", version: "2", config: map[string]any{}}
+	r := newResults(c, []*model{m})
+	off := pointKey{Model: "classifier", Mode: modeQualityOff, Concurrency: qualityConcurrency}
+	on := pointKey{Model: "classifier", Mode: modeQuality, Concurrency: qualityConcurrency}
+	r.add(off, sample{Throughput: 40_000, ServerCPUPer1k: 0.020, Requests: 80_000})
+	r.add(on, sample{Throughput: 37_000, ServerCPUPer1k: 0.024, Requests: 74_000, Predictions: 73_990, TapDropped: 2, StoreBytes: 9_500_000})
+	r.add(off, sample{Throughput: 42_000, ServerCPUPer1k: 0.020, Requests: 84_000})
+	r.add(on, sample{Throughput: 39_000, ServerCPUPer1k: 0.024, Requests: 78_000, Predictions: 78_010, TapDropped: 1, StoreBytes: 19_500_000})
+	var b strings.Builder
+	r.qualitySection(&b)
+	md := b.String()
+	// Medians 41,000 and 38,000: 92.7%, below the 95% target.
+	for _, want := range []string{
+		"## Quality monitoring cost",
+		"| classifier | 2 | 41,000 | 38,000 | 0.020 | 0.024 | 92.7% | 1.000 | **missed** |",
+		"classifier: 76,000 predictions counted against 76,000 inferences answered in the median window; prediction store 14.5 MB at its end; 3 answers dropped",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("section lacks %q:\n%s", want, md)
+		}
+	}
+	// A third repetition moves on's median to 39,000: 95.1%.
+	r.add(on, sample{Throughput: 41_000, Requests: 82_000, Predictions: 82_000})
+	b.Reset()
+	r.qualitySection(&b)
+	if want := "| 95.1% | 1.000 | met |"; !strings.Contains(b.String(), want) {
+		t.Errorf("after a third repetition, no %q:\n%s", want, b.String())
+	}
+	b.Reset()
+	newResults(c, []*model{{name: "simple"}}).qualitySection(&b)
+	if b.Len() != 0 {
+		t.Errorf("a section without a quality copy: %q", b.String())
 	}
 }

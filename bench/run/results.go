@@ -81,6 +81,8 @@ type results struct {
 	// BatchSizes is, by model, the server's own batch size measurement
 	// of a model served with an auto batch size.
 	BatchSizes map[string]batchSizes `json:"batch_sizes,omitempty"`
+	// SequenceCheck is the streaming row's correctness check.
+	SequenceCheck *sequenceCheck `json:"sequence_check,omitempty"`
 
 	cfg    *config
 	models []*model
@@ -88,7 +90,7 @@ type results struct {
 }
 
 func newResults(c *config, models []*model) *results {
-	return &results{
+	r := &results{
 		Meta: meta{
 			Date:       time.Now().UTC().Format("2006-01-02 15:04 MST"),
 			Commit:     gitCommit(),
@@ -106,7 +108,7 @@ func newResults(c *config, models []*model) *results {
 			Quick:      c.quick,
 			QuietCores: c.quietCores,
 
-			Models:              c.models,
+			Models:              modelList(c),
 			Modes:               c.modes,
 			Concurrency:         c.concurrency,
 			BatchingConcurrency: c.batchingConcurrency,
@@ -118,6 +120,10 @@ func newResults(c *config, models []*model) *results {
 		models:      models,
 		index:       map[pointKey]*point{},
 	}
+	if c.vad {
+		r.SequenceCheck = &sequenceCheck{}
+	}
+	return r
 }
 
 func (r *results) add(k pointKey, s sample) {
@@ -145,10 +151,11 @@ func (r *results) add(k pointKey, s sample) {
 		p.MinThroughput = min(p.MinThroughput, x.Throughput)
 		p.MaxThroughput = max(p.MaxThroughput, x.Throughput)
 	}
-	p.Median.Errors, p.Median.ErrorSamples, p.Median.LateSends = 0, nil, 0
+	p.Median.Errors, p.Median.ErrorSamples, p.Median.LateSends, p.Median.TapDropped = 0, nil, 0, 0
 	for _, x := range p.Samples {
 		p.Median.Errors += x.Errors
 		p.Median.LateSends += x.LateSends
+		p.Median.TapDropped += x.TapDropped
 		for k, n := range x.ErrorSamples {
 			if p.Median.ErrorSamples == nil {
 				p.Median.ErrorSamples = map[string]int64{}
@@ -190,7 +197,7 @@ func (r *results) peak(model, mode string) float64 {
 }
 
 // median takes each figure's median over the repetitions on its own; the
-// errors are summed, so none is hidden, and the batch distribution is the
+// errors and tap drops are summed, so none is hidden, and the batch distribution is the
 // one of the repetition with the median throughput.
 func median(ss []sample) sample {
 	if len(ss) == 0 {
@@ -224,6 +231,8 @@ func median(ss []sample) sample {
 		ClientCores:    med(func(s sample) float64 { return s.ClientCores }),
 		OtherCores:     med(func(s sample) float64 { return s.OtherCores }),
 		Requests:       int64(med(func(s sample) float64 { return float64(s.Requests) })),
+		Predictions:    med(func(s sample) float64 { return s.Predictions }),
+		StoreBytes:     med(func(s sample) float64 { return s.StoreBytes }),
 	}
 	byThroughput := slices.Clone(ss)
 	sort.SliceStable(byThroughput, func(i, j int) bool { return byThroughput[i].Throughput < byThroughput[j].Throughput })
@@ -231,6 +240,7 @@ func median(ss []sample) sample {
 	for _, s := range ss {
 		out.Errors += s.Errors
 		out.LateSends += s.LateSends
+		out.TapDropped += s.TapDropped
 		for k, n := range s.ErrorSamples {
 			if out.ErrorSamples == nil {
 				out.ErrorSamples = map[string]int64{}
@@ -262,8 +272,23 @@ func (r *results) plannedPoints(models []*model) int {
 		if m.drift != "" && slices.Contains(c.modes, modeGRPC) {
 			n++
 		}
+		if m.quality != "" {
+			n += 2
+		}
+	}
+	if c.vad {
+		n += len(vadVariants)
 	}
 	return n
+}
+
+// modelList is --models as given: the stateless models, then the
+// streaming row's name when it runs.
+func modelList(c *config) []string {
+	if c.vad {
+		return append(slices.Clone(c.models), vadModel)
+	}
+	return c.models
 }
 
 // estimate is the suite's expected length.
@@ -271,6 +296,11 @@ func (r *results) estimate(models []*model) time.Duration {
 	c := r.cfg
 	perPoint := c.warmup + c.duration + 200*time.Millisecond
 	total := time.Duration(r.plannedPoints(models)*c.reps) * perPoint
+	if c.vad {
+		// The raw baseline runs every chunk at each batch size, at about
+		// 7,000 chunks a second at batch size 1 and faster beyond.
+		total += time.Duration(c.reps) * (time.Duration(len(vadRawSizes))*c.rawWarmup + time.Duration(c.vadSequences*c.vadChunks)*300*time.Microsecond)
+	}
 	for _, m := range models {
 		total += time.Duration(len(m.rawSizes)*c.reps)*(c.rawWarmup+c.rawDuration) + time.Duration(c.reps)*300*time.Millisecond
 		if batchingModel(m.name) {
@@ -296,7 +326,8 @@ func rewrite(c *config, path string) error {
 	if len(mt.Models) == 0 || len(mt.Concurrency) == 0 {
 		return fmt.Errorf("%s does not say what was run; measure again", path)
 	}
-	c.models, c.modes, c.concurrency, c.batchingConcurrency = mt.Models, mt.Modes, mt.Concurrency, mt.BatchingConcurrency
+	c.models, c.vad = splitModels(mt.Models)
+	c.modes, c.concurrency, c.batchingConcurrency = mt.Modes, mt.Concurrency, mt.BatchingConcurrency
 	if c.warmup, err = time.ParseDuration(mt.Warmup); err != nil {
 		return err
 	}
@@ -307,7 +338,8 @@ func rewrite(c *config, path string) error {
 	if err != nil {
 		return err
 	}
-	r := &results{Meta: mt, HalfRate: saved.HalfRate, GhzCommands: saved.GhzCommands, BatchSizes: saved.BatchSizes, cfg: c, models: models, index: map[pointKey]*point{}}
+	r := &results{Meta: mt, HalfRate: saved.HalfRate, GhzCommands: saved.GhzCommands, BatchSizes: saved.BatchSizes,
+		SequenceCheck: saved.SequenceCheck, cfg: c, models: models, index: map[pointKey]*point{}}
 	for _, p := range saved.Points {
 		for _, s := range p.Samples {
 			r.add(p.pointKey, s)

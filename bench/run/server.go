@@ -49,8 +49,16 @@ func pinned(ctx context.Context, cpu int, name string, args ...string) *exec.Cmd
 
 // startServer starts bin on cpu serving repo, every port on 127.0.0.1 and
 // chosen by the kernel, and returns once every model in models is ready.
-// The server's log goes to logPath.
+// The server's log goes to logPath, and its --state-dir is an empty folder
+// beside it named after it.
 func startServer(ctx context.Context, bin string, cpu int, repo, logPath string, models []string, extra ...string) (*server, error) {
+	// Models with a monitoring block keep their predictions in a state
+	// folder of this server's own, beside its log, emptied first: a store
+	// left by an earlier run would make this one's larger and slower.
+	stateDir := strings.TrimSuffix(logPath, filepath.Ext(logPath)) + ".state"
+	if err := os.RemoveAll(stateDir); err != nil {
+		return nil, err
+	}
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -61,9 +69,7 @@ func startServer(ctx context.Context, bin string, cpu int, repo, logPath string,
 		"--grpc-address", "127.0.0.1", "--grpc-port", "0",
 		"--metrics-address", "127.0.0.1", "--metrics-port", "0",
 		"--shutdown-delay", "0s", "--drain-timeout", "5s",
-		// Models with a monitoring block keep their predictions here,
-		// beside the log, not in the working directory.
-		"--state-dir", strings.TrimSuffix(logPath, filepath.Ext(logPath)) + ".state",
+		"--state-dir", stateDir,
 	}, extra...)
 	// The server is not bound to ctx: stop is the one way it ends, so its
 	// shutdown is always waited for.

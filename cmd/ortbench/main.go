@@ -30,6 +30,13 @@ type options struct {
 	duration   time.Duration
 	intraOp    int
 	seed       uint64
+	// The stateful mode: seqData is the file of chunks (empty: the
+	// stateless mode), sequences how many sequences it holds, states the
+	// state inputs and outputs, values the inputs given one number.
+	seqData   string
+	sequences int
+	states    []stateSpec
+	values    map[string]string
 }
 
 // Result is the JSON document ortbench prints; a plain value.
@@ -38,7 +45,11 @@ type Result struct {
 	ORTVersion     string   `json:"ort_version"`
 	IntraOpThreads int      `json:"intra_op_threads"`
 	Inputs         []string `json:"inputs"`
-	Points         []Point  `json:"points"`
+	// Sequences and Chunks describe the stateful mode's data: how many
+	// sequences, of how many chunks each (absent in the stateless mode).
+	Sequences int     `json:"sequences,omitempty"`
+	Chunks    int     `json:"chunks_per_sequence,omitempty"`
+	Points    []Point `json:"points"`
 }
 
 // Point is one batch size's measurement; a plain value.
@@ -55,6 +66,10 @@ type Point struct {
 	// CPUMicrosPerItem is the process's user plus system CPU time in the
 	// window divided by the items run: the cost of inference itself.
 	CPUMicrosPerItem float64 `json:"cpu_us_per_item"`
+	// Sequence0 is, in the stateful mode, row 0 of the model's first
+	// output that is no state, for every chunk of sequence 0 in order:
+	// the reference a served run of the same sequence is checked against.
+	Sequence0 []float32 `json:"sequence0,omitempty"`
 }
 
 func main() {
@@ -91,6 +106,11 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 3*time.Second, "measured run time per batch size")
 	fs.IntVar(&o.intraOp, "intra-op-threads", 1, "ONNX Runtime intra-op threads (the server's instances.intra_op_threads)")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the random input data")
+	var states, values string
+	fs.StringVar(&o.seqData, "sequence-data", "", "stateful mode: a file of float32 little-endian chunks, sequence after sequence, for the one input that is neither a --state nor a --value; every sequence is run once per batch size, the sequences of a batch in lockstep, each chunk's state output fed back as the next chunk's state input (--duration does not apply)")
+	fs.IntVar(&o.sequences, "sequences", 1, "stateful mode: how many sequences --sequence-data holds (all of one length)")
+	fs.StringVar(&states, "state", "", "stateful mode: state input=output[@axis along which sequences stack, default 0], zeros at each sequence's start; several separated by ';'")
+	fs.StringVar(&values, "value", "", "stateful mode: inputs of one element given as name=number (a sample rate); several separated by ';'")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -125,6 +145,19 @@ func parseOptions(args []string) (*options, error) {
 	if o.warmup < 0 || o.duration <= 0 || o.intraOp < 0 {
 		return nil, errors.New("--warmup must be >= 0, --duration > 0 and --intra-op-threads >= 0")
 	}
+	var err error
+	if o.states, err = parseStates(states); err != nil {
+		return nil, err
+	}
+	if o.values, err = parseValues(values); err != nil {
+		return nil, err
+	}
+	if o.seqData == "" && (len(o.states) > 0 || len(o.values) > 0) {
+		return nil, errors.New("--state and --value apply to the stateful mode only: give --sequence-data")
+	}
+	if o.seqData != "" && (len(o.states) == 0 || o.sequences < 1) {
+		return nil, errors.New("--sequence-data needs at least one --state and --sequences >= 1")
+	}
 	return o, nil
 }
 
@@ -148,6 +181,9 @@ func run(o *options) (*Result, error) {
 	for _, sp := range sess.Inputs() {
 		res.Inputs = append(res.Inputs, fmt.Sprintf("%s %s %v", sp.Name, sp.DataType, sp.Shape))
 	}
+	if o.seqData != "" {
+		return res, runStateful(sess, o, res)
+	}
 	rng := rand.New(rand.NewPCG(o.seed, o.seed))
 	for _, bs := range o.batchSizes {
 		in, err := inputs(sess.Inputs(), bs, o.dims, rng)
@@ -161,6 +197,27 @@ func run(o *options) (*Result, error) {
 		res.Points = append(res.Points, p)
 	}
 	return res, nil
+}
+
+// runStateful measures the stateful mode at every batch size into res.
+func runStateful(sess *runtime.Session, o *options, res *Result) error {
+	plan, err := newSeqPlan(sess.Inputs(), sess.Outputs(), o.states, o.values, o.dims)
+	if err != nil {
+		return err
+	}
+	data, err := readSeqData(o.seqData, o.sequences, plan.rowBytes)
+	if err != nil {
+		return err
+	}
+	res.Sequences, res.Chunks = data.sequences, data.chunks
+	for _, bs := range o.batchSizes {
+		p, err := measureSequences(sess, plan, data, bs, o.warmup)
+		if err != nil {
+			return fmt.Errorf("batch size %d: %w", bs, err)
+		}
+		res.Points = append(res.Points, p)
+	}
+	return nil
 }
 
 // inputs builds one random batch of bs rows for the model's inputs.
