@@ -21,13 +21,13 @@ const (
 	DefaultMaxBytes = 1 << 30
 	// DefaultFlushInterval is how long a kept prediction may wait before it
 	// is committed to the store.
-	DefaultFlushInterval = 20 * time.Millisecond
+	DefaultFlushInterval = 50 * time.Millisecond
 	// DefaultSweepInterval is how often expired entries are deleted.
 	DefaultSweepInterval = time.Minute
 )
 
 // flushBatch commits the pending predictions at once when this many wait.
-const flushBatch = 512
+const flushBatch = 2048
 
 // maxPending bounds the predictions waiting for a commit: beyond it
 // Consume commits before it takes more, so the tap's own queue, not
