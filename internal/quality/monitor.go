@@ -166,11 +166,20 @@ func (q *Monitor) spec(model string) (*Spec, error) {
 		}
 	}
 	s, err := q.cfg.Resolve(model)
-	r := &resolved{spec: s, err: err, at: now}
-	if err != nil && !errors.Is(err, ErrNotMonitored) {
+	if errors.Is(err, serving.ErrModelNotFound) {
 		// An unknown model is not cached: a client cannot fill the map.
 		return nil, err
 	}
+	if err != nil && !errors.Is(err, ErrNotMonitored) {
+		// A monitoring block that cannot be used (a labels file missing)
+		// is said once, when it starts failing, not found out only by
+		// whoever reads the quality report; it is cached like a good one,
+		// so it is not resolved again on every request.
+		if old, ok := q.specs.Load(model); !ok || old.(*resolved).err == nil || old.(*resolved).err.Error() != err.Error() {
+			q.log.Warn("monitoring block unusable: no prediction of the model is kept", zap.String("model", model), zap.Error(err))
+		}
+	}
+	r := &resolved{spec: s, err: err, at: now}
 	q.specs.Store(model, r)
 	return &r.spec, r.err
 }

@@ -2,6 +2,7 @@ package quality
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -13,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/onnxserve/onnxserve/internal/serving"
 	"github.com/onnxserve/onnxserve/internal/tensor"
@@ -388,5 +391,40 @@ func TestForgetVersion(t *testing.T) {
 		if n, err := testutil.GatherAndCount(reg, name); err != nil || n != 1 {
 			t.Errorf("%s: %d series (%v), want version 1's only", name, n, err)
 		}
+	}
+}
+
+// TestUnusableBlockIsLoggedOnceAndCached: a monitoring block that cannot be
+// resolved (its labels file is missing) is logged once, not on every
+// request, and is not resolved again for each request.
+func TestUnusableBlockIsLoggedOnceAndCached(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	calls := 0
+	resolve := func(model string) (Spec, error) {
+		calls++
+		if model != "broken" {
+			return Spec{}, fmt.Errorf("model %q: %w", model, serving.ErrModelNotFound)
+		}
+		return Spec{}, errors.New(`model "broken": monitoring.labels: open broken/labels.txt: no such file or directory`)
+	}
+	q, err := New(Config{StateDir: t.TempDir(), Resolve: resolve}, zap.New(core), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	for i := range 5 {
+		if _, ok := q.Keep(&serving.Record{Model: "broken", Version: "1", ID: fmt.Sprint(i), Class: serving.ClassOK, Code: 200,
+			Arrival: time.Now(), Outputs: []tensor.Tensor{fp32(1, 3, 0.1, 0.8, 0.1)}}); ok {
+			t.Fatal("a request of a model whose block cannot be used was kept")
+		}
+	}
+	if got := logs.FilterMessage("monitoring block unusable: no prediction of the model is kept").Len(); got != 1 || calls != 1 {
+		t.Errorf("%d warnings and %d resolutions for 5 requests, want 1 and 1", got, calls)
+	}
+	for range 3 {
+		q.Keep(&serving.Record{Model: "nosuch", Version: "1", ID: "x", Class: serving.ClassOK, Code: 200, Arrival: time.Now(), Outputs: []tensor.Tensor{fp32(1, 3, 0.1, 0.8, 0.1)}})
+	}
+	if calls != 4 {
+		t.Errorf("an unknown model was resolved %d times in 3 requests, want each time (never cached)", calls-1)
 	}
 }
