@@ -107,6 +107,19 @@ func (r *jsonlReader) Next() (Row, error) {
 	return row, nil
 }
 
+func (r *jsonlReader) NextAppend(bufs [][]byte) (Row, error) {
+	row, err := r.Next()
+	if err != nil || row.Err != nil {
+		return row, err
+	}
+	for k, t := range row.Inputs {
+		start := len(bufs[k])
+		bufs[k] = append(bufs[k], t.Data...)
+		row.Inputs[k].Data = bufs[k][start:]
+	}
+	return row, nil
+}
+
 func (r *jsonlReader) parse(b []byte) (id string, in []tensor.Tensor, err error) {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(b, &obj); err != nil {
