@@ -135,6 +135,14 @@ func elementFloat(dt tensor.DataType, b []byte) float64 {
 // the shortest decimal that reads back as the same value, true/false for
 // BOOL. JSON has no NaN or infinities: with forJSON they are null.
 func appendElement(dst []byte, dt tensor.DataType, b []byte, forJSON bool) []byte {
+	if dt == tensor.FP32 {
+		// The common case first, without the conversions below.
+		f := math.Float32frombits(binary.LittleEndian.Uint32(b))
+		if forJSON && (f != f || math.IsInf(float64(f), 0)) {
+			return append(dst, "null"...)
+		}
+		return strconv.AppendFloat(dst, float64(f), 'g', -1, 32)
+	}
 	switch dt {
 	case tensor.Bool:
 		return strconv.AppendBool(dst, b[0] != 0)
