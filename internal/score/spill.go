@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
 )
@@ -156,6 +157,7 @@ type chunkReader struct {
 	f       *os.File
 	left    uint64
 	outputs []tensor.Spec
+	id      []byte // scratch for ids and reasons
 }
 
 func openChunk(path string, outputs []tensor.Spec) (*chunkReader, error) {
@@ -174,6 +176,15 @@ func (c *chunkReader) close() error { return c.f.Close() }
 
 var errCorruptChunk = errors.New("corrupt chunk file")
 
+// maxChunkRank and maxChunkField bound what a record may claim, so a
+// corrupt length fails as corrupt rather than as an allocation.
+const (
+	maxChunkRank  = 64
+	maxChunkField = 1 << 31
+)
+
+// next decodes the next record into rec, reusing rec's buffers: rec.outs
+// and its data are valid until the next call.
 func (c *chunkReader) next(rec *chunkRecord) error {
 	if c.left == 0 {
 		return io.EOF
@@ -191,31 +202,45 @@ func (c *chunkReader) next(rec *chunkRecord) error {
 		v, err = binary.ReadUvarint(c.r)
 		return v
 	}
-	bytesOf := func(n uint64) []byte {
-		if err != nil {
-			return nil
+	// bytesInto reads n bytes into buf's memory, growing it when short.
+	bytesInto := func(buf []byte, n uint64) []byte {
+		if err == nil && n > maxChunkField {
+			err = errCorruptChunk
 		}
-		b := make([]byte, n)
-		_, err = io.ReadFull(c.r, b)
-		return b
+		if err != nil {
+			return buf[:0]
+		}
+		buf = slices.Grow(buf[:0], int(n))[:n]
+		_, err = io.ReadFull(c.r, buf)
+		return buf
 	}
 	switch kind {
 	case recordResult:
 		rec.err = false
-		rec.id = string(bytesOf(uv()))
-		rec.outs = rec.outs[:0]
-		for _, spec := range c.outputs {
-			shape := make([]int64, uv())
-			for i := range shape {
-				shape[i] = int64(uv())
+		c.id = bytesInto(c.id, uv())
+		rec.id = string(c.id)
+		if len(rec.outs) != len(c.outputs) {
+			rec.outs = make([]tensor.Tensor, len(c.outputs))
+		}
+		for i, spec := range c.outputs {
+			t := &rec.outs[i]
+			t.Name, t.DataType = spec.Name, spec.DataType
+			rank := uv()
+			if rank > maxChunkRank {
+				return errCorruptChunk
 			}
-			rec.outs = append(rec.outs, tensor.Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape, Data: bytesOf(uv())})
+			t.Shape = t.Shape[:0]
+			for range rank {
+				t.Shape = append(t.Shape, int64(uv()))
+			}
+			t.Data = bytesInto(t.Data, uv())
 		}
 	case recordError:
 		rec.err = true
 		rec.index = int64(uv())
 		rec.line = int64(uv())
-		rec.reason = string(bytesOf(uv()))
+		c.id = bytesInto(c.id, uv())
+		rec.reason = string(c.id)
 	default:
 		return errCorruptChunk
 	}
