@@ -557,8 +557,14 @@ func (j *job) read(ctx context.Context, todo chan<- *batch) error {
 				}
 			}
 			if len(cur.good) == 0 {
-				for _, t := range row.Inputs {
+				for k, t := range row.Inputs {
 					cur.layout = append(cur.layout, tensor.Tensor{Name: t.Name, DataType: t.DataType, Shape: t.Shape})
+					// Size a new buffer for a whole batch of rows like
+					// this one at once, rather than doubling it (and
+					// copying, and touching fresh pages) as it fills.
+					if want := j.batch * len(t.Data); cap(cur.in[k]) < want {
+						cur.in[k] = slices.Grow(cur.in[k], want-len(cur.in[k]))
+					}
 				}
 			}
 			for _, b := range cur.in {
