@@ -24,7 +24,8 @@ type sink struct {
 	ew         *bufio.Writer
 	rows, errs int64
 	outputs    []tensor.Spec
-	rec        chunkRecord // replay's scratch
+	rec        chunkRecord   // replay's scratch
+	br         *bufio.Reader // replay's read buffer, one for every chunk
 }
 
 // openSink creates the temporary output file and its writer; rows is the
@@ -92,7 +93,10 @@ func (s *sink) failure(index, line int64, reason string) error {
 func (s *sink) replay(dir string, from, to int64) error {
 	for n := from; n < to; n++ {
 		p := chunkName(dir, n)
-		cr, err := openChunk(p, s.outputs)
+		if s.br == nil {
+			s.br = bufio.NewReaderSize(nil, 1<<20)
+		}
+		cr, err := openChunk(p, s.outputs, s.br)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package score
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -700,6 +701,7 @@ func (j *job) write(ctx context.Context, done <-chan *batch) error {
 	pending := map[int64]*batch{}
 	var next int64
 	var cw *chunkWriter
+	cwBuf := bufio.NewWriterSize(nil, 1<<20) // every chunk's write buffer
 	defer func() {
 		if cw != nil {
 			cw.abort()
@@ -716,7 +718,7 @@ func (j *job) write(ctx context.Context, done <-chan *batch) error {
 			next++
 			if cw == nil {
 				var err error
-				if cw, err = newChunkWriter(j.dir, j.chunk); err != nil {
+				if cw, err = newChunkWriter(j.dir, j.chunk, cwBuf); err != nil {
 					return err
 				}
 			}

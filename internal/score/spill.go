@@ -41,12 +41,18 @@ type chunkWriter struct {
 	buf     []byte
 }
 
-func newChunkWriter(dir string, n int64) (*chunkWriter, error) {
+// newChunkWriter starts chunk n in dir, writing through w (reset to the
+// new file) when not nil, so one buffer serves every chunk of a job.
+func newChunkWriter(dir string, n int64, w *bufio.Writer) (*chunkWriter, error) {
 	f, err := os.Create(chunkName(dir, n) + ".tmp")
 	if err != nil {
 		return nil, err
 	}
-	return &chunkWriter{dir: dir, n: n, f: f, w: bufio.NewWriterSize(f, 1<<20)}, nil
+	if w == nil {
+		w = bufio.NewWriterSize(f, 1<<20)
+	}
+	w.Reset(f)
+	return &chunkWriter{dir: dir, n: n, f: f, w: w}, nil
 }
 
 func (c *chunkWriter) result(id string, outs []tensor.Tensor) error {
@@ -160,7 +166,9 @@ type chunkReader struct {
 	id      []byte // scratch for ids and reasons
 }
 
-func openChunk(path string, outputs []tensor.Spec) (*chunkReader, error) {
+// openChunk opens a complete chunk for reading through r (reset to the
+// file) when not nil, so one buffer serves every chunk.
+func openChunk(path string, outputs []tensor.Spec, r *bufio.Reader) (*chunkReader, error) {
 	res, errs, err := chunkCounts(path)
 	if err != nil {
 		return nil, err
@@ -169,7 +177,11 @@ func openChunk(path string, outputs []tensor.Spec) (*chunkReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &chunkReader{r: bufio.NewReaderSize(f, 1<<20), f: f, left: res + errs, outputs: outputs}, nil
+	if r == nil {
+		r = bufio.NewReaderSize(f, 1<<20)
+	}
+	r.Reset(f)
+	return &chunkReader{r: r, f: f, left: res + errs, outputs: outputs}, nil
 }
 
 func (c *chunkReader) close() error { return c.f.Close() }
