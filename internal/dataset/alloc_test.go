@@ -40,3 +40,11 @@ func TestNextAppendAllocs(t *testing.T) {
 		})
 	}
 }
+
+// TestParseFloatAllocs: the fast path of a CSV or JSON number allocates
+// nothing.
+func TestParseFloatAllocs(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { _, _ = parseFloat("-0.123456789") }); n != 0 {
+		t.Errorf("%v allocations a number, want 0", n)
+	}
+}
