@@ -89,3 +89,23 @@ func writeCSV(w io.Writer, rows, width int, next func() float32) error {
 	cw.Flush()
 	return cw.Error()
 }
+
+// writeJSONL writes rows of {"INPUT": [width numbers]}, each the shortest
+// text of its float32.
+func writeJSONL(w io.Writer, rows, width int, next func() float32) error {
+	var b []byte
+	for range rows {
+		b = append(b[:0], `{"INPUT": [`...)
+		for i := range width {
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			b = strconv.AppendFloat(b, float64(next()), 'g', -1, 32)
+		}
+		b = append(b, "]}\n"...)
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -17,16 +17,16 @@ import (
 
 // config is the benchmark's settings, from flags.
 type config struct {
-	out, work                 string
-	server, baseline          string
-	baselineName              string
-	ortbench                  string
-	modelsDir, ocrModel       string
-	cpu                       int
-	reps                      int
-	ocrRows, clsRows, csvRows int
-	rssRows                   []int
-	rawDuration, rawWarmup    time.Duration
+	out, work                  string
+	server, baseline           string
+	baselineName               string
+	ortbench                   string
+	modelsDir, ocrModel        string
+	cpu                        int
+	reps                       int
+	ocrRows, clsRows, textRows int
+	rssRows                    []int
+	rawDuration, rawWarmup     time.Duration
 	// quiet is the load from other processes on the pinned CPU, in cores,
 	// above which a repetition counts as disturbed; retryBudget bounds the
 	// time spent running disturbed repetitions again.
@@ -56,7 +56,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.IntVar(&c.reps, "reps", 3, "undisturbed repetitions wanted of every throughput comparison")
 	fs.IntVar(&c.ocrRows, "ocr-rows", 5000, "rows of the OCR input (110,592 bytes each)")
 	fs.IntVar(&c.clsRows, "classifier-rows", 1000000, "rows of the classifier's NPY input for throughput")
-	fs.IntVar(&c.csvRows, "csv-rows", 100000, "rows of the classifier's CSV input for throughput")
+	fs.IntVar(&c.textRows, "text-rows", 100000, "rows of the classifier's CSV and JSON lines inputs for throughput")
 	fs.StringVar(&rss, "rss-rows", "100000,1000000", "file sizes, in rows, whose peak RSS is compared")
 	fs.DurationVar(&c.rawDuration, "raw-duration", time.Second, "measured time of each raw baseline run")
 	fs.DurationVar(&c.rawWarmup, "raw-warmup", 300*time.Millisecond, "unmeasured runs before each raw baseline run")
@@ -73,7 +73,7 @@ func parseConfig(args []string) (*config, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if quick {
-		c.reps, c.ocrRows, c.clsRows, c.csvRows, rss, c.rawDuration = 1, 200, 100000, 20000, "20000,100000", 300*time.Millisecond
+		c.reps, c.ocrRows, c.clsRows, c.textRows, rss, c.rawDuration = 1, 200, 100000, 20000, "20000,100000", 300*time.Millisecond
 	}
 	for _, m := range strings.Split(only, ",") {
 		if m = strings.TrimSpace(m); m != "" {
@@ -87,8 +87,8 @@ func parseConfig(args []string) (*config, error) {
 		}
 		c.rssRows = append(c.rssRows, n)
 	}
-	if c.reps < 1 || c.ocrRows < 2*ocrBatch || c.clsRows < 2*clsBatchLarge || c.csvRows < 2*clsBatch || c.rawDuration <= 0 || c.cpu < 0 {
-		return nil, fmt.Errorf("--reps must be >= 1, --raw-duration > 0, --cpu >= 0, and the files at least two of their largest batches (%d OCR, %d classifier, %d CSV rows)",
+	if c.reps < 1 || c.ocrRows < 2*ocrBatch || c.clsRows < 2*clsBatchLarge || c.textRows < 2*clsBatch || c.rawDuration <= 0 || c.cpu < 0 {
+		return nil, fmt.Errorf("--reps must be >= 1, --raw-duration > 0, --cpu >= 0, and the files at least two of their largest batches (%d OCR, %d classifier, %d text rows)",
 			2*ocrBatch, 2*clsBatchLarge, 2*clsBatch)
 	}
 	if c.command == "" {

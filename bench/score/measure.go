@@ -132,8 +132,10 @@ func (e *env) prepare(ctx context.Context) ([]tcase, error) {
 			Why: "the bundled MLP, almost free to run: binary in and out, what is left is score itself"},
 		{Model: "classifier", Repo: c.modelsDir, ONNX: clsONNX, Batch: clsBatch, In: "npy", Out: "jsonl", Rows: c.clsRows,
 			Why: "as above, writing JSON lines (ten floats a row as text)"},
-		{Model: "classifier", Repo: c.modelsDir, ONNX: clsONNX, Batch: clsBatch, In: "csv", Out: "csv", Rows: c.csvRows,
+		{Model: "classifier", Repo: c.modelsDir, ONNX: clsONNX, Batch: clsBatch, In: "csv", Out: "csv", Rows: c.textRows,
 			Why: "as above, text both ways (64 numbers parsed, ten written a row)"},
+		{Model: "classifier", Repo: c.modelsDir, ONNX: clsONNX, Batch: clsBatch, In: "jsonl", Out: "jsonl", Rows: c.textRows,
+			Why: "as above, JSON lines both ways (`{\"INPUT\": [64 numbers]}` a line)"},
 		{Model: "classifier", Repo: c.modelsDir, ONNX: clsONNX, Batch: clsBatchLarge, In: "npy", Out: "npy", Rows: c.clsRows,
 			Why: "the classifier at a large batch, where ONNX Runtime's cost per run is spread thinnest"},
 	}
@@ -187,6 +189,8 @@ func (e *env) input(ctx context.Context, model, ext string, rows int) (string, e
 		err = writeNPY(w, rows, []int{3, 48, 192}, unitValues(1))
 	case ext == "npy":
 		err = writeNPY(w, rows, []int{64}, featureValues(1))
+	case ext == "jsonl":
+		err = writeJSONL(w, rows, 64, featureValues(1))
 	default:
 		err = writeCSV(w, rows, 64, featureValues(1))
 	}

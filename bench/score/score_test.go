@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"math"
 	"strconv"
 	"strings"
@@ -108,6 +109,23 @@ func TestWriteNPY(t *testing.T) {
 	}
 	if h := npyHeader([]string{"5"}); !bytes.Contains(h, []byte("(5,)")) {
 		t.Errorf("one-dimensional shape %q, want a Python one-tuple", h)
+	}
+}
+
+func TestWriteJSONL(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeJSONL(&b, 2, 3, featureValues(1)); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("jsonl %q", b.String())
+	}
+	for _, l := range lines {
+		var v struct{ INPUT []float32 }
+		if err := json.Unmarshal([]byte(l), &v); err != nil || len(v.INPUT) != 3 {
+			t.Errorf("line %q: %v, %d values", l, err, len(v.INPUT))
+		}
 	}
 }
 
