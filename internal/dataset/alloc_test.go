@@ -9,10 +9,10 @@ import (
 	"github.com/onnxserve/onnxserve/internal/tensor"
 )
 
-// TestNextAppendAllocs: once its buffer has grown, reading a row of NPY
+// TestDatasetNextAppendAllocs: once its buffer has grown, reading a row of NPY
 // allocates nothing, and of CSV only the one string encoding/csv makes of
 // each record; score reads every row this way.
-func TestNextAppendAllocs(t *testing.T) {
+func TestDatasetNextAppendAllocs(t *testing.T) {
 	spec := tensor.Spec{Name: "INPUT", DataType: tensor.FP32, Shape: []int64{16}}
 	var rows [][]tensor.Tensor
 	for i := range 400 {
@@ -41,9 +41,9 @@ func TestNextAppendAllocs(t *testing.T) {
 	}
 }
 
-// TestParseFloatAllocs: the fast path of a CSV or JSON number allocates
+// TestDatasetParseFloatAllocs: the fast path of a CSV or JSON number allocates
 // nothing.
-func TestParseFloatAllocs(t *testing.T) {
+func TestDatasetParseFloatAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _, _ = parseFloat("-0.123456789") }); n != 0 {
 		t.Errorf("%v allocations a number, want 0", n)
 	}

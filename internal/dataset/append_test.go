@@ -12,10 +12,10 @@ import (
 	"github.com/onnxserve/onnxserve/internal/tensor"
 )
 
-// TestNextAppend reads every format with Next and with NextAppend into
+// TestDatasetNextAppend reads every format with Next and with NextAppend into
 // one shared set of buffers: the same rows, each good row's data appended
 // after what the buffer held, and a bad row leaving the buffer as it was.
-func TestNextAppend(t *testing.T) {
+func TestDatasetNextAppend(t *testing.T) {
 	spec := tensor.Spec{Name: "INPUT", DataType: tensor.FP32, Shape: []int64{4}}
 	var rows [][]tensor.Tensor
 	var ids []string
@@ -89,9 +89,9 @@ func TestNextAppend(t *testing.T) {
 	}
 }
 
-// TestNPYLargeRows reads rows at and above npyDirectRow, which bypass the
+// TestDatasetNPYLargeRows reads rows at and above npyDirectRow, which bypass the
 // read buffer, mixed with Skip, which goes through it.
-func TestNPYLargeRows(t *testing.T) {
+func TestDatasetNPYLargeRows(t *testing.T) {
 	n := npyDirectRow/4 + 3 // FP32 values a row: just over the threshold
 	spec := tensor.Spec{Name: "X", DataType: tensor.FP32, Shape: []int64{int64(n)}}
 	var rows [][]tensor.Tensor

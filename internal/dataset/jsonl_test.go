@@ -43,7 +43,7 @@ var fastPathLines = []string{
 	"{\"id\": \"a\", \"INPUT\": [1], \"grid\": [1, 2], \"half\": [1]}\xff",
 }
 
-func TestJSONLFastPath(t *testing.T) {
+func TestDatasetJSONLFastPath(t *testing.T) {
 	fast := 0
 	for _, line := range fastPathLines {
 		if checkFastPath(t, line) {

@@ -13,7 +13,7 @@ var parseFloatCases = []string{"0", "-0", "1", "-1.5", "0.1", "3.14159", "1e10",
 	"9007199254740993", "1e23", "1e-300", "1e400", "-1e400", "4.9e-324", "+1", ".5", "5.", "01.5", "0x1p-2", "inf", "-Inf", "NaN",
 	"1_000", "", "-", "1e", "abc", "1.5x", " 1"}
 
-func TestParseFloat(t *testing.T) {
+func TestDatasetParseFloat(t *testing.T) {
 	for _, s := range parseFloatCases {
 		checkParseFloat(t, s)
 	}

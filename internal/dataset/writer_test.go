@@ -19,7 +19,7 @@ import (
 var jsonStringCases = []string{"", "plain id-42", `a"b`, `back\slash`, "<tag>&amp;", "tab\tnew\nline", "\x00\x1f", "\x7f",
 	"é café", "\u2028\u2029", "bad \xff utf-8", "日本"}
 
-func TestAppendJSONString(t *testing.T) {
+func TestDatasetAppendJSONString(t *testing.T) {
 	for _, s := range jsonStringCases {
 		want, _ := json.Marshal(s)
 		if got := appendJSONString([]byte("x"), s); string(got) != "x"+string(want) {
@@ -41,9 +41,9 @@ func FuzzAppendJSONString(f *testing.F) {
 	})
 }
 
-// TestRowEncoder: rows encoded with AppendRow and written with
+// TestDatasetRowEncoder: rows encoded with AppendRow and written with
 // WriteEncoded make the same file as Write, for JSON lines and CSV.
-func TestRowEncoder(t *testing.T) {
+func TestDatasetRowEncoder(t *testing.T) {
 	nan := math.Float32bits(float32(math.NaN()))
 	grid := tensor.Tensor{Name: "grid", DataType: tensor.FP32, Shape: []int64{2, 2}, Data: binary.LittleEndian.AppendUint32(
 		binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil,
@@ -117,9 +117,9 @@ func TestRowEncoder(t *testing.T) {
 	}
 }
 
-// TestParquetRowGroups: a long file is written in row groups of at most
+// TestDatasetParquetRowGroups: a long file is written in row groups of at most
 // parquetGroupRows rows, and reads back whole.
-func TestParquetRowGroups(t *testing.T) {
+func TestDatasetParquetRowGroups(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 120k rows")
 	}
@@ -162,10 +162,10 @@ func TestParquetRowGroups(t *testing.T) {
 	}
 }
 
-// TestWriterKeepsNoReference: every writer may be handed the same buffer
+// TestDatasetWriterKeepsNoReference: every writer may be handed the same buffer
 // again and again (score's replay reuses its buffers); what was written
 // stays written.
-func TestWriterKeepsNoReference(t *testing.T) {
+func TestDatasetWriterKeepsNoReference(t *testing.T) {
 	spec := tensor.Spec{Name: "S", DataType: tensor.Bytes, Shape: []int64{2}}
 	for _, ext := range []string{"jsonl", "csv", "parquet"} {
 		t.Run(ext, func(t *testing.T) {

@@ -177,11 +177,11 @@ func expectedOutput(t *testing.T, f dataset.Format, recs []testRecord) []byte {
 	return buf.Bytes()
 }
 
-// TestRunOutputs scores the same records into every output format, with
+// TestScoreOutputs scores the same records into every output format, with
 // small batches and chunks and two workers: the output is what dataset's
 // writer makes of the expected rows, and the errors file lists the bad
 // and the poisoned records, in order.
-func TestRunOutputs(t *testing.T) {
+func TestScoreOutputs(t *testing.T) {
 	root := fakeRepo(t)
 	dir := t.TempDir()
 	recs := testRecords(300)
@@ -276,10 +276,10 @@ func (p *stopAfter) Add(n int64) {
 }
 func (p *stopAfter) Finish() {}
 
-// TestRunResume stops a job part way and resumes it: the output and the
+// TestScoreResume stops a job part way and resumes it: the output and the
 // errors file are byte for byte those of a job that ran through, for
 // every format (the streamed ones replay the chunks done before).
-func TestRunResume(t *testing.T) {
+func TestScoreResume(t *testing.T) {
 	root := fakeRepo(t)
 	dir := t.TempDir()
 	recs := testRecords(400)
@@ -349,10 +349,10 @@ func echoModel() *servingtest.Model {
 	}
 }
 
-// TestRunOutputError: rows a CSV header cannot hold (an output whose width
+// TestScoreOutputError: rows a CSV header cannot hold (an output whose width
 // changes) fail the job with an --output error and leave no output; JSON
 // lines takes them.
-func TestRunOutputError(t *testing.T) {
+func TestScoreOutputError(t *testing.T) {
 	root := fakeRepo(t)
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.jsonl")
