@@ -13,7 +13,9 @@
 // (reading, parsing, batching, encoding, writing, checkpoints) shows. Each
 // repetition runs, back to back: the raw baseline, score on a file of one
 // batch (its fixed cost: process start, model load, warmup), score on the
-// whole file, and the same two for --baseline when given. Score's rate is
+// whole file, the same two for --baseline when given (the two builds take
+// turns going first), and the raw baseline again; the mean of the two raw
+// runs is the repetition's raw rate. Score's rate is
 // its marginal one, (rows - one batch) / (wall time - the one batch's wall
 // time); the end-to-end rate (rows / wall time) is reported beside it.
 // Each run's disturbance is measured: CPU time other processes used on the

@@ -53,7 +53,7 @@ func parseConfig(args []string) (*config, error) {
 	fs.StringVar(&c.modelsDir, "models-dir", "models", "the bundled model repository (the classifier)")
 	fs.StringVar(&c.ocrModel, "ocr-model", ".cache/bench-models/ocr_cls.onnx", "PaddleOCR direction classifier (make bench-models)")
 	fs.IntVar(&c.cpu, "cpu", 1, "CPU every throughput run is pinned to")
-	fs.IntVar(&c.reps, "reps", 3, "undisturbed repetitions wanted of every throughput comparison")
+	fs.IntVar(&c.reps, "reps", 5, "undisturbed repetitions wanted of every throughput comparison")
 	fs.IntVar(&c.ocrRows, "ocr-rows", 5000, "rows of the OCR input (110,592 bytes each)")
 	fs.IntVar(&c.clsRows, "classifier-rows", 1000000, "rows of the classifier's NPY input for throughput")
 	fs.IntVar(&c.textRows, "text-rows", 100000, "rows of the classifier's CSV and JSON lines inputs for throughput")

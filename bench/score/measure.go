@@ -229,33 +229,51 @@ func (e *env) measureCase(ctx context.Context, tc tcase, deadline time.Time) (ca
 		e.waitQuiet(ctx)
 		var r rep
 		var version string
-		if r.Raw, version, err = e.runRaw(ctx, tc); err != nil {
+		raw1, version, err := e.runRaw(ctx, tc)
+		if err != nil {
 			return res, err
 		}
 		res.ORTVersion = version
 		out := filepath.Join(e.dir, "out."+tc.Out)
 		baseOut := filepath.Join(e.dir, "base-out."+tc.Out)
-		if r.Small, err = e.runScore(ctx, e.cfg.server, tc, small, out, true); err != nil {
-			return res, err
+		// After and before take turns going first, so a machine getting
+		// busier or quieter within a repetition favours neither.
+		type scoreRun struct {
+			bin, out    string
+			small, full *procRun
 		}
-		if r.Full, err = e.runScore(ctx, e.cfg.server, tc, full, out, true); err != nil {
-			return res, err
-		}
+		runs := []scoreRun{{e.cfg.server, out, &r.Small, &r.Full}}
 		if e.cfg.baseline != "" {
-			if r.BaseSmall, err = e.runScore(ctx, e.cfg.baseline, tc, small, baseOut, true); err != nil {
-				return res, err
-			}
-			if r.BaseFull, err = e.runScore(ctx, e.cfg.baseline, tc, full, baseOut, true); err != nil {
-				return res, err
-			}
-			if res.Identical == nil {
-				same, err := sameFiles(out, baseOut)
-				if err != nil {
-					return res, err
-				}
-				res.Identical = &same
+			base := scoreRun{e.cfg.baseline, baseOut, &r.BaseSmall, &r.BaseFull}
+			if attempt%2 == 1 {
+				runs = []scoreRun{base, runs[0]}
+			} else {
+				runs = append(runs, base)
 			}
 		}
+		for _, sr := range runs {
+			if *sr.small, err = e.runScore(ctx, sr.bin, tc, small, sr.out, true); err != nil {
+				return res, err
+			}
+			if *sr.full, err = e.runScore(ctx, sr.bin, tc, full, sr.out, true); err != nil {
+				return res, err
+			}
+		}
+		if e.cfg.baseline != "" && res.Identical == nil {
+			same, err := sameFiles(out, baseOut)
+			if err != nil {
+				return res, err
+			}
+			res.Identical = &same
+		}
+		// The raw baseline runs again at the end: its two runs bracket
+		// score's, and their mean is the repetition's raw rate.
+		raw2, _, err := e.runRaw(ctx, tc)
+		if err != nil {
+			return res, err
+		}
+		r.Raw = procRun{Rate: (raw1.Rate + raw2.Rate) / 2, CPURate: (raw1.CPURate + raw2.CPURate) / 2,
+			Others: max(raw1.Others, raw2.Others), Wall: raw1.Wall + raw2.Wall, CPU: raw1.CPU + raw2.CPU}
 		r.Disturbed = r.disturbed(e.cfg.quiet)
 		if !r.Disturbed {
 			clean++

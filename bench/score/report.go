@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -27,6 +28,8 @@ const targetRatio = 0.95
 // summary is a throughput comparison's medians over the repetitions used.
 type summary struct {
 	Raw, Score, E2E, Ratio float64
+	// MinRatio and MaxRatio are the lowest and highest repetition's.
+	MinRatio, MaxRatio float64
 	// CPURatio is score's marginal rows per CPU-second over ortbench's.
 	CPURatio                 float64
 	Base, BaseE2E, BaseRatio float64
@@ -74,6 +77,9 @@ func summarize(cr caseResult) summary {
 	if s.Score > 0 && s.Raw > 0 {
 		s.Own = 1e6/s.Score - 1e6/s.Raw
 	}
+	if len(ratio) > 0 {
+		s.MinRatio, s.MaxRatio = slices.Min(ratio), slices.Max(ratio)
+	}
 	return s
 }
 
@@ -107,12 +113,12 @@ func render(r *results) string {
 	w("Both pinned to CPU %d (`taskset`) with one ONNX Runtime thread: `onnxserve score --workers 1 --batch-size B` and `ortbench --intra-op-threads 1 --batch-sizes B` on the same model file, so score has exactly the CPU raw ONNX Runtime has and all of its own work (reading, parsing, batching, encoding, writing, checkpoints) shows. ", r.PinnedCPU)
 	w("Each repetition runs back to back: ortbench, score on a file of one batch, score on the whole file")
 	if r.Baseline {
-		w(", then the same two with *before*")
+		w(", the same two with *before* (after and before take turns going first)")
 	}
-	w(". **score rows/s** is the marginal rate, (rows − one batch) ÷ (wall time − the one-batch run's wall time): what a row costs once the process is up and the model loaded and warmed up. ")
+	w(", and ortbench again; the mean of the two ortbench runs is the repetition's raw rate. **score rows/s** is the marginal rate, (rows − one batch) ÷ (wall time − the one-batch run's wall time): what a row costs once the process is up and the model loaded and warmed up. ")
 	w("**end to end** is rows ÷ the whole process's wall time, what a user waits for on a file this size. **own µs/row** is score's time a row less raw ONNX Runtime's. ")
 	w("**÷ raw, CPU** compares CPU time a row instead (score's marginal CPU time from rusage, ortbench's `cpu_us_per_item`): time other processes take from the CPU does not count in it.\n\n")
-	w("| model | batch | input → output | rows | raw ORT rows/s | score rows/s | score ÷ raw | ÷ raw, CPU | end to end rows/s | own µs/row |")
+	w("| model | batch | input → output | rows | raw ORT rows/s | score rows/s | score ÷ raw (range) | ÷ raw, CPU | end to end rows/s | own µs/row |")
 	if r.Baseline {
 		w(" before rows/s | before ÷ raw | after ÷ before | output as before |")
 	}
@@ -131,7 +137,7 @@ func render(r *results) string {
 			headline = &r.Throughput[i]
 		}
 		w("| %s | %d | %s → %s | %s | %s | %s | %s | %s | %s | %.2f |", name, c.Batch, c.In, c.Out, thousands(float64(c.Rows)),
-			thousands(s.Raw), thousands(s.Score), pct(s.Ratio), pct(s.CPURatio), thousands(s.E2E), s.Own)
+			thousands(s.Raw), thousands(s.Score), pct(s.Ratio)+" ("+pctRange(s.MinRatio, s.MaxRatio)+")", pct(s.CPURatio), thousands(s.E2E), s.Own)
 		if r.Baseline {
 			w(" %s | %s | %.2f× | %s |", thousands(s.Base), pct(s.BaseRatio), ratioOf(s.Score, s.Base), yesNo(cr.Identical))
 		}
@@ -302,6 +308,11 @@ func reading(r *results) []string {
 }
 
 func pct(f float64) string { return strconv.FormatFloat(100*f, 'f', 1, 64) + "%" }
+
+// pctRange is a range of shares, as "88.4–103.5%".
+func pctRange(lo, hi float64) string {
+	return strconv.FormatFloat(100*lo, 'f', 1, 64) + "–" + pct(hi)
+}
 
 func ratioOf(a, b float64) float64 {
 	if b == 0 {

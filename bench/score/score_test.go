@@ -18,7 +18,7 @@ func TestParseConfig(t *testing.T) {
 		check   func(t *testing.T, c *config)
 	}{
 		{name: "defaults", check: func(t *testing.T, c *config) {
-			if c.reps != 3 || c.cpu != 1 || c.out != "bench/SCORE.md" || len(c.rssRows) != 2 || c.rssRows[1] != 1000000 || c.baseline != "" {
+			if c.reps != 5 || c.cpu != 1 || c.out != "bench/SCORE.md" || len(c.rssRows) != 2 || c.rssRows[1] != 1000000 || c.baseline != "" {
 				t.Errorf("defaults %+v", c)
 			}
 			if !strings.HasPrefix(c.command, ".cache/bin/scorebench") {
@@ -240,7 +240,7 @@ func TestRender(t *testing.T) {
 	out := render(res)
 	for _, want := range []string{
 		"Recorded 2026-12-05 on AMD EPYC, 2 CPUs", "make bench-score", "built from 1f8159e",
-		"| **m** | 10 | npy → jsonl | 1,010 |", "**met**", "100,000 rows", "1,000,000 rows",
+		"| **m** | 10 | npy → jsonl | 1,010 |", "**met**", "(98.0–100.0%)", "100,000 rows", "1,000,000 rows",
 		"| npy → parquet | 90.0 MiB | 92.0 MiB | +2.0 MiB | yes | 90.0 MiB | 160.0 MiB | **no** | **no** |",
 		"Peak RSS stays flat from 100,000 to 1,000,000 rows for every format",
 		"Before, it grew for npy → parquet (+70.0 MiB).",
