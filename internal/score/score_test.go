@@ -142,13 +142,10 @@ func writeRecords(t *testing.T, path string, recs []testRecord) {
 }
 
 // expectedOutput writes, with dataset's own writer, what scoring recs
-// must produce: the good rows' outputs in order. NPY has no id column.
-func expectedOutput(t *testing.T, f dataset.Format, recs []testRecord) []byte {
+// must produce: the good rows' outputs in order, with the id column idCol
+// ("" for none).
+func expectedOutput(t *testing.T, f dataset.Format, recs []testRecord, idCol string) []byte {
 	t.Helper()
-	idCol := "id"
-	if f == dataset.NPY {
-		idCol = ""
-	}
 	good := 0
 	for _, r := range recs {
 		if r.row != nil {
@@ -212,7 +209,7 @@ func TestScoreOutputs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := expectedOutput(t, f, recs); !bytes.Equal(got, want) {
+			if want := expectedOutput(t, f, recs, cfg.IDColumn); !bytes.Equal(got, want) {
 				t.Errorf("output differs from the expected rows (%d bytes, want %d)", len(got), len(want))
 			}
 			checkErrorsFile(t, ErrorsPath(out), recs)
@@ -337,6 +334,86 @@ func TestScoreResume(t *testing.T) {
 	}
 }
 
+// TestScoreNPYInput scores an NPY file, whose rows score hands to the
+// model as views of the mapped file: the output holds the expected rows,
+// a poisoned row fails alone, and a stopped job resumes to the same bytes.
+func TestScoreNPYInput(t *testing.T) {
+	root := fakeRepo(t)
+	dir := t.TempDir()
+	var recs []testRecord
+	var rows [][]tensor.Tensor
+	for i := range 300 {
+		row := []float32{float32(i) / 8, 1.5, -float32(i % 7)}
+		r := testRecord{row: row}
+		if i%23 == 9 {
+			row[0], r.row, r.poisoned = poison, nil, true
+		}
+		data := make([]byte, 0, 12)
+		for _, v := range row {
+			data = binary.LittleEndian.AppendUint32(data, math.Float32bits(v))
+		}
+		recs = append(recs, r)
+		rows = append(rows, []tensor.Tensor{{Name: "INPUT", DataType: tensor.FP32, Shape: []int64{3}, Data: data}})
+	}
+	in := filepath.Join(dir, "in.npy")
+	f, err := os.Create(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := dataset.NewWriter(f, dataset.NPY, dataset.WriteOptions{Outputs: []tensor.Spec{{Name: "INPUT", DataType: tensor.FP32, Shape: []int64{3}}}, Rows: int64(len(rows))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if err := w.Write("", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var runs atomic.Int64
+	loader := fakeLoader{sumModel(&runs)}
+	cfg := func(out string) Config {
+		return Config{Root: root, Model: "m", Input: in, Output: out, BatchSize: 5, Workers: 2, CPUs: 2, ChunkRows: 40}
+	}
+	whole := filepath.Join(dir, "whole.jsonl")
+	if _, err := Run(context.Background(), loader, cfg(whole)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(whole)
+	if want := expectedOutput(t, dataset.JSONL, recs, ""); !bytes.Equal(got, want) {
+		t.Errorf("output differs from the expected rows (%d bytes, want %d)", len(got), len(want))
+	}
+	errs, _ := os.ReadFile(ErrorsPath(whole))
+	var want strings.Builder
+	for i, r := range recs {
+		if r.poisoned {
+			fmt.Fprintf(&want, "{\"record\":%d,\"error\":\"inference failed: poisoned\"}\n", i+1)
+		}
+	}
+	if string(errs) != want.String() {
+		t.Errorf("errors file\n%s\nwant\n%s", errs, want.String())
+	}
+	out := filepath.Join(dir, "resumed.jsonl")
+	ctx, cancel := context.WithCancel(context.Background())
+	c := cfg(out)
+	c.Progress = &stopAfter{n: 100, cancel: cancel}
+	if _, err := Run(ctx, loader, c); !errors.Is(err, context.Canceled) {
+		t.Fatalf("stopped run: %v", err)
+	}
+	cancel()
+	c = cfg(out)
+	c.Resume = true
+	if _, err := Run(context.Background(), loader, c); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(out); !bytes.Equal(b, got) {
+		t.Error("the resumed output differs from the uninterrupted one")
+	}
+}
+
 // echoModel returns its FP32 INPUT [-1, -1] as OUT [-1, -1]: an output
 // whose width follows the input's.
 func echoModel() *servingtest.Model {
@@ -376,5 +453,26 @@ func TestScoreOutputError(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(out); string(b) != "{\"OUT\":[1,2]}\n{\"OUT\":[1,2,3]}\n" {
 		t.Errorf("JSON lines output %q", b)
+	}
+}
+
+// TestScoreAppendView: a batch's data grows over adjacent views in place,
+// and takes a copy, never writing past a view, when they are not adjacent.
+func TestScoreAppendView(t *testing.T) {
+	mapping := []byte("aaabbbcccddd")
+	data := appendView(nil, mapping[0:3])
+	data = appendView(data, mapping[3:6])
+	if string(data) != "aaabbb" || &data[0] != &mapping[0] {
+		t.Fatalf("adjacent views: %q, not the mapping itself", data)
+	}
+	if got := appendView(data, nil); len(got) != 6 {
+		t.Errorf("an empty view changed the data to %q", got)
+	}
+	data = appendView(data, mapping[9:12]) // skips ccc: a copy
+	if string(data) != "aaabbbddd" || &data[0] == &mapping[0] {
+		t.Fatalf("a view that does not follow: %q, aliasing the mapping %v", data, &data[0] == &mapping[0])
+	}
+	if string(mapping) != "aaabbbcccddd" {
+		t.Errorf("the mapping was written: %q", mapping)
 	}
 }
