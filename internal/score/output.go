@@ -175,3 +175,17 @@ func countResults(dir string, n int64) (int64, error) {
 	}
 	return rows, nil
 }
+
+// countRecords sums the records, good and bad, of the complete chunks
+// [0, n) in dir, from their trailers.
+func countRecords(dir string, n int64) (int64, error) {
+	var records int64
+	for c := range n {
+		r, e, err := chunkCounts(chunkName(dir, c))
+		if err != nil {
+			return 0, err
+		}
+		records += int64(r + e)
+	}
+	return records, nil
+}

@@ -189,7 +189,13 @@ func Run(ctx context.Context, l serving.Loader, cfg Config) (sum Summary, err er
 		return sum, fmt.Errorf("--input: %w", err)
 	}
 	defer rd.Close()
-	skip := done * int64(cfg.ChunkRows)
+	// The records the chunks done hold: the last chunk of a job that
+	// stopped after all of them (before its output was renamed into
+	// place) holds fewer than ChunkRows.
+	skip, err := countRecords(partsDir(cfg.Output), done)
+	if err != nil {
+		return sum, fmt.Errorf("%w: %v", ErrResume, err)
+	}
 	if err := rd.Skip(skip); err != nil {
 		return sum, fmt.Errorf("%w: the input holds fewer records than the chunks already done: %v", ErrResume, err)
 	}
