@@ -90,9 +90,8 @@ func TestDatasetNextAppend(t *testing.T) {
 	}
 }
 
-// TestDatasetNPYLargeRows reads rows at and above npyDirectRow, mixed with
-// Skip, from the mapped file and through reads (where rows that large
-// bypass the read buffer, which Skip goes through).
+// TestDatasetNPYLargeRows reads rows at and above npyDirectRow, which bypass the
+// read buffer, mixed with Skip, which goes through it.
 func TestDatasetNPYLargeRows(t *testing.T) {
 	n := npyDirectRow/4 + 3 // FP32 values a row: just over the threshold
 	spec := tensor.Spec{Name: "X", DataType: tensor.FP32, Shape: []int64{int64(n)}}
@@ -102,94 +101,35 @@ func TestDatasetNPYLargeRows(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "big.npy")
 	writeFile(t, path, WriteOptions{Outputs: []tensor.Spec{spec}}, make([]string, len(rows)), rows)
-	for _, mapped := range []bool{true, false} {
-		t.Run(map[bool]string{true: "mapped", false: "read"}[mapped], func(t *testing.T) {
-			r, err := openNPYFile(path, ReadOptions{Inputs: []tensor.Spec{spec}}, mapped)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			if _, isView := r.(Viewer); isView != mapped {
-				t.Fatalf("reader %T: a Viewer %v, want %v", r, isView, mapped)
-			}
-			bufs := make([][]byte, 1)
-			for i := 0; i < len(rows); i++ {
-				if i == 2 || i == 6 {
-					if err := r.Skip(1); err != nil {
-						t.Fatal(err)
-					}
-					continue
-				}
-				bufs[0] = bufs[0][:0]
-				row, err := r.NextAppend(bufs)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if row.Index != int64(i) || !bytes.Equal(bufs[0], rows[i][0].Data) {
-					t.Fatalf("row %d (index %d) differs from what was written", i, row.Index)
-				}
-			}
-			if _, err := r.NextAppend(bufs); !errors.Is(err, io.EOF) {
-				t.Errorf("after the last row: %v, want io.EOF", err)
-			}
-		})
-	}
-}
-
-// TestDatasetNPYView: an NPY file's rows come as views, each adjacent to
-// the one before, holding what was written, and Skip passes over rows.
-func TestDatasetNPYView(t *testing.T) {
-	spec := tensor.Spec{Name: "X", DataType: tensor.FP32, Shape: []int64{3}}
-	var rows [][]tensor.Tensor
-	for i := range 50 {
-		rows = append(rows, []tensor.Tensor{fp32Row("X", 3, float32(i), 0.5)})
-	}
-	path := filepath.Join(t.TempDir(), "v.npy")
-	writeFile(t, path, WriteOptions{Outputs: []tensor.Spec{spec}}, make([]string, len(rows)), rows)
 	r, err := Open(path, ReadOptions{Inputs: []tensor.Spec{spec}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	v, ok := r.(Viewer)
-	if !ok {
-		t.Fatalf("%T is no Viewer", r)
-	}
-	if err := r.Skip(5); err != nil {
-		t.Fatal(err)
-	}
-	var run []byte // the rows so far, as one view
-	for i := 5; i < len(rows); i++ {
-		row, err := v.NextView()
+	bufs := make([][]byte, 1)
+	for i := 0; i < len(rows); i++ {
+		if i == 2 || i == 6 {
+			if err := r.Skip(1); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		bufs[0] = bufs[0][:0]
+		row, err := r.NextAppend(bufs)
 		if err != nil {
 			t.Fatal(err)
 		}
-		view := row.Inputs[0].Data
-		if row.Index != int64(i) || !bytes.Equal(view, rows[i][0].Data) || !slices.Equal(row.Inputs[0].Shape, []int64{3}) {
-			t.Fatalf("row %d: index %d, %v", i, row.Index, row.Inputs[0])
-		}
-		if run != nil {
-			if cap(run) <= len(run) || &run[:len(run)+1][len(run)] != &view[0] {
-				t.Fatalf("row %d's view does not follow row %d's", i, i-1)
-			}
-			run = run[:len(run)+len(view)]
-		} else {
-			run = view
+		if row.Index != int64(i) || !bytes.Equal(bufs[0], rows[i][0].Data) {
+			t.Fatalf("row %d (index %d) differs from what was written", i, row.Index)
 		}
 	}
-	if _, err := v.NextView(); !errors.Is(err, io.EOF) {
+	if _, err := r.NextAppend(bufs); !errors.Is(err, io.EOF) {
 		t.Errorf("after the last row: %v, want io.EOF", err)
-	}
-	if len(run) != 45*12 || !bytes.Equal(run[:12], rows[5][0].Data) || !bytes.Equal(run[len(run)-12:], rows[49][0].Data) {
-		t.Errorf("the rows as one view: %d bytes", len(run))
-	}
-	if err := r.Skip(1); !errors.Is(err, io.ErrUnexpectedEOF) {
-		t.Errorf("Skip past the end = %v", err)
 	}
 }
 
 // TestDatasetNPYTruncated: a file shorter than its header says is an error
-// at the first row it cannot hold, mapped or read.
+// at the first row it cannot hold.
 func TestDatasetNPYTruncated(t *testing.T) {
 	spec := tensor.Spec{Name: "X", DataType: tensor.FP32, Shape: []int64{2}}
 	rows := [][]tensor.Tensor{{fp32Row("X", 2, 1, 0)}, {fp32Row("X", 2, 2, 0)}, {fp32Row("X", 2, 3, 0)}}
@@ -202,20 +142,18 @@ func TestDatasetNPYTruncated(t *testing.T) {
 	if err := os.Truncate(path, st.Size()-3); err != nil {
 		t.Fatal(err)
 	}
-	for _, mapped := range []bool{true, false} {
-		r, err := openNPYFile(path, ReadOptions{Inputs: []tensor.Spec{spec}}, mapped)
-		if err != nil {
-			t.Fatal(err)
+	r, err := Open(path, ReadOptions{Inputs: []tensor.Spec{spec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	bufs := make([][]byte, 1)
+	for i := range 2 {
+		if _, err := r.NextAppend(bufs); err != nil {
+			t.Fatalf("row %d: %v", i, err)
 		}
-		bufs := make([][]byte, 1)
-		for i := range 2 {
-			if _, err := r.NextAppend(bufs); err != nil {
-				t.Fatalf("mapped %v, row %d: %v", mapped, i, err)
-			}
-		}
-		if _, err := r.NextAppend(bufs); err == nil || !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "ends at row 2 of 3") {
-			t.Errorf("mapped %v: the cut row read as %v", mapped, err)
-		}
-		r.Close()
+	}
+	if _, err := r.NextAppend(bufs); err == nil || !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "ends at row 2 of 3") {
+		t.Errorf("the cut row read as %v", err)
 	}
 }

@@ -53,11 +53,7 @@ type npyReader struct {
 	in     [1]tensor.Tensor // NextAppend's Row.Inputs
 }
 
-func openNPY(path string, opt ReadOptions) (Reader, error) { return openNPYFile(path, opt, true) }
-
-// openNPYFile opens an NPY file, mapped into memory when mapped is set
-// and the file can be (tests read it both ways).
-func openNPYFile(path string, opt ReadOptions, mapped bool) (_ Reader, err error) {
+func openNPY(path string, opt ReadOptions) (_ Reader, err error) {
 	spec, err := oneInput(opt, NPY)
 	if err != nil {
 		return nil, err
@@ -99,18 +95,6 @@ func openNPYFile(path string, opt ReadOptions, mapped bool) (_ Reader, err error
 		return nil, fmt.Errorf("%w: %s: rows of shape %v: %v", ErrFormat, path, shape[1:], err)
 	}
 	r.rowLen = per * int64(dt.Size())
-	// Where the rows start: what the header read took from the file, less
-	// what it left in the read buffer.
-	pos, err := f.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return nil, err
-	}
-	if !mapped {
-		return r, nil
-	}
-	if m := mapNPY(r, pos-int64(br.Buffered())); m != nil {
-		return m, nil
-	}
 	return r, nil
 }
 

@@ -101,20 +101,6 @@ type Reader interface {
 	Close() error
 }
 
-// Viewer is implemented by the Readers whose records lie back to back in
-// the file, mapped into memory (NPY, unless the file cannot be mapped):
-// score hands a batch of records to ONNX Runtime without copying them.
-type Viewer interface {
-	// NextView is Next with Row.Inputs[k].Data a view into the mapped
-	// file instead of a copy: valid until Close, and never to be written,
-	// for the mapping is read-only. Consecutive records' views are
-	// adjacent in memory, and each view's capacity reaches to the end of
-	// the mapping, so a run of records extends the first one's view.
-	// Row.Inputs is reused as with NextAppend. The file must not shrink
-	// while it is mapped: touching a page cut off faults the process.
-	NextView() (Row, error)
-}
-
 // Open opens a data file for reading in the format its extension names.
 // Errors about the file as a whole (unreadable, malformed header, columns
 // that do not fit the model's input) come back here, or from Next.

@@ -403,19 +403,13 @@ type batch struct {
 }
 
 // reset empties b for reuse, dropping its references to output tensors
-// so the free list keeps no outputs alive. With views, b.in are views into
-// the reader's mapped file, which must never be appended to: they are
-// dropped too.
-func (b *batch) reset(views bool) {
+// so the free list keeps no outputs alive.
+func (b *batch) reset() {
 	b.seq, b.last = 0, false
 	clear(b.rows)
 	b.rows = b.rows[:0]
 	for k := range b.in {
-		if views {
-			b.in[k] = nil
-		} else {
-			b.in[k] = b.in[k][:0]
-		}
+		b.in[k] = b.in[k][:0]
 	}
 	b.ends, b.good, b.layout = b.ends[:0], b.good[:0], b.layout[:0]
 	clear(b.runs)
@@ -440,9 +434,6 @@ type job struct {
 	dir      string
 	chunk    int64 // the next chunk to write
 	out      *sink
-	// viewer, when not nil, is rd handing out views of its mapped file:
-	// a batch's data is then the view of its first row, extended.
-	viewer dataset.Viewer
 	// enc, when not nil, is out's row encoder: the workers encode the
 	// rows they ran, in parallel, and the writer only writes the bytes.
 	enc  dataset.RowEncoder
@@ -462,7 +453,7 @@ func (j *job) newBatch() *batch {
 
 // recycle hands a written batch back for reuse.
 func (j *job) recycle(b *batch) {
-	b.reset(j.viewer != nil)
+	b.reset()
 	select {
 	case j.free <- b:
 	default:
@@ -473,7 +464,6 @@ func (j *job) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	j.inputs, j.outputs = len(j.sess.Inputs()), len(j.sess.Outputs())
-	j.viewer, _ = j.rd.(dataset.Viewer)
 	if j.out != nil {
 		j.enc, _ = j.out.w.(dataset.RowEncoder)
 	}
@@ -548,16 +538,10 @@ func (j *job) read(ctx context.Context, todo chan<- *batch) error {
 		return nil
 	}
 	for {
-		var row dataset.Row
-		var err error
-		if j.viewer != nil {
-			row, err = j.viewer.NextView()
-		} else {
-			for k, b := range cur.in {
-				cur.mark[k] = len(b)
-			}
-			row, err = j.rd.NextAppend(cur.in)
+		for k, b := range cur.in {
+			cur.mark[k] = len(b)
 		}
+		row, err := j.rd.NextAppend(cur.in)
 		if errors.Is(err, io.EOF) {
 			if inChunk > 0 {
 				return send(true, nil)
@@ -569,14 +553,11 @@ func (j *job) read(ctx context.Context, todo chan<- *batch) error {
 		}
 		if row.Err == nil {
 			if len(cur.good) > 0 && !sameShapes(cur.layout, row.Inputs) {
-				// The row starts the next batch: move its data there
-				// (a view is added below).
+				// The row starts the next batch: move its data there.
 				next := j.newBatch()
 				for k := range cur.in {
-					if j.viewer == nil {
-						next.in[k] = append(next.in[k], cur.in[k][cur.mark[k]:]...)
-						cur.in[k] = cur.in[k][:cur.mark[k]]
-					}
+					next.in[k] = append(next.in[k], cur.in[k][cur.mark[k]:]...)
+					cur.in[k] = cur.in[k][:cur.mark[k]]
 				}
 				if err := send(false, next); err != nil {
 					return err
@@ -588,14 +569,9 @@ func (j *job) read(ctx context.Context, todo chan<- *batch) error {
 					// Size a new buffer for a whole batch of rows like
 					// this one at once, rather than doubling it (and
 					// copying, and touching fresh pages) as it fills.
-					if want := j.batch * len(t.Data); j.viewer == nil && cap(cur.in[k]) < want {
+					if want := j.batch * len(t.Data); cap(cur.in[k]) < want {
 						cur.in[k] = slices.Grow(cur.in[k], want-len(cur.in[k]))
 					}
-				}
-			}
-			if j.viewer != nil {
-				for k, t := range row.Inputs {
-					cur.in[k] = appendView(cur.in[k], t.Data)
 				}
 			}
 			for _, b := range cur.in {
@@ -621,22 +597,6 @@ func (j *job) read(ctx context.Context, todo chan<- *batch) error {
 			}
 		}
 	}
-}
-
-// appendView adds a row's view to a batch's data: the view itself for
-// the first row, the data extended over it when it follows in memory (as
-// a Viewer's views do), else a copy of both in memory of the batch's own,
-// never an append into the read-only mapping.
-func appendView(data, view []byte) []byte {
-	switch {
-	case len(view) == 0:
-		return data
-	case len(data) == 0:
-		return view
-	case cap(data)-len(data) >= len(view) && &data[:len(data)+1][len(data)] == &view[0]:
-		return data[:len(data)+len(view)]
-	}
-	return append(slices.Clip(data), view...)
 }
 
 func sameShapes(a, b []tensor.Tensor) bool {

@@ -340,9 +340,9 @@ func TestScoreResume(t *testing.T) {
 	}
 }
 
-// TestScoreNPYInput scores an NPY file, whose rows score hands to the
-// model as views of the mapped file: the output holds the expected rows,
-// a poisoned row fails alone, and a stopped job resumes to the same bytes.
+// TestScoreNPYInput scores an NPY file: the output holds the expected
+// rows, a poisoned row fails alone (an NPY record has no line), and a
+// stopped job resumes to the same bytes.
 func TestScoreNPYInput(t *testing.T) {
 	root := fakeRepo(t)
 	dir := t.TempDir()
@@ -459,26 +459,5 @@ func TestScoreOutputError(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(out); string(b) != "{\"OUT\":[1,2]}\n{\"OUT\":[1,2,3]}\n" {
 		t.Errorf("JSON lines output %q", b)
-	}
-}
-
-// TestScoreAppendView: a batch's data grows over adjacent views in place,
-// and takes a copy, never writing past a view, when they are not adjacent.
-func TestScoreAppendView(t *testing.T) {
-	mapping := []byte("aaabbbcccddd")
-	data := appendView(nil, mapping[0:3])
-	data = appendView(data, mapping[3:6])
-	if string(data) != "aaabbb" || &data[0] != &mapping[0] {
-		t.Fatalf("adjacent views: %q, not the mapping itself", data)
-	}
-	if got := appendView(data, nil); len(got) != 6 {
-		t.Errorf("an empty view changed the data to %q", got)
-	}
-	data = appendView(data, mapping[9:12]) // skips ccc: a copy
-	if string(data) != "aaabbbddd" || &data[0] == &mapping[0] {
-		t.Fatalf("a view that does not follow: %q, aliasing the mapping %v", data, &data[0] == &mapping[0])
-	}
-	if string(mapping) != "aaabbbcccddd" {
-		t.Errorf("the mapping was written: %q", mapping)
 	}
 }
