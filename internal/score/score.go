@@ -722,6 +722,13 @@ func (j *job) write(ctx context.Context, done <-chan *batch) error {
 			}
 			delete(pending, next)
 			next++
+			// A batch scored while the job was stopping may hold runs
+			// the stop cut short, failed rows that are not the rows'
+			// fault: nothing more is written, let alone committed as
+			// done for --resume to skip.
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
 			if cw == nil {
 				var err error
 				if cw, err = newChunkWriter(j.dir, j.chunk, cwBuf); err != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/onnxserve/onnxserve/internal/dataset"
 	"github.com/onnxserve/onnxserve/internal/repository"
@@ -417,6 +418,89 @@ func TestScoreNPYInput(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(out); !bytes.Equal(b, got) {
 		t.Error("the resumed output differs from the uninterrupted one")
+	}
+}
+
+// TestScoreStopCommitsNoCutRun stops a job while a run is in progress, as
+// SIGINT does: the run fails for the stop, not for its rows, so its batch
+// must not reach a committed chunk, where --resume would take its rows as
+// failed for good.
+func TestScoreStopCommitsNoCutRun(t *testing.T) {
+	root := fakeRepo(t)
+	dir := t.TempDir()
+	// Rows of one width, so that every batch of four is a chunk.
+	var recs []testRecord
+	for i := range 60 {
+		recs = append(recs, testRecord{line: fmt.Sprintf(`{"id": "r%d", "INPUT": [%d, 2, 3]}`, i, i)})
+	}
+	in := filepath.Join(dir, "in.jsonl")
+	writeRecords(t, in, recs)
+	for i := range 20 {
+		out := filepath.Join(dir, fmt.Sprintf("out-%d.jsonl", i))
+		var runs atomic.Int64
+		blocked := make(chan struct{})
+		inner := sumModel(&runs)
+		model := &servingtest.Model{In: inner.In, Out: inner.Out, RunFunc: func(ctx context.Context, in []tensor.Tensor) ([]tensor.Tensor, error) {
+			if runs.Load() < 3 {
+				return inner.RunFunc(ctx, in)
+			}
+			// The fourth batch's run waits until the writer has
+			// committed the first two batches, so that the writer is
+			// likely waiting for the batches after them, then stops the
+			// job.
+			select {
+			case <-blocked:
+			default:
+				waitFor(t, func() bool { _, err := os.Stat(chunkName(partsDir(out), 1)); return err == nil })
+				close(blocked)
+			}
+			<-ctx.Done()
+			return nil, fmt.Errorf("run stopped: %w", ctx.Err())
+		}}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			<-blocked
+			cancel()
+		}()
+		_, err := Run(ctx, fakeLoader{model}, Config{Root: root, Model: "m", Input: in, Output: out, IDColumn: "id", BatchSize: 4, Workers: 1, CPUs: 1, ChunkRows: 4})
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("stopped job: %v", err)
+		}
+		for n := int64(0); ; n++ {
+			cr, err := openChunk(chunkName(partsDir(out), n), []tensor.Spec{{Name: "OUT", DataType: tensor.FP32, Shape: []int64{2}}}, nil)
+			if errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rec chunkRecord
+			for cr.next(&rec) == nil {
+				if rec.err {
+					t.Fatalf("attempt %d: chunk %d holds record %d as failed: %s", i, n, rec.index+1, rec.reason)
+				}
+			}
+			cr.close()
+		}
+	}
+}
+
+// testTimeout bounds a wait for something that must happen.
+const testTimeout = 10 * time.Second
+
+// waitFor polls cond until it holds, failing the test after testTimeout.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.After(testTimeout)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatal("timed out waiting")
+		case <-tick.C:
+		}
 	}
 }
 
