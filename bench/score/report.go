@@ -301,7 +301,7 @@ func reading(r *results) []string {
 		case len(differ) == 0:
 			out = append(out, "Every output is byte for byte the one *before* wrote.")
 		default:
-			out = append(out, fmt.Sprintf("Outputs that differ in bytes from *before*'s: %s. A Parquet file of more than 122,880 rows now has a row group every 122,880 rows (the same rows and values) instead of one for the whole file, which *before* held in memory until the end.", strings.Join(differ, "; ")))
+			out = append(out, fmt.Sprintf("Outputs that differ in bytes from *before*'s: %s. A Parquet file of more than 32,768 rows now has a row group every 32,768 rows (the same rows and values) instead of one for the whole file, which *before* held in memory until the end.", strings.Join(differ, "; ")))
 		}
 	}
 	return out

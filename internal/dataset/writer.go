@@ -438,13 +438,16 @@ func (w *npyWriter) Close() error {
 const parquetRowsPerWrite = 1024
 
 // A Parquet row group is held in memory until it is complete, so the
-// writer ends one every parquetGroupRows rows (DuckDB's default row group
-// size) or once its rows hold parquetGroupBytes of element data, whichever
-// comes first: memory stays bounded whatever the file's size. (The
-// library's default is one row group for the whole file.)
+// writer ends one every parquetGroupRows rows or once its rows hold
+// parquetGroupBytes of element data, whichever comes first: memory stays
+// bounded whatever the file's size. (The library's default is one row
+// group for the whole file: 60 MiB more peak RSS at a million rows of the
+// classifier's ten floats.) At 122,880 rows a group (DuckDB's default) the
+// peak still rose by 9 to 14 MiB from 100,000 rows to 1,000,000; at 32,768
+// it rose by 2 (bench/SCORE.md measures it).
 const (
-	parquetGroupRows  = 122880
-	parquetGroupBytes = 64 << 20
+	parquetGroupRows  = 32768
+	parquetGroupBytes = 16 << 20
 )
 
 // parquetWriter writes one column per output (a list of its elements,
