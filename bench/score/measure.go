@@ -40,6 +40,7 @@ type tcase struct {
 	Batch    int
 	In, Out  string // file formats (extensions)
 	Rows     int
+	RowBytes int    // input bytes a row, as the model takes them
 	Headline bool   // the comparison the target is judged on
 	Why      string // why this comparison, for the report
 }
@@ -126,7 +127,7 @@ func (e *env) prepare(ctx context.Context) ([]tcase, error) {
 	}
 	clsONNX := filepath.Join(c.modelsDir, "classifier", "1", "model.onnx")
 	cases := []tcase{
-		{Model: "ocr_cls", Repo: e.ocr, ONNX: c.ocrModel, Dims: "x=3x48x192", Batch: ocrBatch, In: "npy", Out: "jsonl", Rows: c.ocrRows, Headline: true,
+		{Model: "ocr_cls", Repo: e.ocr, ONNX: c.ocrModel, Dims: "x=3x48x192", Batch: ocrBatch, In: "npy", Out: "jsonl", Rows: c.ocrRows, RowBytes: 3 * 48 * 192 * 4, Headline: true,
 			Why: "a real CNN (PaddleOCR's text-direction classifier, 110,592 input bytes a row): its run dominates, as when scoring a real model"},
 		{Model: "classifier", Repo: c.modelsDir, ONNX: clsONNX, Batch: clsBatch, In: "npy", Out: "npy", Rows: c.clsRows,
 			Why: "the bundled MLP, almost free to run: binary in and out, what is left is score itself"},

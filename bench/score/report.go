@@ -249,8 +249,12 @@ func reading(r *results) []string {
 			if s.Ratio < targetRatio {
 				verdict = "short of"
 			}
-			out = append(out, fmt.Sprintf("On %s, where the model's run takes %.0f µs a row, score runs at %s of raw ONNX Runtime (%s in CPU time; %s end to end on %s rows, model load included), %s the %s target: its own work costs %.1f µs a row.",
-				c.Model, model, pct(s.Ratio), pct(s.CPURatio), pct(s.E2E/s.Raw), thousands(float64(c.Rows)), verdict, pct(targetRatio), s.Own))
+			line := fmt.Sprintf("On %s, where the model's run takes %.0f µs a row, score runs at %s of raw ONNX Runtime (%s in CPU time; %s end to end on %s rows, model load included), %s the %s target: its own work costs %.1f µs a row",
+				c.Model, model, pct(s.Ratio), pct(s.CPURatio), pct(s.E2E/s.Raw), thousands(float64(c.Rows)), verdict, pct(targetRatio), s.Own)
+			if c.RowBytes > 0 {
+				line += fmt.Sprintf(", reading each row's %s bytes from the file among it, which raw ONNX Runtime, running one batch it holds in memory again and again, never does", thousands(float64(c.RowBytes)))
+			}
+			out = append(out, line+".")
 		default:
 			out = append(out, fmt.Sprintf("On the %s at batch %d (%s → %s) the model costs %.2f µs a row and score's own work %.2f µs, so score runs at %s of raw ONNX Runtime: with a model this cheap, reading, parsing, encoding and writing rows are the job.",
 				c.Model, c.Batch, c.In, c.Out, model, s.Own, pct(s.Ratio)))
