@@ -120,7 +120,9 @@ func newJSONLWriter(w io.Writer, opt WriteOptions) *jsonlWriter {
 // appendJSONString appends s as a JSON string exactly as encoding/json
 // writes it: text that needs no escaping is copied as is, and anything
 // else (quotes, backslashes, control characters, HTML characters,
-// non-ASCII) goes through json.Marshal.
+// non-ASCII) goes through json.Marshal, which allocates on every call and
+// took a visible share of writing a line when every id and key went
+// through it. FuzzAppendJSONString holds the two to the same bytes.
 func appendJSONString(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
