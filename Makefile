@@ -118,16 +118,40 @@ BENCH_ARGS ?=
 bench-models: ## fetch and verify the benchmark's extra models (cached)
 	@scripts/fetch-bench-models.sh
 
-bench-tools: ## build the load generator, the raw baseline and the orchestrator; install ghz when missing
+bench-tools: ## build the load generator, the raw baseline, the orchestrator and scorebench; install ghz when missing
 	$(GO) -C bench build -o $(abspath $(BENCH_BIN))/loadgen ./loadgen
 	$(GO) build -o $(BENCH_BIN)/ortbench ./cmd/ortbench
 	$(GO) -C bench build -o $(abspath $(BENCH_BIN))/run ./run
+	$(GO) -C bench build -o $(abspath $(BENCH_BIN))/scorebench ./score
 	@test -x $(BENCH_BIN)/ghz || { echo "installing ghz $(GHZ_VERSION) into $(BENCH_BIN)"; \
 		GOBIN=$(abspath $(BENCH_BIN)) $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION); }
 
 bench: build bench-models bench-tools ## the full suite: bench/RESULTS.md, results.json and PNG plots (10 to 14 minutes), then bench/THREADS.md
 	$(BENCH_BIN)/run --out bench --command "make bench" $(BENCH_ARGS)
 	scripts/bench-threads.sh bench/THREADS.md
+
+# `onnxserve score` against raw ONNX Runtime on the same model, batch size
+# and thread count, alternated in one run, and its peak RSS on 100,000 and
+# 1,000,000 rows. SCORE_BASELINE=<commit> also measures onnxserve built
+# from that commit, in the same repetitions ("before"); SCORE_ARGS passes
+# flags to bench/score (see its --help).
+.PHONY: bench-score
+SCORE_BASELINE ?=
+SCORE_ARGS ?=
+SCORE_WORK ?= .cache/bench-score
+bench-score: build bench-models ## score against raw ONNX Runtime, and its peak RSS on 100k and 1M rows: bench/SCORE.md (3 to 5 minutes; not part of `make test`)
+	$(GO) build -o $(BENCH_BIN)/ortbench ./cmd/ortbench
+	$(GO) -C bench build -o $(abspath $(BENCH_BIN))/scorebench ./score
+	@if [ -n "$(SCORE_BASELINE)" ]; then \
+		echo "building onnxserve at $(SCORE_BASELINE) into $(SCORE_WORK)/onnxserve-base"; \
+		rm -rf $(SCORE_WORK)/base && mkdir -p $(SCORE_WORK)/base && \
+		git archive $(SCORE_BASELINE) | tar -x -C $(SCORE_WORK)/base && \
+		$(GO) -C $(SCORE_WORK)/base build -o $(abspath $(SCORE_WORK))/onnxserve-base ./cmd/serve && \
+		rm -rf $(SCORE_WORK)/base; \
+	fi
+	$(BENCH_BIN)/scorebench --server $(BIN) --ortbench $(BENCH_BIN)/ortbench --work $(SCORE_WORK) --out bench/SCORE.md \
+		--command "make bench-score$(if $(SCORE_BASELINE), SCORE_BASELINE=$(SCORE_BASELINE))$(if $(SCORE_ARGS), SCORE_ARGS='$(SCORE_ARGS)')" \
+		$(if $(SCORE_BASELINE),--baseline $(SCORE_WORK)/onnxserve-base --baseline-name $(SCORE_BASELINE)) $(SCORE_ARGS)
 
 .PHONY: bench-threads
 bench-threads: lib ## one busy model among four loaded, ONNX Runtime threads before and after the division: bench/THREADS.md

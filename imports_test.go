@@ -60,7 +60,7 @@ var allowed = map[string][]string{
 	"internal/onnxgen":                    {},
 	"internal/testcert":                   {},
 	// The offline commands (check, score) and the data files they share.
-	"internal/dataset": {"internal/tensor"},
+	"internal/dataset": {"internal/tensor", "internal/transport/httpapi/jsonscan"},
 	"internal/check":   {"internal/serving", "internal/repository", "internal/dataset", "internal/tensor"},
 	"internal/score":   {"internal/serving", "internal/repository", "internal/dataset", "internal/tensor"},
 	// The model-quality loop: taps on the serving core (DESIGN §3), and

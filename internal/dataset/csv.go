@@ -24,6 +24,7 @@ type csvReader struct {
 	header []string
 	index  int64
 	total  int64
+	in     [1]tensor.Tensor // NextAppend's Row.Inputs
 }
 
 func openCSV(path string, opt ReadOptions) (_ Reader, err error) {
@@ -111,7 +112,9 @@ func isRecordError(err error) bool {
 	return errors.As(err, &pe)
 }
 
-func (r *csvReader) Next() (Row, error) {
+func (r *csvReader) Next() (Row, error) { return nextOwned(r, 1) }
+
+func (r *csvReader) NextAppend(bufs [][]byte) (Row, error) {
 	rec, err := r.r.Read()
 	row := Row{Index: r.index}
 	line, _ := r.r.FieldPos(0)
@@ -133,13 +136,18 @@ func (r *csvReader) Next() (Row, error) {
 	if r.idCol >= 0 {
 		row.ID = rec[r.idCol]
 	}
-	data := make([]byte, 0, len(r.cols)*max(r.spec.DataType.Size(), 4))
+	// data grows bufs[0] in place; bufs[0] takes its new length only
+	// once the row is good.
+	start := len(bufs[0])
+	data := slices.Grow(bufs[0], len(r.cols)*max(r.spec.DataType.Size(), 4))
 	for _, c := range r.cols {
 		if data, err = appendText(data, r.spec.DataType, rec[c]); err != nil {
 			row.Err = fmt.Errorf("column %q: %w", r.header[c], err)
 			return row, nil
 		}
 	}
-	row.Inputs = []tensor.Tensor{{Name: r.spec.Name, DataType: r.spec.DataType, Shape: r.shape, Data: data}}
+	bufs[0] = data
+	r.in[0] = tensor.Tensor{Name: r.spec.Name, DataType: r.spec.DataType, Shape: r.shape, Data: data[start:]}
+	row.Inputs = r.in[:]
 	return row, nil
 }

@@ -28,6 +28,7 @@ type parquetReader struct {
 	index  int64
 	total  int64
 	vals   [][]parquet.Value // scratch: the values of each leaf of one row
+	in     [1]tensor.Tensor  // NextAppend's Row.Inputs
 }
 
 func openParquet(path string, opt ReadOptions) (_ Reader, err error) {
@@ -117,7 +118,9 @@ func (r *parquetReader) Close() error { return errors.Join(r.r.Close(), r.f.Clos
 
 func (r *parquetReader) Skip(n int64) error { return skipNext(r, n) }
 
-func (r *parquetReader) Next() (Row, error) {
+func (r *parquetReader) Next() (Row, error) { return nextOwned(r, 1) }
+
+func (r *parquetReader) NextAppend(bufs [][]byte) (Row, error) {
 	if r.pos == r.n {
 		n, err := r.r.ReadRows(r.buf)
 		if n == 0 {
@@ -148,7 +151,10 @@ func (r *parquetReader) Next() (Row, error) {
 		row.ID = valueText(vs[0])
 	}
 	dt := r.spec.DataType
-	var data []byte
+	// data grows bufs[0] in place; bufs[0] takes its new length only
+	// once the row is good.
+	start := len(bufs[0])
+	data := bufs[0]
 	var err error
 	for k, leaf := range r.leafs {
 		for _, v := range r.vals[leaf] {
@@ -167,7 +173,7 @@ func (r *parquetReader) Next() (Row, error) {
 	}
 	shape := r.shape
 	if r.list {
-		n := int64(len(data) / max(dt.Size(), 1))
+		n := int64((len(data) - start) / max(dt.Size(), 1))
 		if dt == tensor.Bytes {
 			n = 0
 			for _, v := range r.vals[r.leafs[0]] {
@@ -181,7 +187,9 @@ func (r *parquetReader) Next() (Row, error) {
 			return row, nil
 		}
 	}
-	row.Inputs = []tensor.Tensor{{Name: r.spec.Name, DataType: dt, Shape: shape, Data: data}}
+	bufs[0] = data
+	r.in[0] = tensor.Tensor{Name: r.spec.Name, DataType: dt, Shape: shape, Data: data[start:]}
+	row.Inputs = r.in[:]
 	return row, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
@@ -79,8 +80,18 @@ type Row struct {
 type Reader interface {
 	// Next returns the next record, or io.EOF after the last. An error
 	// other than io.EOF is fatal (the file cannot be read on); a bad
-	// record comes back as a Row with Err set.
+	// record comes back as a Row with Err set. The Row and its data are
+	// the caller's.
 	Next() (Row, error)
+	// NextAppend is Next without a fresh buffer per record: it appends
+	// the data of input k (in the order of ReadOptions.Inputs) to bufs[k],
+	// updating bufs in place, and Row.Inputs[k].Data is the appended part.
+	// On a bad record or an error bufs keep their lengths on entry. The
+	// Row.Inputs slice is the reader's and is reused by the next call;
+	// its Shape slices are never changed afterwards, so they may be kept.
+	// score stacks the rows of a batch this way, with one copy from the
+	// file into the batch.
+	NextAppend(bufs [][]byte) (Row, error)
 	// Skip passes over n records without decoding them where the format
 	// allows; it returns io.ErrUnexpectedEOF when the file holds fewer.
 	Skip(n int64) error
@@ -150,6 +161,14 @@ func oneInput(opt ReadOptions, format Format) (tensor.Spec, error) {
 		return tensor.Spec{}, fmt.Errorf("%w: a %s file fills one input; the model has %d (%s): use JSON lines", ErrFormat, format, len(opt.Inputs), strings.Join(names, ", "))
 	}
 	return opt.Inputs[0], nil
+}
+
+// nextOwned implements Next with NextAppend: fresh buffers and a Row
+// whose Inputs the caller owns.
+func nextOwned(r Reader, inputs int) (Row, error) {
+	row, err := r.NextAppend(make([][]byte, inputs))
+	row.Inputs = slices.Clone(row.Inputs)
+	return row, err
 }
 
 // skipNext implements Skip with Next, for formats without a faster way.

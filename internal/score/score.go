@@ -189,7 +189,13 @@ func Run(ctx context.Context, l serving.Loader, cfg Config) (sum Summary, err er
 		return sum, fmt.Errorf("--input: %w", err)
 	}
 	defer rd.Close()
-	skip := done * int64(cfg.ChunkRows)
+	// The records the chunks done hold: the last chunk of a job that
+	// stopped after all of them (before its output was renamed into
+	// place) holds fewer than ChunkRows.
+	skip, err := countRecords(partsDir(cfg.Output), done)
+	if err != nil {
+		return sum, fmt.Errorf("%w: %v", ErrResume, err)
+	}
 	if err := rd.Skip(skip); err != nil {
 		return sum, fmt.Errorf("%w: the input holds fewer records than the chunks already done: %v", ErrResume, err)
 	}
@@ -198,15 +204,50 @@ func Run(ctx context.Context, l serving.Loader, cfg Config) (sum Summary, err er
 		cfg.Progress.Start(rd.Total(), skip)
 		defer cfg.Progress.Finish()
 	}
-	j := &job{cfg: cfg, sess: sess, rd: rd, batch: batch, batching: batching, workers: workers, dir: partsDir(cfg.Output), chunk: done}
+	// The output is written while rows are scored, after the rows of the
+	// chunks an earlier run completed, so no second pass reads the chunks
+	// back. NPY cannot stream: its header counts the rows, known only at
+	// the end, so it is written from the chunks then.
+	dir := partsDir(cfg.Output)
+	var out *sink
+	defer func() {
+		if out != nil {
+			out.abort()
+		}
+	}()
+	if outFormat != dataset.NPY {
+		if out, err = openSink(cfg.Output, outFormat, outputs, cfg.IDColumn, 0); err != nil {
+			return sum, err
+		}
+		if err := out.replay(dir, 0, done); err != nil {
+			return sum, err
+		}
+	}
+	j := &job{cfg: cfg, sess: sess, rd: rd, batch: batch, batching: batching, workers: workers, dir: dir, chunk: done, out: out}
 	if err := j.run(ctx); err != nil {
 		return sum, err
 	}
-	rows, errs, err := assemble(cfg, outFormat, outputs)
-	if err != nil {
+	if out == nil {
+		rows, err := countResults(dir, j.chunk)
+		if err != nil {
+			return sum, err
+		}
+		if out, err = openSink(cfg.Output, outFormat, outputs, cfg.IDColumn, rows); err != nil {
+			return sum, err
+		}
+		if err := out.replay(dir, 0, j.chunk); err != nil {
+			return sum, err
+		}
+	}
+	if err := out.commit(); err != nil {
 		return sum, err
 	}
-	sum.Rows, sum.Errors, sum.Elapsed = rows, errs, time.Since(start)
+	sum.Rows, sum.Errors = out.rows, out.errs
+	out = nil
+	if err := os.RemoveAll(dir); err != nil {
+		return sum, err
+	}
+	sum.Elapsed = time.Since(start)
 	return sum, nil
 }
 
@@ -314,17 +355,73 @@ func writeAtomic(path string, data []byte) error {
 	return syncDir(filepath.Dir(path))
 }
 
-// batch is a run of consecutive records within one chunk.
+// rowInfo is one record of a batch: where it came from and, once the
+// batch is scored, which run holds its outputs or why it failed.
+type rowInfo struct {
+	index, line int64
+	id          string
+	failed      bool
+	reason      string // why the row failed
+	run, k      int    // a good row's outputs: row k of batch.runs[run]
+	// enc is where a good row's encoding ends in batch.enc, when the
+	// workers encode; encErr is why it could not be encoded.
+	enc    int
+	encErr error
+}
+
+// run is one ONNX Runtime run of some of a batch's good rows: views holds
+// row k's outputs at [k*outputs, (k+1)*outputs), views into the run's
+// output tensors (no copy).
+type run struct {
+	views []tensor.Tensor
+}
+
+// batch is a run of consecutive records within one chunk. Batches are
+// recycled (job.free), so their buffers stop growing once the first few
+// batches have sized them: no allocation per row.
 type batch struct {
-	seq   int64
-	last  bool // the last batch of its chunk
-	rows  []dataset.Row
-	outs  [][]tensor.Tensor // per row; nil where the row failed
-	fails []string          // per row: why it failed
+	seq  int64
+	last bool // the last batch of its chunk
+	rows []rowInfo
+	// in holds, per input, the good rows' data back to back, as the
+	// reader appended it; ends[g*len(in)+k] is where good row g's data of
+	// input k ends.
+	in   [][]byte
+	ends []int
+	// good lists the good rows (indexes into rows); layout is their
+	// inputs' names, types and row shapes (Data unused).
+	good   []int
+	layout []tensor.Tensor
+	runs   []run
+	// enc holds the good rows' output lines, encoded by the worker that
+	// ran them (job.enc), back to back.
+	enc []byte
+	// views and split are scratch of the batch's run; mark holds the
+	// lengths of in before the row being read.
+	views, split []tensor.Tensor
+	mark         []int
+}
+
+// reset empties b for reuse, dropping its references to output tensors
+// so the free list keeps no outputs alive.
+func (b *batch) reset() {
+	b.seq, b.last = 0, false
+	clear(b.rows)
+	b.rows = b.rows[:0]
+	for k := range b.in {
+		b.in[k] = b.in[k][:0]
+	}
+	b.ends, b.good, b.layout = b.ends[:0], b.good[:0], b.layout[:0]
+	clear(b.runs)
+	b.runs = b.runs[:0]
+	b.enc = b.enc[:0]
+	clear(b.views)
+	clear(b.split)
 }
 
 // job is one run of the pipeline: a reader goroutine forms batches,
-// workers run them, the caller's goroutine writes them in order.
+// workers run them, the caller's goroutine writes them in order to the
+// chunk files (for --resume) and, unless out is nil, to the output.
 type job struct {
 	cfg      Config
 	sess     *serving.Session
@@ -332,13 +429,51 @@ type job struct {
 	batch    int
 	batching bool
 	workers  int
+	inputs   int // the model's inputs
+	outputs  int // the model's outputs
 	dir      string
 	chunk    int64 // the next chunk to write
+	out      *sink
+	// enc, when not nil, is out's row encoder: the workers encode the
+	// rows they ran, in parallel, and the writer only writes the bytes.
+	enc  dataset.RowEncoder
+	ones []int64 // batch ones, the row counts of a split into rows
+	free chan *batch
+}
+
+// newBatch returns an empty batch, recycled when one is free.
+func (j *job) newBatch() *batch {
+	select {
+	case b := <-j.free:
+		return b
+	default:
+		return &batch{in: make([][]byte, j.inputs), mark: make([]int, j.inputs)}
+	}
+}
+
+// recycle hands a written batch back for reuse.
+func (j *job) recycle(b *batch) {
+	b.reset()
+	select {
+	case j.free <- b:
+	default:
+	}
 }
 
 func (j *job) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	j.inputs, j.outputs = len(j.sess.Inputs()), len(j.sess.Outputs())
+	if j.out != nil {
+		j.enc, _ = j.out.w.(dataset.RowEncoder)
+	}
+	j.ones = make([]int64, j.batch)
+	for i := range j.ones {
+		j.ones[i] = 1
+	}
+	// Batches in flight: the two queues, one in each worker, one being
+	// read and one being written.
+	j.free = make(chan *batch, 5*j.workers+2)
 	todo := make(chan *batch, 2*j.workers)
 	doneCh := make(chan *batch, 2*j.workers)
 	var wg sync.WaitGroup
@@ -385,13 +520,13 @@ func (j *job) run(ctx context.Context) error {
 }
 
 // read forms batches: at most j.batch records, never across a chunk
-// boundary, and cut where the rows' shapes change.
+// boundary, and cut where the rows' shapes change. Each record's data is
+// appended by the reader straight onto its batch's buffers.
 func (j *job) read(ctx context.Context, todo chan<- *batch) error {
 	var seq int64
 	inChunk := 0
-	cur := &batch{}
-	var layout []tensor.Tensor
-	send := func(last bool) error {
+	cur := j.newBatch()
+	send := func(last bool, next *batch) error {
 		cur.seq, cur.last = seq, last
 		seq++
 		select {
@@ -399,14 +534,17 @@ func (j *job) read(ctx context.Context, todo chan<- *batch) error {
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		}
-		cur, layout = &batch{}, nil
+		cur = next
 		return nil
 	}
 	for {
-		row, err := j.rd.Next()
+		for k, b := range cur.in {
+			cur.mark[k] = len(b)
+		}
+		row, err := j.rd.NextAppend(cur.in)
 		if errors.Is(err, io.EOF) {
 			if inChunk > 0 {
-				return send(true)
+				return send(true, nil)
 			}
 			return nil
 		}
@@ -414,25 +552,47 @@ func (j *job) read(ctx context.Context, todo chan<- *batch) error {
 			return fmt.Errorf("--input: %w", err)
 		}
 		if row.Err == nil {
-			if layout != nil && !sameShapes(layout, row.Inputs) {
-				if err := send(false); err != nil {
+			if len(cur.good) > 0 && !sameShapes(cur.layout, row.Inputs) {
+				// The row starts the next batch: move its data there.
+				next := j.newBatch()
+				for k := range cur.in {
+					next.in[k] = append(next.in[k], cur.in[k][cur.mark[k]:]...)
+					cur.in[k] = cur.in[k][:cur.mark[k]]
+				}
+				if err := send(false, next); err != nil {
 					return err
 				}
 			}
-			if layout == nil {
-				layout = row.Inputs
+			if len(cur.good) == 0 {
+				for k, t := range row.Inputs {
+					cur.layout = append(cur.layout, tensor.Tensor{Name: t.Name, DataType: t.DataType, Shape: t.Shape})
+					// Size a new buffer for a whole batch of rows like
+					// this one at once, rather than doubling it (and
+					// copying, and touching fresh pages) as it fills.
+					if want := j.batch * len(t.Data); cap(cur.in[k]) < want {
+						cur.in[k] = slices.Grow(cur.in[k], want-len(cur.in[k]))
+					}
+				}
 			}
+			for _, b := range cur.in {
+				cur.ends = append(cur.ends, len(b))
+			}
+			cur.good = append(cur.good, len(cur.rows))
 		}
-		cur.rows = append(cur.rows, row)
+		info := rowInfo{index: row.Index, line: row.Line, id: row.ID}
+		if row.Err != nil {
+			info.failed, info.reason = true, row.Err.Error()
+		}
+		cur.rows = append(cur.rows, info)
 		inChunk++
 		switch {
 		case inChunk == j.cfg.ChunkRows:
 			inChunk = 0
-			if err := send(true); err != nil {
+			if err := send(true, j.newBatch()); err != nil {
 				return err
 			}
 		case len(cur.rows) == j.batch:
-			if err := send(false); err != nil {
+			if err := send(false, j.newBatch()); err != nil {
 				return err
 			}
 		}
@@ -449,95 +609,105 @@ func sameShapes(a, b []tensor.Tensor) bool {
 }
 
 // score runs a batch's good rows as one run; if that fails, row by row,
-// so one bad row fails alone.
+// so one bad row fails alone. Then it encodes the rows that have outputs
+// when the workers encode.
 func (j *job) score(ctx context.Context, b *batch) {
-	b.outs = make([][]tensor.Tensor, len(b.rows))
-	b.fails = make([]string, len(b.rows))
-	var good []int
-	for i, r := range b.rows {
-		if r.Err != nil {
-			b.fails[i] = r.Err.Error()
-		} else {
-			good = append(good, i)
-		}
-	}
-	if len(good) == 0 {
+	n := len(b.good)
+	if n == 0 {
 		return
 	}
-	if err := j.runRows(ctx, b, good); err != nil {
-		if len(good) == 1 {
-			b.fails[good[0]] = "inference failed: " + err.Error()
-			return
-		}
-		for _, i := range good {
-			if err := j.runRows(ctx, b, []int{i}); err != nil {
-				b.fails[i] = "inference failed: " + err.Error()
+	err := j.runRows(ctx, b, 0, n)
+	switch {
+	case err == nil:
+	case n == 1:
+		b.rows[b.good[0]].failed, b.rows[b.good[0]].reason = true, "inference failed: "+err.Error()
+	default:
+		for g := range n {
+			if err := j.runRows(ctx, b, g, g+1); err != nil {
+				b.rows[b.good[g]].failed, b.rows[b.good[g]].reason = true, "inference failed: "+err.Error()
 			}
 		}
 	}
-}
-
-// runRows runs rows idx of b together and stores each row's outputs.
-func (j *job) runRows(ctx context.Context, b *batch, idx []int) error {
-	first := b.rows[idx[0]].Inputs
-	in := make([]tensor.Tensor, len(first))
-	n := int64(len(idx))
-	for k, t := range first {
-		if !j.batching {
-			in[k] = t
+	if j.enc == nil {
+		return
+	}
+	for _, i := range b.good {
+		r := &b.rows[i]
+		if r.failed {
 			continue
 		}
-		size := 0
-		for _, i := range idx {
-			size += len(b.rows[i].Inputs[k].Data)
+		b.enc, r.encErr = j.enc.AppendRow(b.enc, r.id, j.rowOutputs(b, r))
+		r.enc = len(b.enc)
+	}
+}
+
+// rowOutputs returns a good row's outputs, views into its run's.
+func (j *job) rowOutputs(b *batch, r *rowInfo) []tensor.Tensor {
+	return b.runs[r.run].views[r.k*j.outputs : (r.k+1)*j.outputs]
+}
+
+// runRows runs good rows [g0, g1) of b together and records where each
+// row's outputs are.
+func (j *job) runRows(ctx context.Context, b *batch, g0, g1 int) error {
+	n := g1 - g0
+	in := make([]tensor.Tensor, len(b.layout))
+	for k, l := range b.layout {
+		start := 0
+		if g0 > 0 {
+			start = b.ends[(g0-1)*j.inputs+k]
 		}
-		data := make([]byte, 0, size)
-		for _, i := range idx {
-			data = append(data, b.rows[i].Inputs[k].Data...)
+		data := b.in[k][start:b.ends[(g1-1)*j.inputs+k]]
+		shape := l.Shape
+		if j.batching {
+			shape = append([]int64{int64(n)}, l.Shape...)
 		}
-		in[k] = tensor.Tensor{Name: t.Name, DataType: t.DataType, Shape: append([]int64{n}, t.Shape...), Data: data}
+		in[k] = tensor.Tensor{Name: l.Name, DataType: l.DataType, Shape: shape, Data: data}
 	}
 	out, err := j.sess.Run(ctx, in)
 	if err != nil {
 		return err
 	}
-	per := make([][]tensor.Tensor, len(idx))
-	for k := range per {
-		per[k] = make([]tensor.Tensor, len(out))
+	var views []tensor.Tensor
+	if n == len(b.good) {
+		// The whole batch in one run: the batch's own scratch.
+		b.views = slices.Grow(b.views[:0], n*j.outputs)[:n*j.outputs]
+		views = b.views
+	} else {
+		views = make([]tensor.Tensor, n*j.outputs)
 	}
 	for o, t := range out {
 		if !j.batching {
-			per[0][o] = t
+			views[o] = t
 			continue
 		}
-		if len(t.Shape) == 0 || t.Shape[0] != n {
+		if len(t.Shape) == 0 || t.Shape[0] != int64(n) {
 			return fmt.Errorf("output %q has shape %v for %d rows", t.Name, t.Shape, n)
 		}
-		ones := make([]int64, n)
-		for k := range ones {
-			ones[k] = 1
-		}
-		parts, err := tensor.Split(t, ones)
-		if err != nil {
+		b.split = slices.Grow(b.split[:0], n)[:n]
+		if err := tensor.SplitInto(b.split, t, j.ones[:n]); err != nil {
 			return err
 		}
-		for k, p := range parts {
+		for k, p := range b.split {
 			p.Shape = p.Shape[1:]
-			per[k][o] = p
+			views[k*j.outputs+o] = p
 		}
 	}
-	for k, i := range idx {
-		b.outs[i] = per[k]
+	b.runs = append(b.runs, run{views: views})
+	for g := g0; g < g1; g++ {
+		r := &b.rows[b.good[g]]
+		r.run, r.k = len(b.runs)-1, g-g0
 	}
 	return nil
 }
 
 // write takes scored batches in any order and writes them in order into
-// chunk files, committing each chunk at its last batch.
+// chunk files, committing each chunk at its last batch, and into the
+// output when it streams.
 func (j *job) write(ctx context.Context, done <-chan *batch) error {
 	pending := map[int64]*batch{}
 	var next int64
 	var cw *chunkWriter
+	cwBuf := bufio.NewWriterSize(nil, 1<<20) // every chunk's write buffer
 	defer func() {
 		if cw != nil {
 			cw.abort()
@@ -552,23 +722,49 @@ func (j *job) write(ctx context.Context, done <-chan *batch) error {
 			}
 			delete(pending, next)
 			next++
+			// A batch scored while the job was stopping may hold runs
+			// the stop cut short, failed rows that are not the rows'
+			// fault: nothing more is written, let alone committed as
+			// done for --resume to skip.
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
 			if cw == nil {
 				var err error
-				if cw, err = newChunkWriter(j.dir, j.chunk); err != nil {
+				if cw, err = newChunkWriter(j.dir, j.chunk, cwBuf); err != nil {
 					return err
 				}
 			}
-			for i, r := range b.rows {
-				if b.outs[i] == nil {
+			encStart := 0
+			for i := range b.rows {
+				r := &b.rows[i]
+				if r.failed {
 					if j.cfg.FailFast {
-						return fmt.Errorf("%w: record %d (line %d): %s", ErrRowFailed, r.Index+1, r.Line, b.fails[i])
+						return fmt.Errorf("%w: record %d (line %d): %s", ErrRowFailed, r.index+1, r.line, r.reason)
 					}
-					if err := cw.failure(r.Index, r.Line, b.fails[i]); err != nil {
+					if err := cw.failure(r.index, r.line, r.reason); err != nil {
 						return err
+					}
+					if j.out != nil {
+						if err := j.out.failure(r.index, r.line, r.reason); err != nil {
+							return err
+						}
 					}
 					continue
 				}
-				if err := cw.result(r.ID, b.outs[i]); err != nil {
+				outs := j.rowOutputs(b, r)
+				if err := cw.result(r.id, outs); err != nil {
+					return err
+				}
+				var err error
+				switch {
+				case j.enc != nil:
+					err = j.out.resultEncoded(b.enc[encStart:r.enc], r.encErr, outs)
+					encStart = r.enc
+				case j.out != nil:
+					err = j.out.result(r.id, outs)
+				}
+				if err != nil {
 					return err
 				}
 			}
@@ -582,113 +778,11 @@ func (j *job) write(ctx context.Context, done <-chan *batch) error {
 			if j.cfg.Progress != nil {
 				j.cfg.Progress.Add(int64(len(b.rows)))
 			}
+			j.recycle(b)
 		}
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
 	}
 	return nil
-}
-
-// assemble streams every chunk, in order, into the output file and the
-// errors file, each written beside its final name and renamed into place,
-// then removes the parts folder.
-func assemble(cfg Config, f dataset.Format, outputs []tensor.Spec) (rows, errs int64, err error) {
-	dir := partsDir(cfg.Output)
-	var chunks []string
-	for n := int64(0); ; n++ {
-		p := chunkName(dir, n)
-		r, e, err := chunkCounts(p)
-		if errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		if err != nil {
-			return 0, 0, err
-		}
-		rows += int64(r)
-		errs += int64(e)
-		chunks = append(chunks, p)
-	}
-	outTmp, errTmp := cfg.Output+".tmp", ErrorsPath(cfg.Output)+".tmp"
-	of, err := os.Create(outTmp)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer func() {
-		of.Close()
-		if err != nil {
-			os.Remove(outTmp)
-			os.Remove(errTmp)
-		}
-	}()
-	w, err := dataset.NewWriter(of, f, dataset.WriteOptions{Outputs: outputs, IDColumn: cfg.IDColumn, Rows: rows})
-	if err != nil {
-		return 0, 0, err
-	}
-	var ef *os.File
-	var ew *bufio.Writer
-	if errs > 0 {
-		if ef, err = os.Create(errTmp); err != nil {
-			return 0, 0, err
-		}
-		defer ef.Close()
-		ew = bufio.NewWriter(ef)
-	}
-	var rec chunkRecord
-	for _, p := range chunks {
-		cr, err := openChunk(p, outputs)
-		if err != nil {
-			return 0, 0, err
-		}
-		for {
-			err := cr.next(&rec)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				cr.close()
-				return 0, 0, fmt.Errorf("%s: %w", p, err)
-			}
-			if rec.err {
-				line, _ := json.Marshal(struct {
-					Record int64  `json:"record"`
-					Line   int64  `json:"line,omitempty"`
-					Error  string `json:"error"`
-				}{rec.index + 1, rec.line, rec.reason})
-				ew.Write(append(line, '\n'))
-				continue
-			}
-			if err := w.Write(rec.id, rec.outs); err != nil {
-				cr.close()
-				return 0, 0, fmt.Errorf("--output: %w", err)
-			}
-		}
-		cr.close()
-	}
-	if err := w.Close(); err != nil {
-		return 0, 0, err
-	}
-	if err := of.Sync(); err != nil {
-		return 0, 0, err
-	}
-	if ew != nil {
-		if err := ew.Flush(); err != nil {
-			return 0, 0, err
-		}
-		if err := ef.Sync(); err != nil {
-			return 0, 0, err
-		}
-		if err := os.Rename(errTmp, ErrorsPath(cfg.Output)); err != nil {
-			return 0, 0, err
-		}
-	} else if err := os.Remove(ErrorsPath(cfg.Output)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return 0, 0, err
-	}
-	if err := os.Rename(outTmp, cfg.Output); err != nil {
-		return 0, 0, err
-	}
-	if err := syncDir(filepath.Dir(cfg.Output)); err != nil {
-		return 0, 0, err
-	}
-	return rows, errs, os.RemoveAll(dir)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/onnxserve/onnxserve/internal/tensor"
 )
@@ -40,12 +41,18 @@ type chunkWriter struct {
 	buf     []byte
 }
 
-func newChunkWriter(dir string, n int64) (*chunkWriter, error) {
+// newChunkWriter starts chunk n in dir, writing through w (reset to the
+// new file) when not nil, so one buffer serves every chunk of a job.
+func newChunkWriter(dir string, n int64, w *bufio.Writer) (*chunkWriter, error) {
 	f, err := os.Create(chunkName(dir, n) + ".tmp")
 	if err != nil {
 		return nil, err
 	}
-	return &chunkWriter{dir: dir, n: n, f: f, w: bufio.NewWriterSize(f, 1<<20)}, nil
+	if w == nil {
+		w = bufio.NewWriterSize(f, 1<<20)
+	}
+	w.Reset(f)
+	return &chunkWriter{dir: dir, n: n, f: f, w: w}, nil
 }
 
 func (c *chunkWriter) result(id string, outs []tensor.Tensor) error {
@@ -156,9 +163,12 @@ type chunkReader struct {
 	f       *os.File
 	left    uint64
 	outputs []tensor.Spec
+	id      []byte // scratch for ids and reasons
 }
 
-func openChunk(path string, outputs []tensor.Spec) (*chunkReader, error) {
+// openChunk opens a complete chunk for reading through r (reset to the
+// file) when not nil, so one buffer serves every chunk.
+func openChunk(path string, outputs []tensor.Spec, r *bufio.Reader) (*chunkReader, error) {
 	res, errs, err := chunkCounts(path)
 	if err != nil {
 		return nil, err
@@ -167,13 +177,26 @@ func openChunk(path string, outputs []tensor.Spec) (*chunkReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &chunkReader{r: bufio.NewReaderSize(f, 1<<20), f: f, left: res + errs, outputs: outputs}, nil
+	if r == nil {
+		r = bufio.NewReaderSize(f, 1<<20)
+	}
+	r.Reset(f)
+	return &chunkReader{r: r, f: f, left: res + errs, outputs: outputs}, nil
 }
 
 func (c *chunkReader) close() error { return c.f.Close() }
 
 var errCorruptChunk = errors.New("corrupt chunk file")
 
+// maxChunkRank and maxChunkField bound what a record may claim, so a
+// corrupt length fails as corrupt rather than as an allocation.
+const (
+	maxChunkRank  = 64
+	maxChunkField = 1 << 31
+)
+
+// next decodes the next record into rec, reusing rec's buffers: rec.outs
+// and its data are valid until the next call.
 func (c *chunkReader) next(rec *chunkRecord) error {
 	if c.left == 0 {
 		return io.EOF
@@ -191,31 +214,45 @@ func (c *chunkReader) next(rec *chunkRecord) error {
 		v, err = binary.ReadUvarint(c.r)
 		return v
 	}
-	bytesOf := func(n uint64) []byte {
-		if err != nil {
-			return nil
+	// bytesInto reads n bytes into buf's memory, growing it when short.
+	bytesInto := func(buf []byte, n uint64) []byte {
+		if err == nil && n > maxChunkField {
+			err = errCorruptChunk
 		}
-		b := make([]byte, n)
-		_, err = io.ReadFull(c.r, b)
-		return b
+		if err != nil {
+			return buf[:0]
+		}
+		buf = slices.Grow(buf[:0], int(n))[:n]
+		_, err = io.ReadFull(c.r, buf)
+		return buf
 	}
 	switch kind {
 	case recordResult:
 		rec.err = false
-		rec.id = string(bytesOf(uv()))
-		rec.outs = rec.outs[:0]
-		for _, spec := range c.outputs {
-			shape := make([]int64, uv())
-			for i := range shape {
-				shape[i] = int64(uv())
+		c.id = bytesInto(c.id, uv())
+		rec.id = string(c.id)
+		if len(rec.outs) != len(c.outputs) {
+			rec.outs = make([]tensor.Tensor, len(c.outputs))
+		}
+		for i, spec := range c.outputs {
+			t := &rec.outs[i]
+			t.Name, t.DataType = spec.Name, spec.DataType
+			rank := uv()
+			if rank > maxChunkRank {
+				return errCorruptChunk
 			}
-			rec.outs = append(rec.outs, tensor.Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape, Data: bytesOf(uv())})
+			t.Shape = t.Shape[:0]
+			for range rank {
+				t.Shape = append(t.Shape, int64(uv()))
+			}
+			t.Data = bytesInto(t.Data, uv())
 		}
 	case recordError:
 		rec.err = true
 		rec.index = int64(uv())
 		rec.line = int64(uv())
-		rec.reason = string(bytesOf(uv()))
+		c.id = bytesInto(c.id, uv())
+		rec.reason = string(c.id)
 	default:
 		return errCorruptChunk
 	}

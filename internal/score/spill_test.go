@@ -1,6 +1,7 @@
 package score
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"os"
@@ -11,15 +12,32 @@ import (
 )
 
 // TestChunkRoundTrip: what a committed chunk holds reads back in order,
-// and an uncommitted one is invisible.
+// and an uncommitted one is invisible; chunks written and read through
+// one shared buffer each keep apart.
 func TestChunkRoundTrip(t *testing.T) {
-	dir := t.TempDir()
+	for _, shared := range []bool{false, true} {
+		t.Run(map[bool]string{false: "own buffers", true: "shared buffers"}[shared], func(t *testing.T) {
+			var wb *bufio.Writer
+			var rb *bufio.Reader
+			if shared {
+				wb, rb = bufio.NewWriterSize(nil, 64), bufio.NewReaderSize(nil, 64)
+			}
+			dir := t.TempDir()
+			for n := range int64(3) {
+				chunkRoundTrip(t, dir, n, wb, rb)
+			}
+		})
+	}
+}
+
+func chunkRoundTrip(t *testing.T, dir string, n int64, wb *bufio.Writer, rb *bufio.Reader) {
+	t.Helper()
 	outs := []tensor.Spec{{Name: "Y", DataType: tensor.Int32, Shape: []int64{2}}}
-	cw, err := newChunkWriter(dir, 0)
+	cw, err := newChunkWriter(dir, n, wb)
 	if err != nil {
 		t.Fatal(err)
 	}
-	row := []tensor.Tensor{{Name: "Y", DataType: tensor.Int32, Shape: []int64{2}, Data: []byte{1, 0, 0, 0, 2, 0, 0, 0}}}
+	row := []tensor.Tensor{{Name: "Y", DataType: tensor.Int32, Shape: []int64{2}, Data: []byte{1, 0, 0, 0, byte(n), 0, 0, 0}}}
 	if err := cw.result("a", row); err != nil {
 		t.Fatal(err)
 	}
@@ -29,17 +47,17 @@ func TestChunkRoundTrip(t *testing.T) {
 	if err := cw.result("c", row); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(chunkName(dir, 0)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(chunkName(dir, n)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("chunk visible before commit: %v", err)
 	}
 	if err := cw.commit(); err != nil {
 		t.Fatal(err)
 	}
-	res, errs, err := chunkCounts(chunkName(dir, 0))
+	res, errs, err := chunkCounts(chunkName(dir, n))
 	if err != nil || res != 2 || errs != 1 {
 		t.Fatalf("counts %d, %d, %v; want 2, 1", res, errs, err)
 	}
-	cr, err := openChunk(chunkName(dir, 0), outs)
+	cr, err := openChunk(chunkName(dir, n), outs, rb)
 	if err != nil {
 		t.Fatal(err)
 	}
