@@ -307,11 +307,16 @@ func measure(sess *runtime.Session, in []tensor.Tensor, bs int, warmup, d time.D
 	elapsed := time.Since(start)
 	cpu := cpuTime() - cpu0
 	slices.Sort(lat)
+	return point(bs, lat, elapsed, cpu, float64(len(lat)*bs)), nil
+}
+
+// point summarises the runs of one batch size: lat are the runs' times,
+// elapsed and cpu the wall and CPU time they took, items what they ran.
+func point(bs int, lat []time.Duration, elapsed, cpu time.Duration, items float64) Point {
 	var sum time.Duration
 	for _, l := range lat {
 		sum += l
 	}
-	items := float64(len(lat) * bs)
 	return Point{
 		BatchSize:        bs,
 		Runs:             len(lat),
@@ -321,7 +326,7 @@ func measure(sess *runtime.Session, in []tensor.Tensor, bs int, warmup, d time.D
 		BatchP50Ms:       ms(quantile(lat, 0.50)),
 		BatchP99Ms:       ms(quantile(lat, 0.99)),
 		CPUMicrosPerItem: float64(cpu.Microseconds()) / items,
-	}, nil
+	}
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

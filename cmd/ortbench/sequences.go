@@ -352,20 +352,7 @@ func measureSequences(sess *runtime.Session, plan *seqPlan, data *seqData, bs in
 	elapsed := time.Since(start)
 	cpu := cpuTime() - cpu0
 	slices.Sort(lat)
-	var sum time.Duration
-	for _, l := range lat {
-		sum += l
-	}
-	items := float64(data.sequences * data.chunks)
-	return Point{
-		BatchSize:        bs,
-		Runs:             len(lat),
-		Seconds:          elapsed.Seconds(),
-		ItemsPerSec:      items / elapsed.Seconds(),
-		BatchMeanMs:      ms(sum / time.Duration(len(lat))),
-		BatchP50Ms:       ms(quantile(lat, 0.50)),
-		BatchP99Ms:       ms(quantile(lat, 0.99)),
-		CPUMicrosPerItem: float64(cpu.Microseconds()) / items,
-		Sequence0:        rec,
-	}, nil
+	p := point(bs, lat, elapsed, cpu, float64(data.sequences*data.chunks))
+	p.Sequence0 = rec
+	return p, nil
 }
