@@ -126,9 +126,10 @@ bench-tools: ## build the load generator, the raw baseline, the orchestrator and
 	@test -x $(BENCH_BIN)/ghz || { echo "installing ghz $(GHZ_VERSION) into $(BENCH_BIN)"; \
 		GOBIN=$(abspath $(BENCH_BIN)) $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION); }
 
-bench: build bench-models bench-tools ## the full suite: bench/RESULTS.md, results.json and PNG plots (10 to 14 minutes), then bench/THREADS.md
+bench: build bench-models bench-tools ## the full suite: bench/RESULTS.md, results.json and PNG plots (15 to 20 minutes), then bench/THREADS.md and bench/SCORE.md
 	$(BENCH_BIN)/run --out bench --command "make bench" $(BENCH_ARGS)
 	scripts/bench-threads.sh bench/THREADS.md
+	$(MAKE) bench-score
 
 # `onnxserve score` against raw ONNX Runtime on the same model, batch size
 # and thread count, alternated in one run, and its peak RSS on 100,000 and
