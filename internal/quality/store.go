@@ -236,29 +236,17 @@ func newWriter(tx *bolt.Tx, delta *int64) writer {
 	return w
 }
 
-// bucket returns the writer's bucket of that name.
-func (w writer) bucket(name []byte) *bolt.Bucket {
-	switch {
-	case bytes.Equal(name, bucketPred):
-		return w.pred
-	case bytes.Equal(name, bucketEvent):
-		return w.event
-	}
-	return w.order
-}
-
 // put writes k. It does not look for an old value under k, which would
 // cost a second search of the tree: the keys it writes are new but for a
 // prediction whose request id a client reused, and then the bytes counted
 // stay above what is held (the bound is kept early, never late) until the
 // next open counts them again.
-func (w writer) put(bucket, k, v []byte) error {
+func (w writer) put(b *bolt.Bucket, k, v []byte) error {
 	*w.delta += int64(len(k) + len(v))
-	return w.bucket(bucket).Put(k, v)
+	return b.Put(k, v)
 }
 
-func (w writer) del(bucket, k []byte) error {
-	b := w.bucket(bucket)
+func (w writer) del(b *bolt.Bucket, k []byte) error {
 	if old := b.Get(k); old != nil {
 		*w.delta -= int64(len(k) + len(old))
 		return b.Delete(k)
@@ -268,8 +256,7 @@ func (w writer) del(bucket, k []byte) error {
 
 // replace writes k over the value it may hold, counting the bytes it
 // frees.
-func (w writer) replace(bucket, k, v []byte) error {
-	b := w.bucket(bucket)
+func (w writer) replace(b *bolt.Bucket, k, v []byte) error {
 	if old := b.Get(k); old != nil {
 		*w.delta -= int64(len(k) + len(old))
 	}
@@ -282,33 +269,33 @@ func (w writer) replace(bucket, k, v []byte) error {
 func (w writer) putPred(p *prediction, index bool) error {
 	k := predKey(p.id, p.version)
 	if !index {
-		return w.replace(bucketPred, k, encodePred(p))
+		return w.replace(w.pred, k, encodePred(p))
 	}
-	if err := w.put(bucketPred, k, encodePred(p)); err != nil {
+	if err := w.put(w.pred, k, encodePred(p)); err != nil {
 		return err
 	}
-	return w.put(bucketOrder, orderKey(p.deadline, kindPred, k), orderValue)
+	return w.put(w.order, orderKey(p.deadline, kindPred, k), orderValue)
 }
 
 // putEvent writes one labelled row, deleted after deadline.
 func (w writer) putEvent(e *event, id string, row int, deadline int64) error {
 	k := eventKey(e.model, e.version, e.at, id, row)
-	if err := w.put(bucketEvent, k, encodeEvent(e)); err != nil {
+	if err := w.put(w.event, k, encodeEvent(e)); err != nil {
 		return err
 	}
-	return w.put(bucketOrder, orderKey(deadline, kindEvent, k), orderValue)
+	return w.put(w.order, orderKey(deadline, kindEvent, k), orderValue)
 }
 
 // deleteOrdered deletes the entry an order key points at, and the key.
 func (w writer) deleteOrdered(ok []byte) error {
-	bucket := bucketPred
+	b := w.pred
 	if ok[8] == kindEvent {
-		bucket = bucketEvent
+		b = w.event
 	}
-	if err := w.del(bucket, ok[9:]); err != nil {
+	if err := w.del(b, ok[9:]); err != nil {
 		return err
 	}
-	return w.del(bucketOrder, ok)
+	return w.del(w.order, ok)
 }
 
 // evictOldest deletes the entry with the earliest deadline; 0 when the
