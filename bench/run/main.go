@@ -374,9 +374,14 @@ func (e *env) runModel(ctx context.Context, res *results, m *model, rep int) err
 		}
 	}
 	if m.quality != "" {
-		// Off then on, back to back, so each repetition compares the two
-		// under the same conditions.
-		for _, mode := range []string{modeQualityOff, modeQuality} {
+		// Off and on back to back, so each repetition compares the two
+		// under the same conditions, and in turns which goes first, so a
+		// drift of the machine within a repetition favours neither.
+		modes := []string{modeQualityOff, modeQuality}
+		if rep%2 == 0 {
+			modes[0], modes[1] = modes[1], modes[0]
+		}
+		for _, mode := range modes {
 			if err := measure(mode, qualityConcurrency); err != nil {
 				return err
 			}

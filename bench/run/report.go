@@ -722,7 +722,7 @@ func (r *results) qualitySection(b *strings.Builder) {
 	w("The same model over gRPC at concurrency %d, served twice from the same file: without a `monitoring` block (off), ", qualityConcurrency)
 	w("and with the bundled one (`task: classification`, its labels file) and `sample: 1.0` (on): every answer's predicted class is read on the request path, ")
 	w("counted in `onnxserve_predictions_total` and written to the bbolt prediction store under `--state-dir` by the quality tap. ")
-	w("Off and on are measured back to back in each repetition. *kept / inference* = growth of `onnxserve_predictions_total` over the window per answered inference. ")
+	w("Off and on are measured back to back in each repetition, which of the two goes first alternating between repetitions. *kept / inference* = growth of `onnxserve_predictions_total` over the window per answered inference. ")
 	w("Target: on keeps at least %.0f%% of the throughput of off.\n\n", 100*targetQualityShare)
 	w("| model | version | off inf/s | on inf/s | off server CPU s/1k | on server CPU s/1k | on / off | kept / inference | verdict |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, row := range rows {

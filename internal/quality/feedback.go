@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -86,7 +87,7 @@ func (q *Monitor) Feedback(model string, items []Item) ([]Result, error) {
 	if len(items) > MaxFeedbackItems {
 		return nil, ErrTooManyItems
 	}
-	spec, err := q.spec(model)
+	spec, err := q.spec(model, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("model %q: %w", model, err)
 	}

@@ -157,9 +157,10 @@ func (q *Monitor) storeErr(err error) {
 }
 
 // spec returns model's Spec from the cache, resolving it when missing or
-// older than specRefresh.
-func (q *Monitor) spec(model string) (*Spec, error) {
-	now := time.Now()
+// older than specRefresh at now. The request path passes its arrival time,
+// which it already has: reading the clock again costs more on some
+// virtual machines than the rest of Keep.
+func (q *Monitor) spec(model string, now time.Time) (*Spec, error) {
 	if v, ok := q.specs.Load(model); ok {
 		if r := v.(*resolved); now.Sub(r.at) < specRefresh {
 			return &r.spec, r.err
@@ -187,7 +188,8 @@ func (q *Monitor) spec(model string) (*Spec, error) {
 // Kept is what the tap copies of one answered request of a monitored
 // model: each row's prediction. A plain value.
 type Kept struct {
-	p prediction
+	p    prediction
+	spec *Spec // the model's, as Keep read it
 	// store: the request was sampled and its prediction goes to the store.
 	store bool
 }
@@ -197,10 +199,10 @@ type Kept struct {
 // score against the threshold (binary), or the value (regression). It runs
 // on the request path and copies only those numbers (serving.Tap).
 func (q *Monitor) Keep(r *serving.Record) (Kept, bool) {
-	if r.Class != serving.ClassOK || r.Model == "" || r.Version == "" || len(r.Outputs) == 0 || r.ID == "" {
+	if r.Class != serving.ClassOK || r.Model == "" || r.Version == "" || len(r.Outputs) == 0 || r.ID == "" || len(r.ID) > MaxIDLen {
 		return Kept{}, false
 	}
-	spec, err := q.spec(r.Model)
+	spec, err := q.spec(r.Model, r.Arrival)
 	if err != nil {
 		return Kept{}, false
 	}
@@ -212,10 +214,12 @@ func (q *Monitor) Keep(r *serving.Record) (Kept, bool) {
 	if !read(spec, out, &p) {
 		return Kept{}, false
 	}
-	k := Kept{p: p, store: sampled(r.ID, spec.Sample)}
+	k := Kept{p: p, spec: spec, store: sampled(r.ID, spec.Sample)}
 	if k.store {
 		q.progress.kept.Add(1)
-		k.p.id = strings.Clone(r.ID)
+		if k.p.uid, k.p.hasUID = parseUUID(r.ID); !k.p.hasUID {
+			k.p.id = strings.Clone(r.ID)
+		}
 		k.p.expires = p.at + int64(spec.TTL)
 		k.p.deadline = k.p.expires + int64(expiredGrace(spec.TTL))
 	}
@@ -231,16 +235,12 @@ func expiredGrace(ttl time.Duration) time.Duration { return min(ttl, 24*time.Hou
 // store (serving.Tap).
 func (q *Monitor) Consume(k Kept) {
 	if k.p.task != TaskRegression {
-		spec, err := q.spec(k.p.model)
 		q.predMu.Lock()
 		for _, c := range k.p.pred {
 			key := predKeyLabel{k.p.model, k.p.version, c}
 			ctr, ok := q.predicted[key]
 			if !ok {
-				label := itoa(int(c))
-				if err == nil {
-					label = classLabel(spec, c)
-				}
+				label := classLabel(k.spec, c)
 				ctr = q.m.predictions.WithLabelValues(k.p.model, k.p.version, label)
 				if c < maxClassLabels {
 					q.predicted[key] = ctr

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -426,5 +427,157 @@ func TestUnusableBlockIsLoggedOnceAndCached(t *testing.T) {
 	}
 	if calls != 4 {
 		t.Errorf("an unknown model was resolved %d times in 3 requests, want each time (never cached)", calls-1)
+	}
+}
+
+func TestUUIDKeys(t *testing.T) {
+	for id, want := range map[string]bool{
+		"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b":  true,
+		"0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B":  false, // another id: kept as text
+		"0190a1b2c3d47e5f8a9b0c1d2e3f4a5b":      false,
+		"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5":   false,
+		"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5g":  false,
+		"0190a1b2+c3d4-7e5f-8a9b-0c1d2e3f4a5b":  false,
+		"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5bb": false,
+	} {
+		if got := isUUID(id); got != want {
+			t.Errorf("isUUID(%q) = %v", id, got)
+		}
+	}
+	u, _ := parseUUID("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+	if fmt.Sprintf("%x", u) != "0190a1b2c3d47e5f8a9b0c1d2e3f4a5b" {
+		t.Errorf("parsed %x", u)
+	}
+
+	// Ids in both forms join, across a reopen, and one UUID's versions
+	// (primary and shadow) are found together.
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	dir := t.TempDir()
+	q, _ := newMonitor(t, dir, c, 0)
+	const uid, upper = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B"
+	answer(t, q, "cls", "1", uid, fp32(1, 3, 0.1, 0.8, 0.1), c.now())
+	answer(t, q, "cls", "2", uid, fp32(1, 3, 0.8, 0.1, 0.1), c.now())
+	answer(t, q, "cls", "1", upper, fp32(1, 3, 0.1, 0.1, 0.8), c.now())
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q, _ = newMonitor(t, dir, c, 0)
+	defer q.Close()
+	res, err := q.Feedback("cls", []Item{{ID: uid, Truth: num(1)}, {ID: upper, Truth: num(2)}, {ID: strings.ToLower(upper[:35]) + "c", Truth: num(0)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Result != ResultMatched || strings.Join(res[0].Versions, ",") != "1,2" || res[1].Result != ResultMatched || res[2].Result != ResultUnknownID {
+		t.Errorf("results %+v", res)
+	}
+}
+
+// A store written before UUIDs were keyed by their bytes (each id as text,
+// one order entry per prediction) still answers and expires.
+func TestStoreOfEarlierKeys(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	dir := t.TempDir()
+	q, _ := newMonitor(t, dir, c, 0)
+	const uid = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+	p := prediction{model: "cls", version: "1", task: TaskClassification, classes: 3, pred: []int32{1},
+		at: c.now().UnixNano(), expires: c.now().Add(time.Hour).UnixNano(), deadline: c.now().Add(2 * time.Hour).UnixNano()}
+	k := append(appendString(nil, uid), p.version...)
+	q.store.mu.Lock()
+	err := q.store.update(func(w writer) error {
+		if err := w.put(w.pred, k, encodePred(&p)); err != nil {
+			return err
+		}
+		return w.put(w.order, orderKey(p.deadline, kindPred, k), orderValue)
+	})
+	q.store.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := results(t, q, "cls", Item{ID: uid, Truth: num(1)}); got[0] != ResultMatched {
+		t.Fatalf("old key: %v", got)
+	}
+	c.add(3 * time.Hour)
+	if err := q.store.expire(c.now()); err != nil {
+		t.Fatal(err)
+	}
+	if sz := q.store.size(); sz != 0 {
+		t.Errorf("after expiry the store holds %d bytes", sz)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Kept predictions are indexed a group at a time: groups of at most
+// groupSize, each within groupSpan, expire with the last deadline of each
+// and count every prediction they held; a prediction labelled in the
+// meantime is counted once.
+func TestGroupedExpiry(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	q, _ := newMonitor(t, t.TempDir(), c, 0)
+	defer q.Close()
+	const n = 3*groupSize + 5
+	for i := range n {
+		// Two TTLs interleaved: "cls" waits an hour, "bin" an hour too
+		// but arrives 10 s later, so deadlines come in two runs.
+		at := c.now()
+		model, out := "cls", fp32(1, 3, 0.1, 0.8, 0.1)
+		if i%2 == 1 {
+			model, out, at = "bin", fp32(1, 1, 0.7), at.Add(10*time.Second)
+		}
+		answer(t, q, model, "1", fmt.Sprintf("g-%04d", i), out, at)
+	}
+	if err := q.store.flush(); err != nil {
+		t.Fatal(err)
+	}
+	groups, preds := 0, 0
+	err := q.store.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOrder).ForEach(func(k, v []byte) error {
+			if k[8] != kindGroup {
+				return fmt.Errorf("order entry of kind %q", k[8])
+			}
+			groups++
+			m, err := groupLen(v)
+			preds += m
+			if m > groupSize {
+				t.Errorf("group of %d", m)
+			}
+			return err
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 99 "cls" and 98 "bin" predictions, 10 s apart: two runs of
+	// deadlines, each of one full group and the rest.
+	if preds != n || groups != 4 {
+		t.Errorf("%d predictions in %d groups, want %d in 4", preds, groups, n)
+	}
+	if got := results(t, q, "cls", Item{ID: "g-0000", Truth: num(1)}); got[0] != ResultMatched {
+		t.Fatalf("feedback: %v", got)
+	}
+	// Past the "cls" deadlines (TTL + grace = 2 h) but not the "bin" ones.
+	c.add(2*time.Hour + 5*time.Second)
+	if err := q.store.expire(c.now()); err != nil {
+		t.Fatal(err)
+	}
+	// The 99 "cls" predictions (g-0000's kept, labelled, until its
+	// deadline) and g-0000's labelled row (its window is an hour).
+	if got := testutil.ToFloat64(q.m.evicted.WithLabelValues("expired")); got != 100 {
+		t.Errorf("expired %v, want 100", got)
+	}
+	if got := results(t, q, "bin", Item{ID: "g-0001", Truth: num(1)}); got[0] != ResultExpired {
+		t.Errorf("bin after its TTL: %v", got)
+	}
+	c.add(time.Hour)
+	if err := q.store.expire(c.now()); err != nil {
+		t.Fatal(err)
+	}
+	// Every prediction once, and the labelled row of g-0000 (its event).
+	if got := testutil.ToFloat64(q.m.evicted.WithLabelValues("expired")); got != n+1 {
+		t.Errorf("expired %v, want %d", got, n+1)
+	}
+	if sz := q.store.size(); sz != 0 {
+		t.Errorf("after expiry the store holds %d bytes", sz)
 	}
 }

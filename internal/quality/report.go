@@ -62,7 +62,7 @@ type Confusion struct {
 // classes reported, and averaged in macro F1, are those that occur as an
 // actual or a predicted class in the window.
 func (q *Monitor) Report(model, version string, window time.Duration) (Report, error) {
-	spec, err := q.spec(model)
+	spec, err := q.spec(model, time.Now())
 	if err != nil {
 		return Report{}, fmt.Errorf("model %q: %w", model, err)
 	}

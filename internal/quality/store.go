@@ -2,12 +2,14 @@ package quality
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,17 +19,31 @@ import (
 // The store's buckets. pred holds one prediction per (request id,
 // version); event holds one labelled row per (model, version, time, id,
 // row), what the report reads; order indexes both by deadline, the time an
-// entry is deleted, so expiry and eviction read it from the front.
+// entry is deleted, so expiry and eviction read it from the front. The
+// predictions the tap keeps are indexed a group at a time (kindGroup): one
+// order entry lists up to groupSize of them, which halves the tree inserts
+// per kept prediction (bench/QUALITY.md).
 var (
 	bucketPred  = []byte("pred")
 	bucketEvent = []byte("event")
 	bucketOrder = []byte("order")
 )
 
-// Kinds of entries in the order index.
+// Kinds of entries in the order index: one prediction, one labelled row,
+// or a group of predictions (its value lists their keys).
 const (
 	kindPred  byte = 'p'
 	kindEvent byte = 'e'
+	kindGroup byte = 'g'
+)
+
+// A group holds at most groupSize predictions whose deadlines lie within
+// groupSpan of its first: its entry fits one page (a key is about 40
+// bytes), eviction takes predictions at most a group at a time, and a
+// prediction is deleted at most groupSpan after its own deadline.
+const (
+	groupSize = 64
+	groupSpan = int64(time.Second)
 )
 
 // StoreFile is the store's file name inside the state directory.
@@ -41,12 +57,19 @@ const openTimeout = 2 * time.Second
 // it: a row per row of the request.
 type prediction struct {
 	model, version, id string
-	task               Task
-	at                 int64 // arrival, Unix nanoseconds
-	expires            int64 // feedback after it is "expired"
-	deadline           int64 // the entry is deleted then
-	done               bool  // ground truth already received
-	classes            int32 // class count of the output (0 for regression)
+	// uid holds id when it is a UUID in canonical text (hasUID), which
+	// Keep then need not copy: see appendID.
+	uid      [16]byte
+	hasUID   bool
+	task     Task
+	done     bool  // ground truth already received
+	classes  int32 // class count of the output (0 for regression)
+	at       int64 // arrival, Unix nanoseconds
+	expires  int64 // feedback after it is "expired"
+	deadline int64 // the entry is deleted then
+	// key is the key lookup found it under, which a store written by an
+	// earlier release may have made differently; nil for a new one.
+	key []byte
 	// One entry per row: the predicted class (classification, binary),
 	// the positive-class score (binary), the predicted value (regression).
 	pred  []int32
@@ -75,6 +98,9 @@ type store struct {
 	mu      sync.Mutex
 	pending []prediction
 	bytes   int64 // keys and values in every bucket
+	// arena holds the keys and values of one commit: bbolt refers to
+	// them until the commit ends, and the next commit reuses the space.
+	arena []byte
 }
 
 // openStore opens (creating) the store in dir. maxBytes bounds the bytes
@@ -88,7 +114,7 @@ func openStore(dir string, maxBytes int64, onEvict func(reason string, n int)) (
 	// The freelist is not written at each commit but rebuilt when the
 	// file opens (etcd's setting for write-heavy stores): a commit writes
 	// only the pages it changed. Each commit is still synced.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: openTimeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: openTimeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType, PageSize: 16384})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("prediction store %s: in use by another process", path)
@@ -153,10 +179,9 @@ func (s *store) update(fn func(w writer) error) error {
 	evicted := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		w := newWriter(tx, &delta)
-		for i := range s.pending {
-			if err := w.putPred(&s.pending[i], true); err != nil {
-				return err
-			}
+		var err error
+		if s.arena, err = w.putPending(s.pending, s.arena[:0]); err != nil {
+			return err
 		}
 		if fn != nil {
 			if err := fn(w); err != nil {
@@ -164,8 +189,8 @@ func (s *store) update(fn func(w writer) error) error {
 			}
 		}
 		for s.bytes+delta > s.maxBytes {
-			n, err := w.evictOldest()
-			if err != nil || n == 0 {
+			n, ok, err := w.evictOldest()
+			if err != nil || !ok {
 				return err
 			}
 			evicted += n
@@ -175,6 +200,7 @@ func (s *store) update(fn func(w writer) error) error {
 	if err != nil {
 		return err
 	}
+	clear(s.pending) // drop the ids and rows they refer to
 	s.pending = s.pending[:0]
 	s.bytes += delta
 	if evicted > 0 {
@@ -196,11 +222,12 @@ func (s *store) expire(now time.Time) error {
 			keys = append(keys, bytes.Clone(k))
 		}
 		for _, k := range keys {
-			if err := w.deleteOrdered(k); err != nil {
+			d, err := w.deleteOrdered(k)
+			if err != nil {
 				return err
 			}
+			n += d
 		}
-		n = len(keys)
 		return nil
 	})
 	if err != nil {
@@ -232,7 +259,7 @@ func newWriter(tx *bolt.Tx, delta *int64) writer {
 	w := writer{tx: tx, pred: tx.Bucket(bucketPred), event: tx.Bucket(bucketEvent), order: tx.Bucket(bucketOrder), delta: delta}
 	// Order and event keys begin with a time, so they arrive nearly in
 	// key order: full pages split less and leave fewer to write.
-	w.order.FillPercent, w.event.FillPercent = 0.95, 0.95
+	w.order.FillPercent, w.event.FillPercent, w.pred.FillPercent = 0.95, 0.95, 0.95
 	return w
 }
 
@@ -246,12 +273,13 @@ func (w writer) put(b *bolt.Bucket, k, v []byte) error {
 	return b.Put(k, v)
 }
 
-func (w writer) del(b *bolt.Bucket, k []byte) error {
+// del deletes k and reports whether it was there.
+func (w writer) del(b *bolt.Bucket, k []byte) (bool, error) {
 	if old := b.Get(k); old != nil {
 		*w.delta -= int64(len(k) + len(old))
-		return b.Delete(k)
+		return true, b.Delete(k)
 	}
-	return nil
+	return false, nil
 }
 
 // replace writes k over the value it may hold, counting the bytes it
@@ -267,7 +295,10 @@ func (w writer) replace(b *bolt.Bucket, k, v []byte) error {
 // putPred writes p; index adds its order entry (a new prediction), else p
 // replaces the stored one (marked labelled by feedback).
 func (w writer) putPred(p *prediction, index bool) error {
-	k := predKey(p.id, p.version)
+	k := p.key
+	if k == nil {
+		k = predKey(p.id, p.version)
+	}
 	if !index {
 		return w.replace(w.pred, k, encodePred(p))
 	}
@@ -286,31 +317,138 @@ func (w writer) putEvent(e *event, id string, row int, deadline int64) error {
 	return w.put(w.order, orderKey(deadline, kindEvent, k), orderValue)
 }
 
-// deleteOrdered deletes the entry an order key points at, and the key.
-func (w writer) deleteOrdered(ok []byte) error {
-	b := w.pred
-	if ok[8] == kindEvent {
-		b = w.event
+// putPending writes the predictions the tap kept, sorted by deadline, in
+// groups of one order entry each. Their keys and values are laid out in
+// arena, returned grown, which must stay untouched until the commit ends.
+func (w writer) putPending(ps []prediction, arena []byte) ([]byte, error) {
+	if len(ps) == 0 {
+		return arena, nil
 	}
-	if err := w.del(b, ok[9:]); err != nil {
-		return err
+	slices.SortFunc(ps, func(a, b prediction) int { return cmp.Compare(a.deadline, b.deadline) })
+	for start := 0; start < len(ps); {
+		end := start + 1
+		for end < len(ps) && end-start < groupSize && ps[end].deadline-ps[start].deadline <= groupSpan {
+			end++
+		}
+		// The group's entry: its latest deadline, then a number bbolt
+		// keeps per bucket, so no two groups share a key.
+		seq, err := w.order.NextSequence()
+		if err != nil {
+			return arena, err
+		}
+		ok := len(arena)
+		arena = binary.BigEndian.AppendUint64(arena, uint64(max(ps[end-1].deadline, 0)))
+		arena = binary.BigEndian.AppendUint64(append(arena, kindGroup), seq)
+		ov := len(arena)
+		for i := start; i < end; i++ {
+			arena = appendPredKey(binary.BigEndian.AppendUint16(arena, uint16(predKeyLen(&ps[i]))), &ps[i])
+		}
+		members := len(arena)
+		for i := start; i < end; i++ {
+			k := len(arena)
+			arena = appendPredKey(arena, &ps[i])
+			v := len(arena)
+			arena = appendPred(arena, &ps[i])
+			if err := w.put(w.pred, arena[k:v:v], arena[v:len(arena):len(arena)]); err != nil {
+				return arena, err
+			}
+		}
+		if err := w.put(w.order, arena[ok:ov:ov], arena[ov:members:members]); err != nil {
+			return arena, err
+		}
+		start = end
 	}
-	return w.del(w.order, ok)
+	return arena, nil
 }
 
-// evictOldest deletes the entry with the earliest deadline; 0 when the
+// deleteOrdered deletes the entries an order key points at, and the key;
+// it returns how many it deleted.
+func (w writer) deleteOrdered(ok []byte) (int, error) {
+	n, err := 0, error(nil)
+	switch ok[8] {
+	case kindEvent:
+		n, err = w.delCount(w.event, ok[9:])
+	case kindGroup:
+		n, err = w.deleteGroup(w.order.Get(ok))
+	default:
+		n, err = w.delCount(w.pred, ok[9:])
+	}
+	if err != nil {
+		return n, err
+	}
+	_, err = w.del(w.order, ok)
+	return n, err
+}
+
+// delCount deletes k and returns 1 when it was there.
+func (w writer) delCount(b *bolt.Bucket, k []byte) (int, error) {
+	if ok, err := w.del(b, k); !ok || err != nil {
+		return 0, err
+	}
+	return 1, nil
+}
+
+// deleteGroup deletes the predictions a group entry lists and returns how
+// many were there.
+func (w writer) deleteGroup(list []byte) (int, error) {
+	// The list is in bbolt's memory, which deletes may move: walk a copy.
+	list = bytes.Clone(list)
+	n := 0
+	for len(list) >= 2 {
+		l := int(binary.BigEndian.Uint16(list))
+		if len(list) < 2+l {
+			return n, errCorrupt
+		}
+		d, err := w.delCount(w.pred, list[2:2+l])
+		if err != nil {
+			return n, err
+		}
+		n += d
+		list = list[2+l:]
+	}
+	return n, nil
+}
+
+// groupLen returns the number of keys a group entry lists.
+func groupLen(list []byte) (int, error) {
+	n := 0
+	for len(list) >= 2 {
+		l := int(binary.BigEndian.Uint16(list))
+		if len(list) < 2+l {
+			return n, errCorrupt
+		}
+		n++
+		list = list[2+l:]
+	}
+	if len(list) != 0 {
+		return n, errCorrupt
+	}
+	return n, nil
+}
+
+// evictOldest deletes the entry with the earliest deadline (a group: all
+// its predictions) and returns how many it deleted; ok is false when the
 // store is empty.
-func (w writer) evictOldest() (int, error) {
+func (w writer) evictOldest() (n int, ok bool, err error) {
 	k, _ := w.order.Cursor().First()
 	if k == nil {
-		return 0, nil
+		return 0, false, nil
 	}
-	return 1, w.deleteOrdered(bytes.Clone(k))
+	n, err = w.deleteOrdered(bytes.Clone(k))
+	return n, true, err
 }
 
 // lookup returns the predictions stored under id, every version.
 func lookup(tx *bolt.Tx, id string) ([]prediction, error) {
-	prefix := predKey(id, "")
+	out, err := lookupPrefix(tx, id, predKey(id, ""))
+	if len(out) == 0 && err == nil && isUUID(id) {
+		// A store written before UUIDs were keyed by their bytes.
+		out, err = lookupPrefix(tx, id, appendString(nil, id))
+	}
+	return out, err
+}
+
+func lookupPrefix(tx *bolt.Tx, id string, prefix []byte) ([]prediction, error) {
 	var out []prediction
 	c := tx.Bucket(bucketPred).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
@@ -318,7 +456,7 @@ func lookup(tx *bolt.Tx, id string) ([]prediction, error) {
 		if err != nil {
 			return nil, fmt.Errorf("prediction %q: %w", id, err)
 		}
-		p.id = id
+		p.id, p.key = id, bytes.Clone(k)
 		p.version = string(k[len(prefix):])
 		out = append(out, p)
 	}
@@ -353,10 +491,85 @@ func (s *store) events(model string, since int64) (map[string][]event, error) {
 
 var errCorrupt = errors.New("corrupt store entry")
 
-// predKey is the id and the version, the id length first so that one
-// id's versions share a prefix no other id has.
+// predKey is the id (appendID) and the version: one id's versions share
+// a prefix no other id has.
 func predKey(id, version string) []byte {
-	return append(appendString(make([]byte, 0, 4+len(id)+len(version)), id), version...)
+	return append(appendID(make([]byte, 0, 4+len(id)+len(version)), id), version...)
+}
+
+// appendPredKey appends p's predKey to b.
+func appendPredKey(b []byte, p *prediction) []byte {
+	if p.hasUID {
+		b = append(append(b, uuidMarker...), p.uid[:]...)
+	} else {
+		b = appendID(b, p.id)
+	}
+	return append(b, p.version...)
+}
+
+func predKeyLen(p *prediction) int {
+	if p.hasUID {
+		return len(uuidMarker) + 16 + len(p.version)
+	}
+	return len(appendID(nil, p.id)) + len(p.version)
+}
+
+// uuidMarker leads the key of an id that is a UUID in canonical text (the
+// ids the server makes): its 16 bytes follow, which shortens the key from
+// 38 bytes to 18, so a commit writes fewer pages. No other id is that
+// long (MaxIDLen), so the marker cannot be read as a length.
+var uuidMarker = []byte{0xff, 0xff}
+
+// appendID appends id's key form: uuidMarker and the UUID's bytes, or the
+// id's length and bytes.
+func appendID(b []byte, id string) []byte {
+	if u, ok := parseUUID(id); ok {
+		return append(append(b, uuidMarker...), u[:]...)
+	}
+	return appendString(b, id)
+}
+
+// isUUID reports whether id is a UUID in canonical text: 36 characters,
+// lowercase hex digits with dashes at 8, 13, 18 and 23. Other spellings
+// of the same UUID are other ids, kept as text.
+func isUUID(id string) bool {
+	_, ok := parseUUID(id)
+	return ok
+}
+
+func parseUUID(id string) (u [16]byte, ok bool) {
+	if len(id) != 36 {
+		return u, false
+	}
+	j := 0
+	for i := 0; i < 36; {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if id[i] != '-' {
+				return u, false
+			}
+			i++
+			continue
+		}
+		hi, ok1 := hexDigit(id[i])
+		lo, ok2 := hexDigit(id[i+1])
+		if !ok1 || !ok2 {
+			return u, false
+		}
+		u[j] = hi<<4 | lo
+		j++
+		i += 2
+	}
+	return u, true
+}
+
+func hexDigit(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 func eventKey(model, version string, at int64, id string, row int) []byte {
@@ -391,7 +604,12 @@ func readString(b []byte) (string, []byte, bool) {
 // encodePred lays out a prediction: model, task, flags, times, classes,
 // rows, then each row's fields the task uses.
 func encodePred(p *prediction) []byte {
-	b := appendString(make([]byte, 0, 40+len(p.model)+16*len(p.pred)+8*len(p.value)), p.model)
+	return appendPred(make([]byte, 0, 40+len(p.model)+16*len(p.pred)+8*len(p.value)), p)
+}
+
+// appendPred appends p's encoding to b.
+func appendPred(b []byte, p *prediction) []byte {
+	b = appendString(b, p.model)
 	flags := byte(0)
 	if p.done {
 		flags = 1
