@@ -13,9 +13,10 @@ type discardTap struct{}
 func (discardTap) Keep(*Record) (struct{}, bool) { return struct{}{}, false }
 func (discardTap) Consume(struct{})              {}
 
-// TestNoTapNoRecord shows that a request builds a tap record only when a
-// tap is registered: without one, Infer allocates less.
-func TestNoTapNoRecord(t *testing.T) {
+// TestTapRecordIsRecycled shows that a registered tap adds no allocation
+// to Infer: the record handed to the taps comes from a pool (a request
+// with no tap registered builds no record at all).
+func TestTapRecordIsRecycled(t *testing.T) {
 	l := newFakeLoader()
 	l.set("a", 1, nil)
 	s := newTestServer(t, l, Config{})
@@ -32,7 +33,7 @@ func TestNoTapNoRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	with := testing.AllocsPerRun(200, infer)
-	if with < without+1 {
-		t.Errorf("Infer allocates %v times with a tap and %v without; the record should be the difference", with, without)
+	if with > without {
+		t.Errorf("Infer allocates %v times with a tap that keeps nothing and %v without; the record should be recycled", with, without)
 	}
 }

@@ -199,6 +199,100 @@ func TestSlowTapNeverDelaysRequests(t *testing.T) {
 	}
 }
 
+// gateTap keeps each record's Queue as a sequence number. Its first
+// Consume blocks until gate is closed; consumed is read once the tap's
+// goroutine is done (after Close).
+type gateTap struct {
+	started, gate chan struct{}
+	once          sync.Once
+	consumed      []int
+}
+
+func (g *gateTap) Keep(r *Record) (int, bool) { return int(r.Queue), true }
+
+func (g *gateTap) Consume(v int) {
+	g.once.Do(func() {
+		close(g.started)
+		<-g.gate
+	})
+	g.consumed = append(g.consumed, v)
+}
+
+// TestTapQueue offers numbered records straight to a tap's queue: values
+// are consumed in order, those a full queue cannot take are counted, and
+// close consumes what is queued before it returns; a value offered after
+// close is neither consumed nor blocks.
+func TestTapQueue(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		queue        int
+		offers       int
+		block        bool // the consumer is stuck on value 0 while the rest are offered
+		wantConsumed int  // 0..wantConsumed-1 are consumed, the rest dropped
+	}{
+		{name: "in order", queue: 10000, offers: 5000, wantConsumed: 5000},
+		// Value 0 is in Consume, no longer queued: 1..4 fill the queue.
+		{name: "full queue drops", queue: 4, offers: 11, block: true, wantConsumed: 5},
+		{name: "queue of one", queue: 1, offers: 5, block: true, wantConsumed: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sm, err := NewMetrics(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := New(newFakeLoader(), Config{}, zap.NewNop(), sm, nil)
+			tap := &gateTap{started: make(chan struct{}), gate: make(chan struct{})}
+			if !tc.block {
+				close(tap.gate)
+			}
+			if err := AddTap(s, "gate", tc.queue, tap); err != nil {
+				t.Fatal(err)
+			}
+			offer := func(i int) { s.taps.hand(&Record{Queue: time.Duration(i)}) }
+			offer(0)
+			if tc.block {
+				select {
+				case <-tap.started:
+				case <-time.After(testTimeout):
+					t.Fatal("the tap never consumed")
+				}
+			}
+			for i := 1; i < tc.offers; i++ {
+				offer(i)
+			}
+			closed := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+				defer cancel()
+				closed <- s.Close(ctx)
+			}()
+			if tc.block {
+				close(tap.gate)
+			}
+			select {
+			case err := <-closed:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(testTimeout):
+				t.Fatal("Close did not return")
+			}
+			offer(tc.offers) // after close: neither consumed nor blocking
+
+			want := make([]int, tc.wantConsumed)
+			for i := range want {
+				want[i] = i
+			}
+			if !slices.Equal(tap.consumed, want) {
+				t.Errorf("consumed %v, want %v", tap.consumed, want)
+			}
+			if got, want := testutil.ToFloat64(sm.taps.WithLabelValues("gate")), float64(tc.offers-tc.wantConsumed); got != want {
+				t.Errorf("onnxserve_tap_dropped_total{tap=gate} = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
 func TestAddTapRejectsDuplicates(t *testing.T) {
 	s := newTestServer(t, newFakeLoader(), Config{})
 	tap := &recordingTap{got: make(chan kept, 1)}

@@ -200,8 +200,10 @@ func (q *shadowQueue) run(job shadowJob) {
 	var tm batcher.Timing
 	out, err := job.v.batch.SubmitTimed(ctx, job.in, &tm)
 	if q.taps.active() {
-		q.taps.hand(&Record{Model: job.m.name, Version: job.v.label, ID: job.id, Protocol: job.protocol, Arm: ArmShadow,
-			Err: err, Arrival: job.arrival, Queue: tm.Queue, Compute: tm.Compute, Inputs: job.in, Outputs: out})
+		r := records.Get().(*Record)
+		*r = Record{Model: job.m.name, Version: job.v.label, ID: job.id, Protocol: job.protocol, Arm: ArmShadow,
+			Err: err, Arrival: job.arrival, Queue: tm.Queue, Compute: tm.Compute, Inputs: job.in, Outputs: out}
+		q.taps.handRecord(r)
 	}
 	switch {
 	case err != nil:
