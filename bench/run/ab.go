@@ -159,6 +159,14 @@ func medianOf(samples []sample, f func(sample) float64) float64 {
 	for i, s := range samples {
 		v[i] = f(s)
 	}
+	return medianFloats(v)
+}
+
+// medianFloats is the median of v (which it sorts), 0 for none.
+func medianFloats(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
 	slices.Sort(v)
 	if n := len(v); n%2 == 0 {
 		return (v[n/2-1] + v[n/2]) / 2

@@ -203,17 +203,7 @@ func median(ss []sample) sample {
 	if len(ss) == 0 {
 		return sample{}
 	}
-	med := func(f func(sample) float64) float64 {
-		v := make([]float64, len(ss))
-		for i, s := range ss {
-			v[i] = f(s)
-		}
-		slices.Sort(v)
-		if len(v)%2 == 1 {
-			return v[len(v)/2]
-		}
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
-	}
+	med := func(f func(sample) float64) float64 { return medianOf(ss, f) }
 	out := sample{
 		Throughput:     med(func(s sample) float64 { return s.Throughput }),
 		MeanMs:         med(func(s sample) float64 { return s.MeanMs }),
