@@ -66,6 +66,10 @@ func (m *model) driftConfig() map[string]any {
 // plain one.
 const qualityConcurrency = 128
 
+// qualityPairs is how many off/on pairs of the quality copy each
+// repetition measures.
+const qualityPairs = 3
+
 // qualityConfig is config with the model's bundled monitoring block and
 // every answer kept in the prediction store (the cost the quality section
 // reports).

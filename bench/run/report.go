@@ -728,7 +728,7 @@ func (r *results) qualitySection(b *strings.Builder) {
 		for i, x := range pairs {
 			each[i] = fmt.Sprintf("%.1f%%", 100*x)
 		}
-		notes = append(notes, fmt.Sprintf("%s: on / off in each repetition: %s.", m.name, strings.Join(each, ", ")))
+		notes = append(notes, fmt.Sprintf("%s: on / off in each pair, in measuring order: %s.", m.name, strings.Join(each, ", ")))
 		notes = append(notes, fmt.Sprintf("%s: %s predictions counted against %s inferences answered in the median window; prediction store %.1f MB at its end; %s answers dropped by full tap queues over every window.",
 			m.name, thousands(on.Predictions), thousands(float64(on.Requests)), on.StoreBytes/1e6, thousands(on.TapDropped)))
 	}
@@ -739,7 +739,7 @@ func (r *results) qualitySection(b *strings.Builder) {
 	w("The same model over gRPC at concurrency %d, served twice from the same file: without a `monitoring` block (off), ", qualityConcurrency)
 	w("and with the bundled one (`task: classification`, its labels file) and `sample: 1.0` (on): every answer's predicted class is read on the request path, ")
 	w("counted in `onnxserve_predictions_total` and written to the bbolt prediction store under `--state-dir` by the quality tap. ")
-	w("Off and on are measured back to back in each repetition, which of the two goes first alternating between repetitions. *kept / inference* = growth of `onnxserve_predictions_total` over the window per answered inference. ")
+	w("Off and on are measured back to back, %d pairs in each repetition, which of the two goes first alternating from pair to pair. *kept / inference* = growth of `onnxserve_predictions_total` over the window per answered inference. ", qualityPairs)
 	w("Target: on keeps at least %.0f%% of the throughput of off, judged by the median of the repetitions' on / off (each a pair measured back to back); the ratio of the two medians is shown beside it.\n\n", 100*targetQualityShare)
 	w("| model | version | off inf/s | on inf/s | ratio of medians | off server CPU s/1k | on server CPU s/1k | on / off, median of pairs | kept / inference | verdict |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, row := range rows {

@@ -316,7 +316,7 @@ func TestQualitySection(t *testing.T) {
 	for _, want := range []string{
 		"## Quality monitoring cost",
 		"| classifier | 2 | 41,000 | 38,000 | 92.7% | 0.020 | 0.024 | 92.7% | 1.000 | **missed** |",
-		"classifier: on / off in each repetition: 92.5%, 92.9%.",
+		"classifier: on / off in each pair, in measuring order: 92.5%, 92.9%.",
 		"classifier: 76,000 predictions counted against 76,000 inferences answered in the median window; prediction store 14.5 MB at its end; 3 answers dropped",
 	} {
 		if !strings.Contains(md, want) {
