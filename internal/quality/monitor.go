@@ -21,17 +21,17 @@ const (
 	DefaultMaxBytes = 1 << 30
 	// DefaultFlushInterval is how long a kept prediction may wait before it
 	// is committed to the store.
-	DefaultFlushInterval = 50 * time.Millisecond
+	DefaultFlushInterval = 200 * time.Millisecond
 	// DefaultSweepInterval is how often expired entries are deleted.
 	DefaultSweepInterval = time.Minute
 )
 
 // flushBatch commits the pending predictions at once when this many wait.
-const flushBatch = 2048
+const flushBatch = 8192
 
-// maxPending bounds the predictions waiting for a commit: beyond it
-// Consume commits before it takes more, so the tap's own queue, not
-// memory, absorbs a slow disk.
+// maxPending bounds the predictions waiting for a commit: while commits
+// fail, predictions beyond it are dropped and counted as evicted
+// ("unwritable").
 const maxPending = 4 * flushBatch
 
 // Config holds the loop's settings.
@@ -253,12 +253,17 @@ func (q *Monitor) Consume(k Kept) {
 	if !k.store {
 		return
 	}
-	if q.store.pendingLen() >= maxPending {
-		q.storeErr(q.store.flush())
-	}
-	q.store.add(k.p)
+	n, ok := q.store.add(k.p, maxPending)
 	q.progress.advance()
-	if q.store.pendingLen() >= flushBatch {
+	if !ok {
+		// Commits have failed for a while (each failure is counted and
+		// logged): memory is not where the predictions wait.
+		q.m.evicted.WithLabelValues("unwritable").Inc()
+		return
+	}
+	if n%flushBatch == 0 {
+		// Each flushBatch more, not each prediction past it: while
+		// commits fail, one try a batch (and the ticker's) is enough.
 		q.storeErr(q.store.flush())
 	}
 }

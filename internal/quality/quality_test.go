@@ -581,3 +581,29 @@ func TestGroupedExpiry(t *testing.T) {
 		t.Errorf("after expiry the store holds %d bytes", sz)
 	}
 }
+
+// While commits fail, predictions wait in memory up to maxPending; the
+// rest are dropped and counted, so a broken disk cannot grow the heap.
+func TestFailingCommitsBoundPending(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	q, _ := newMonitor(t, t.TempDir(), c, 0)
+	if err := q.store.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const extra = 100
+	for i := range maxPending + extra {
+		answer(t, q, "cls", "1", fmt.Sprint("f", i), fp32(1, 3, 0.1, 0.8, 0.1), c.now())
+	}
+	if n := q.store.pendingLen(); n != maxPending {
+		t.Errorf("%d predictions pending, want %d", n, maxPending)
+	}
+	if got := testutil.ToFloat64(q.m.evicted.WithLabelValues("unwritable")); got != extra {
+		t.Errorf("unwritable %v, want %d", got, extra)
+	}
+	if got := testutil.ToFloat64(q.m.storeErrors); got < 1 {
+		t.Errorf("store errors %v", got)
+	}
+	if err := q.Close(); err == nil {
+		t.Error("Close committed to a closed store")
+	}
+}

@@ -147,11 +147,17 @@ func (s *store) close() error {
 	return errors.Join(err, s.db.Close())
 }
 
-// add queues p; it is committed by the next flush.
-func (s *store) add(p prediction) {
+// add queues p, which the next flush commits, and returns the number of
+// predictions now waiting; ok is false, and p is not kept, when max wait
+// already (the commits are failing).
+func (s *store) add(p prediction, max int) (n int, ok bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) >= max {
+		return len(s.pending), false
+	}
 	s.pending = append(s.pending, p)
-	s.mu.Unlock()
+	return len(s.pending), true
 }
 
 // pendingLen is the number of predictions waiting for a flush.
@@ -538,39 +544,35 @@ func isUUID(id string) bool {
 }
 
 func parseUUID(id string) (u [16]byte, ok bool) {
-	if len(id) != 36 {
+	if len(id) != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-' {
 		return u, false
 	}
-	j := 0
-	for i := 0; i < 36; {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			if id[i] != '-' {
-				return u, false
-			}
-			i++
-			continue
-		}
-		hi, ok1 := hexDigit(id[i])
-		lo, ok2 := hexDigit(id[i+1])
-		if !ok1 || !ok2 {
-			return u, false
-		}
+	bad := byte(0)
+	for j, i := range uuidPairs {
+		hi, lo := hexValue[id[i]], hexValue[id[i+1]]
+		bad |= hi | lo
 		u[j] = hi<<4 | lo
-		j++
-		i += 2
 	}
-	return u, true
+	return u, bad&0xf0 == 0
 }
 
-func hexDigit(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
+// uuidPairs are the offsets of a canonical UUID's 16 hex pairs.
+var uuidPairs = [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+
+// hexValue maps a lowercase hex digit to its value and any other byte to
+// 0xff, so one OR over a UUID's digits tells whether all were digits.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	return 0, false
-}
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c - '0'
+	}
+	for c := byte('a'); c <= 'f'; c++ {
+		t[c] = c - 'a' + 10
+	}
+	return t
+}()
 
 func eventKey(model, version string, at int64, id string, row int) []byte {
 	k := appendString(nil, model)
