@@ -347,3 +347,19 @@ func TestQualitySection(t *testing.T) {
 		t.Errorf("a section without a quality copy: %q", b.String())
 	}
 }
+
+func TestDriftSection(t *testing.T) {
+	c := &config{concurrency: []int{128}, batchingConcurrency: []int{128}, modes: []string{modeGRPC}, reps: 1}
+	m := &model{name: "classifier", drift: "classifier_drift", quality: "classifier_quality", version: "2", config: map[string]any{}}
+	r := newResults(c, []*model{m})
+	r.add(pointKey{Model: "classifier", Mode: modeGRPC, Concurrency: driftConcurrency}, sample{Throughput: 40_000, ServerCPUPer1k: 0.020})
+	r.add(pointKey{Model: "classifier", Mode: modeDrift, Concurrency: driftConcurrency}, sample{Throughput: 39_000, ServerCPUPer1k: 0.021})
+	// The quality copy's figures must not leak into the drift row.
+	r.add(pointKey{Model: "classifier", Mode: modeQualityOff, Concurrency: qualityConcurrency}, sample{Throughput: 40_000})
+	r.add(pointKey{Model: "classifier", Mode: modeQuality, Concurrency: qualityConcurrency}, sample{Throughput: 20_000})
+	var b strings.Builder
+	r.driftSection(&b)
+	if want := "| classifier | 2 | 40000 | 39000 | 0.020 | 0.021 | 97.5% | met |"; !strings.Contains(b.String(), want) {
+		t.Errorf("drift section lacks %q:\n%s", want, b.String())
+	}
+}
