@@ -378,7 +378,8 @@ func (e *env) runModel(ctx context.Context, res *results, m *model, rep int) err
 		// compares the two under the same conditions, and in turns which
 		// goes first, so a drift of the machine within a pair favours
 		// neither. The verdict is the median of the pairs: on this shared
-		// machine one pair's ratio ranges from 70% to 115%.
+		// machine one pair's ratio ranges from 70% to 125% (36 pairs of one
+		// run, bench/QUALITY.md), so 18 pairs in three repetitions.
 		for pair := range qualityPairs {
 			modes := []string{modeQualityOff, modeQuality}
 			if (rep*qualityPairs+pair)%2 == 0 {

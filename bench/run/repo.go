@@ -68,7 +68,7 @@ const qualityConcurrency = 128
 
 // qualityPairs is how many off/on pairs of the quality copy each
 // repetition measures.
-const qualityPairs = 3
+const qualityPairs = 6
 
 // qualityConfig is config with the model's bundled monitoring block and
 // every answer kept in the prediction store (the cost the quality section
