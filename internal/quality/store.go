@@ -345,24 +345,28 @@ func (w writer) putPending(ps []prediction, arena []byte) ([]byte, error) {
 		ok := len(arena)
 		arena = binary.BigEndian.AppendUint64(arena, uint64(max(ps[end-1].deadline, 0)))
 		arena = binary.BigEndian.AppendUint64(append(arena, kindGroup), seq)
+		// The group's value lists its members' keys, each behind its
+		// length; the predictions are put under those same bytes.
 		ov := len(arena)
 		for i := start; i < end; i++ {
-			arena = appendPredKey(binary.BigEndian.AppendUint16(arena, uint16(predKeyLen(&ps[i]))), &ps[i])
+			at := len(arena)
+			arena = appendPredKey(append(arena, 0, 0), &ps[i])
+			binary.BigEndian.PutUint16(arena[at:], uint16(len(arena)-at-2))
 		}
 		members := len(arena)
-		for i := start; i < end; i++ {
-			k := len(arena)
-			arena = appendPredKey(arena, &ps[i])
+		for at := ov; at < members; {
+			k := arena[at+2 : at+2+int(binary.BigEndian.Uint16(arena[at:]))]
+			at += 2 + len(k)
 			v := len(arena)
-			arena = appendPred(arena, &ps[i])
-			if err := w.put(w.pred, arena[k:v:v], arena[v:len(arena):len(arena)]); err != nil {
+			arena = appendPred(arena, &ps[start])
+			start++
+			if err := w.put(w.pred, k[:len(k):len(k)], arena[v:len(arena):len(arena)]); err != nil {
 				return arena, err
 			}
 		}
 		if err := w.put(w.order, arena[ok:ov:ov], arena[ov:members:members]); err != nil {
 			return arena, err
 		}
-		start = end
 	}
 	return arena, nil
 }
@@ -511,13 +515,6 @@ func appendPredKey(b []byte, p *prediction) []byte {
 		b = appendID(b, p.id)
 	}
 	return append(b, p.version...)
-}
-
-func predKeyLen(p *prediction) int {
-	if p.hasUID {
-		return len(uuidMarker) + 16 + len(p.version)
-	}
-	return len(appendID(nil, p.id)) + len(p.version)
 }
 
 // uuidMarker leads the key of an id that is a UUID in canonical text (the
